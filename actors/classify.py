@@ -1,0 +1,44 @@
+"""The classify pool: the mask classifier on head crops, batched across cameras on ONNX Runtime."""
+
+from __future__ import annotations
+
+import asyncio
+
+import numpy as np
+import numpy.typing as npt
+import ray
+
+from cluster.config import ClassifyConfig
+from pipeline.batching import MicroBatcher
+from pipeline.onnx_models import MaskClassifier
+
+
+@ray.remote(max_restarts=3)
+class ClassifyActor:
+    """Scores `(K, S, S, 3)` uint8 RGB crops; requests of many cameras are concatenated into one model call."""
+
+    def __init__(self, cfg: ClassifyConfig) -> None:
+        self._model = MaskClassifier(cfg.model_path, cfg.device, cfg.threads)
+        self._batcher: MicroBatcher[npt.NDArray[np.uint8], npt.NDArray[np.float32]] = MicroBatcher(
+            self._run_batch, cfg.max_batch_size, cfg.batch_wait_s
+        )
+
+    async def _run_batch(self, requests: list[npt.NDArray[np.uint8]]) -> list[npt.NDArray[np.float32]]:
+        scores = await asyncio.to_thread(self._model.predict, np.concatenate(requests))
+        bounds = np.cumsum([len(r) for r in requests])[:-1]
+        return np.split(scores, bounds)
+
+    async def predict(self, crops: npt.NDArray[np.uint8]) -> npt.NDArray[np.float32]:
+        """`(K,)` float32 mask scores for one frame's crops."""
+        if len(crops) == 0:
+            return np.zeros(0, np.float32)
+        return await self._batcher.submit(crops)
+
+    def info(self) -> dict[str, object]:
+        """Provider, input size, crop margin and recent batch sizes."""
+        return {
+            "provider": self._model.provider,
+            "input_px": self._model.input_px,
+            "crop_margin": self._model.crop_margin,
+            "batch_sizes": list(self._batcher.batch_sizes),
+        }

@@ -1,0 +1,49 @@
+"""The pose pool: batched YOLO-pose inference across cameras on ONNX Runtime (CUDA when it attaches)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+import numpy as np
+import numpy.typing as npt
+import pyarrow as pa
+import ray
+
+from cluster.config import PoseConfig
+from pipeline.batching import MicroBatcher
+from pipeline.letterbox import Letterbox
+from pipeline.onnx_models import PoseModel
+from pipeline.pose_postprocess import decode_pose
+from schemas.pose import NO_TRACK, Poses
+
+logger = logging.getLogger(__name__)
+
+
+@ray.remote(max_restarts=3)
+class PoseActor:
+    """Runs the pose model on letterboxed frames from many cameras, batching those of the same input shape."""
+
+    def __init__(self, cfg: PoseConfig, model_path: str) -> None:
+        self._cfg = cfg
+        self._model = PoseModel(model_path, cfg.device, cfg.threads)
+        self._batcher: MicroBatcher[npt.NDArray[np.uint8], npt.NDArray[np.float32]] = MicroBatcher(
+            self._run_batch, cfg.max_batch_size, cfg.batch_wait_s
+        )
+
+    async def _run_batch(self, images: list[npt.NDArray[np.uint8]]) -> list[npt.NDArray[np.float32]]:
+        raw = await asyncio.to_thread(self._model.infer, np.stack(images))
+        return list(raw)
+
+    async def infer(
+        self, image: npt.NDArray[np.uint8], lb: Letterbox, camera_id: str, frame_idx: int, pts_ns: int
+    ) -> pa.RecordBatch:
+        """People in one letterboxed `(h, w, 3)` uint8 BGR frame, as a ``POSE_SCHEMA`` batch in original pixels."""
+        raw = await self._batcher.submit(image, key=image.shape)
+        score, boxes, kps = decode_pose(raw, lb, self._cfg.conf_threshold, self._cfg.nms_iou)
+        poses = Poses(camera_id, frame_idx, pts_ns, score, boxes, kps, np.full(len(score), NO_TRACK, np.int64))
+        return poses.to_arrow()
+
+    def info(self) -> dict[str, object]:
+        """Provider in use and recent batch sizes."""
+        return {"provider": self._model.provider, "batch_sizes": list(self._batcher.batch_sizes)}

@@ -1,0 +1,223 @@
+"""The maskwatch configuration: one YAML file validated with pydantic; unknown keys are rejected.
+
+Every section has defaults, so an empty file (or none) plus ``--source`` runs on a laptop. Actors receive their own
+validated sub-model. Units are in the field names (``_s`` seconds, ``_px`` pixels).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
+
+from schemas.errors import ConfigError
+
+ASSETS = Path(__file__).resolve().parents[1] / "maskwatch" / "assets"
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class CameraConfig(_Strict):
+    """One camera."""
+
+    camera_id: Annotated[str, Field(min_length=1, max_length=200, pattern=r"^[A-Za-z0-9._:/@-]+$")]
+    source: Annotated[str, Field(min_length=1)]
+    # 10 fps keeps tracks continuous for walking people and costs a third of 30 fps.
+    target_fps: Annotated[float, Field(gt=0)] | None = 10.0
+    # Longest side of the pose model input. None: 640 for frames up to 640 px, else 1280 (FINDINGS: letterboxing
+    # CCTV to 640 px loses most small people; a close 640x360 street camera needs no more than 640).
+    pose_input_px: Annotated[int, Field(ge=128, le=4096, multiple_of=32)] | None = None
+
+
+class CaptureConfig(_Strict):
+    """Reading cameras."""
+
+    cameras_per_actor: Annotated[int, Field(ge=1)] = 32
+    queue_frames: Annotated[int, Field(ge=1, le=64)] = 4  # per camera; live streams drop the oldest beyond it
+    open_timeout_s: Annotated[float, Field(gt=0)] = 5.0
+    max_reconnects: Annotated[int, Field(ge=0)] = 5
+    reconnect_backoff_s: Annotated[float, Field(gt=0)] = 1.0
+
+
+class PoseConfig(_Strict):
+    """The pose model pool."""
+
+    model_path: Path | None = None  # None: <model dir>/yolo11n-pose.onnx from `maskwatch models build`
+    conf_threshold: Annotated[float, Field(ge=0, le=1)] = 0.25
+    nms_iou: Annotated[float, Field(gt=0, le=1)] = 0.45
+    num_actors: Annotated[int, Field(ge=1)] = 1
+    num_gpus: Annotated[float, Field(ge=0)] = 0.0  # per actor; >0 schedules on GPU nodes and uses CUDA
+    num_cpus: Annotated[float, Field(ge=0)] = 1.0
+    threads: Annotated[int, Field(ge=0)] = 0  # ONNX Runtime intra-op threads, 0 = default
+    max_batch_size: Annotated[int, Field(ge=1)] = 8
+    batch_wait_s: Annotated[float, Field(ge=0)] = 0.005
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+
+
+class ClassifyConfig(_Strict):
+    """The mask classifier pool."""
+
+    model_path: Path = ASSETS / "mask_classifier.onnx"
+    num_actors: Annotated[int, Field(ge=1)] = 1
+    num_gpus: Annotated[float, Field(ge=0)] = 0.0
+    num_cpus: Annotated[float, Field(ge=0)] = 0.5
+    threads: Annotated[int, Field(ge=0)] = 1
+    max_batch_size: Annotated[int, Field(ge=1)] = 64
+    batch_wait_s: Annotated[float, Field(ge=0)] = 0.005
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+
+
+class TrackingConfig(_Strict):
+    """norfair tracking; see ``pipeline.tracking.TrackerParams``."""
+
+    distance: Literal["keypoints_voting", "mean_euclidean"] = "keypoints_voting"
+    keypoint_dist_frac: Annotated[float, Field(gt=0, le=1)] = 1 / 20
+    euclidean_dist_frac: Annotated[float, Field(gt=0, le=1)] = 1 / 10
+    distance_threshold: Annotated[float, Field(gt=0)] = 0.75
+    detection_threshold: Annotated[float, Field(ge=0, le=1)] = 0.3
+    initialization_delay: Annotated[int, Field(ge=0)] = 3
+    hit_counter_max: Annotated[int, Field(ge=1)] = 30
+
+
+class FacesConfig(_Strict):
+    """When a face is classified; see ``pipeline.headbox.FaceRules``."""
+
+    keypoint_min_score: Annotated[float, Field(ge=0, le=1)] = 0.5
+    min_face_keypoints: Annotated[int, Field(ge=1, le=5)] = 3
+    require_both_eyes: bool = True
+    min_face_px: Annotated[float, Field(ge=1)] = 16.0
+    area_margin: Annotated[float, Field(ge=0, lt=0.5)] = 0.02
+
+
+class VotingConfig(_Strict):
+    """Per-track voting; see ``pipeline.voting.VotingRules``."""
+
+    mask_threshold: Annotated[float, Field(ge=0, le=1)] = 0.7
+    no_mask_threshold: Annotated[float, Field(ge=0, le=1)] = 0.3
+    min_votes: Annotated[int, Field(ge=1)] = 3
+    min_frames_tracked: Annotated[int, Field(ge=1)] = 3
+
+    @model_validator(mode="after")
+    def _ordered(self) -> VotingConfig:
+        if self.no_mask_threshold > self.mask_threshold:
+            msg = f"no_mask_threshold ({self.no_mask_threshold}) must be <= mask_threshold ({self.mask_threshold})"
+            raise ValueError(msg)
+        return self
+
+
+class StatsConfig(_Strict):
+    """Per-camera statistics windows (aligned to UTC wall-clock boundaries)."""
+
+    window_s: Annotated[float, Field(gt=0)] = 60.0
+
+
+class KafkaConfig(_Strict):
+    """Kafka output (kafka-python). Without ``bootstrap_servers`` results go to a JSON Lines file."""
+
+    bootstrap_servers: str | None = None
+    decisions_topic: str = "maskwatch.decisions"
+    stats_topic: str = "maskwatch.camera-stats"
+    client_id: str = "maskwatch"
+    security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
+    sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] | None = None
+    sasl_username: str | None = None
+    sasl_password: SecretStr | None = None
+    request_timeout_s: Annotated[float, Field(gt=0)] = 10.0
+    flush_timeout_s: Annotated[float, Field(gt=0)] = 30.0
+    # Records the broker did not take are appended here and replayed at the next start (at-least-once).
+    outbox_path: Path = Path("maskwatch-outbox.jsonl")
+
+
+class RayConfig(_Strict):
+    """Where to run."""
+
+    address: str | None = None  # None: a local Ray on 127.0.0.1; "auto" or ray://... for a cluster
+    namespace: str = "maskwatch"
+
+
+class Config(_Strict):
+    """The whole configuration file."""
+
+    cameras: list[CameraConfig] = Field(default_factory=list)
+    capture: CaptureConfig = CaptureConfig()
+    pose: PoseConfig = PoseConfig()
+    classify: ClassifyConfig = ClassifyConfig()
+    tracking: TrackingConfig = TrackingConfig()
+    faces: FacesConfig = FacesConfig()
+    voting: VotingConfig = VotingConfig()
+    stats: StatsConfig = StatsConfig()
+    kafka: KafkaConfig = KafkaConfig()
+    ray: RayConfig = RayConfig()
+
+    @field_validator("cameras")
+    @classmethod
+    def _unique_ids(cls, cams: list[CameraConfig]) -> list[CameraConfig]:
+        seen: set[str] = set()
+        for c in cams:
+            if c.camera_id in seen:
+                msg = f"camera_id {c.camera_id!r} appears twice"
+                raise ValueError(msg)
+            seen.add(c.camera_id)
+        return cams
+
+
+def _format_error(exc: ValidationError, origin: str) -> str:
+    err = exc.errors()[0]
+    loc = ".".join(str(p) for p in err["loc"]) or "(top level)"
+    if err["type"] == "extra_forbidden":
+        return f"{origin}: unknown config key '{loc}'"
+    got = err.get("input")
+    got_s = "" if isinstance(got, dict | list) else f", got {got!r}"
+    more = f" (and {len(exc.errors()) - 1} more error(s))" if len(exc.errors()) > 1 else ""
+    return f"{origin}: '{loc}': {err['msg']}{got_s}{more}"
+
+
+def parse_config(data: dict[str, Any] | None, origin: str = "config") -> Config:
+    """Validate a config mapping.
+
+    Raises:
+        ConfigError: One line naming the key, what was expected and what was found.
+    """
+    try:
+        return Config.model_validate(data or {})
+    except ValidationError as exc:
+        raise ConfigError(_format_error(exc, origin)) from exc
+
+
+def load_config(path: Path | str | None) -> Config:
+    """Read and validate a YAML config file (None: all defaults).
+
+    Raises:
+        ConfigError: If the file is missing, not YAML, not a mapping, or invalid.
+    """
+    if path is None:
+        return Config()
+    p = Path(path)
+    if not p.is_file():
+        msg = f"config file not found: {p}"
+        raise ConfigError(msg)
+    try:
+        data = yaml.safe_load(p.read_text())
+    except yaml.YAMLError as exc:
+        msg = f"{p}: not valid YAML ({str(exc).splitlines()[0]})"
+        raise ConfigError(msg) from exc
+    if data is not None and not isinstance(data, dict):
+        msg = f"{p}: expected a mapping at the top level, got {type(data).__name__}"
+        raise ConfigError(msg)
+    return parse_config(data, str(p))
+
+
+def default_pose_input_px(frame_wh: tuple[int, int]) -> int:
+    """The pose input size for a camera without ``pose_input_px``: 640 up to 640 px frames, else 1280."""
+    return 640 if max(frame_wh) <= 640 else 1280
+
+
+def model_dir() -> Path:
+    """``$MASKWATCH_MODEL_DIR`` or ``~/.cache/maskwatch/models``."""
+    env = os.environ.get("MASKWATCH_MODEL_DIR")
+    return Path(env) if env else Path.home() / ".cache" / "maskwatch" / "models"

@@ -1,0 +1,86 @@
+"""Reading the per-camera statistics topic back: latest record per camera, printed as a table."""
+
+from __future__ import annotations
+
+import time
+from datetime import UTC, datetime
+from typing import Any
+
+from pipeline.sinks import kafka_client_args
+from schemas.errors import SinkError
+from schemas.messages import CameraStats, PersonDecision
+
+
+def read_topic(cfg: Any, topic: str, timeout_s: float = 10.0) -> list[tuple[str, bytes]]:
+    """Every record of ``topic`` from the beginning to its current end, as `(key, value)` pairs.
+
+    Reads by partition assignment (no consumer group, nothing committed).
+
+    Raises:
+        SinkError: If no broker answers or the topic does not exist.
+    """
+    from kafka import KafkaConsumer, TopicPartition
+    from kafka.errors import NoBrokersAvailable
+
+    try:
+        consumer = KafkaConsumer(**kafka_client_args(cfg), enable_auto_commit=False, api_version_auto_timeout_ms=5000)
+    except NoBrokersAvailable as exc:
+        msg = f"cannot reach Kafka broker at {cfg.bootstrap_servers} (no broker answered within 5 s)"
+        raise SinkError(msg) from exc
+    try:
+        parts = consumer.partitions_for_topic(topic)
+        if not parts:
+            msg = f"Kafka topic {topic!r} does not exist at {cfg.bootstrap_servers}"
+            raise SinkError(msg)
+        tps = [TopicPartition(topic, p) for p in sorted(parts)]
+        consumer.assign(tps)
+        consumer.seek_to_beginning(*tps)
+        end = consumer.end_offsets(tps)
+        out: list[tuple[str, bytes]] = []
+        deadline = time.monotonic() + timeout_s
+        while any(consumer.position(tp) < end[tp] for tp in tps) and time.monotonic() < deadline:
+            for batch in consumer.poll(timeout_ms=500).values():
+                out.extend((m.key.decode() if m.key else "", m.value) for m in batch)
+        return out
+    finally:
+        consumer.close()
+
+
+def latest_stats(cfg: Any, timeout_s: float = 10.0) -> dict[str, CameraStats]:
+    """The latest statistics record per camera (what a compacted topic keeps)."""
+    latest: dict[str, CameraStats] = {}
+    for _, value in read_topic(cfg, cfg.stats_topic, timeout_s):
+        s = CameraStats.decode(value)
+        prev = latest.get(s.camera_id)
+        if prev is None or (s.window_end_ns, s.total_people, s.final) >= (prev.window_end_ns, prev.total_people, prev.final):
+            latest[s.camera_id] = s
+    return latest
+
+
+def read_decisions(cfg: Any, timeout_s: float = 10.0) -> list[PersonDecision]:
+    """All decisions, de-duplicated by ``decision_id`` (delivery is at least once)."""
+    seen: dict[str, PersonDecision] = {}
+    for _, value in read_topic(cfg, cfg.decisions_topic, timeout_s):
+        d = PersonDecision.decode(value)
+        seen[d.decision_id] = d
+    return list(seen.values())
+
+
+def _pct(v: float | None) -> str:
+    return "-" if v is None else f"{100 * v:.0f}%"
+
+
+def format_table(stats: dict[str, CameraStats]) -> str:
+    """A text table: one row per camera, running totals and the mask fraction with its Wilson 95% interval."""
+    head = ("camera_id", "people", "masked", "unmasked", "undecided", "mask fraction [95% CI]", "frames", "dropped",
+            "updated (UTC)")
+    rows = [head]
+    for cid in sorted(stats):
+        s = stats[cid]
+        ci = f"{_pct(s.total_mask_fraction)} [{_pct(s.total_mask_fraction_low)}, {_pct(s.total_mask_fraction_high)}]"
+        when = datetime.fromtimestamp(min(s.window_end_ns, time.time_ns()) / 1e9, UTC).strftime("%Y-%m-%d %H:%M:%S")
+        rows.append((cid, str(s.total_people), str(s.total_masked), str(s.total_unmasked), str(s.total_undecided),
+                     ci if s.total_mask_fraction is not None else "-", str(s.frames_processed),
+                     str(s.frames_dropped), when))
+    widths = [max(len(r[i]) for r in rows) for i in range(len(head))]
+    return "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in rows)

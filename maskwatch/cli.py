@@ -1,0 +1,191 @@
+"""The ``maskwatch`` command line: run, stats, models build, train-classifier, broker.
+
+User errors print one line, ``maskwatch: error: ...``, and exit with status 2; no traceback.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import click
+
+from schemas.errors import MaskwatchError
+
+# Quiet the native libraries before they load: OpenCV/FFmpeg warnings about unreachable streams are reported by
+# our own one-line errors, ONNX Runtime's CUDA-provider complaints on CPU machines are expected.
+os.environ.setdefault("OPENCV_LOG_LEVEL", "ERROR")
+os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")
+os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+
+logger = logging.getLogger("maskwatch")
+
+
+def _camera_id_for(source: str, index: int) -> str:
+    stem = Path(source).stem if "://" not in source else f"cam-{index}"
+    return re.sub(r"[^A-Za-z0-9._:/@-]", "_", stem) or f"cam-{index}"
+
+
+class _Main(click.Group):
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except MaskwatchError as exc:
+            click.echo(f"maskwatch: error: {exc}", err=True)
+            sys.exit(2)
+
+
+@click.group(cls=_Main)
+@click.option("-v", "--verbose", count=True, help="More logging (-v info, -vv debug).")
+def main(verbose: int) -> None:
+    """maskwatch: of the people who walked past each camera, how many wore a mask."""
+    level = logging.WARNING - 10 * min(verbose, 2)
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+
+@main.command()
+@click.option("--source", "sources", multiple=True, help="Video file or stream URL; repeat for several cameras.")
+@click.option("--camera-id", "camera_ids", multiple=True, help="Camera id per --source (default: file stem).")
+@click.option("--config", "config_path", type=click.Path(dir_okay=False), help="YAML config file.")
+@click.option("--kafka-bootstrap", help="HOST:PORT of Kafka; without it records go to --out.")
+@click.option("--out", "out_path", help="JSON Lines output when no Kafka is given (default: standard output).")
+@click.option("--annotate", "annotate_path", help="Write an annotated video of the first camera here (.mp4).")
+@click.option("--address", help="Ray cluster address (e.g. auto); default: a local Ray on 127.0.0.1.")
+@click.option("--target-fps", type=float, help="Override every camera's sample rate.")
+@click.option("--pose-input-px", type=int, help="Override every camera's pose input size (multiple of 32).")
+@click.option("--json", "as_json", is_flag=True, help="Print the run summary as JSON.")
+def run(
+    sources: tuple[str, ...],
+    camera_ids: tuple[str, ...],
+    config_path: str | None,
+    kafka_bootstrap: str | None,
+    out_path: str | None,
+    annotate_path: str | None,
+    address: str | None,
+    target_fps: float | None,
+    pose_input_px: int | None,
+    as_json: bool,
+) -> None:
+    """Process cameras to the end of their sources; decisions and statistics to Kafka or JSON Lines."""
+    from cluster import driver
+    from cluster.config import load_config, parse_config
+    from schemas.errors import ConfigError
+
+    cfg = load_config(config_path)
+    data = cfg.model_dump(mode="json", exclude_none=True)
+    if camera_ids and len(camera_ids) != len(sources):
+        msg = f"--camera-id given {len(camera_ids)} time(s) for {len(sources)} --source(s): give one per source"
+        raise ConfigError(msg)
+    if sources:
+        ids = camera_ids or tuple(_camera_id_for(s, i) for i, s in enumerate(sources))
+        if len(set(ids)) != len(ids):
+            ids = tuple(f"{c}-{i}" for i, c in enumerate(ids))
+        data["cameras"] = [{"camera_id": c, "source": s} for c, s in zip(ids, sources, strict=True)]
+    for cam in data.get("cameras", []):
+        if target_fps is not None:
+            cam["target_fps"] = target_fps
+        if pose_input_px is not None:
+            cam["pose_input_px"] = pose_input_px
+    if kafka_bootstrap:
+        data["kafka"]["bootstrap_servers"] = kafka_bootstrap
+    if address:
+        data["ray"]["address"] = address
+    cfg = parse_config(data, "command line")
+    annotate = {cfg.cameras[0].camera_id: annotate_path} if annotate_path and cfg.cameras else None
+    result = driver.run(cfg, out_path, annotate)
+    if as_json:
+        click.echo(json.dumps(result.__dict__, indent=1))
+        return
+    click.echo(
+        f"{len(result.cameras)} camera(s), {result.records} record(s) written in {result.wall_s:.1f} s "
+        f"(pose on {result.pose_provider}, classifier on {result.classify_provider})",
+        err=True,
+    )
+    for c in result.cameras:
+        d = c["decisions"]
+        line = (f"  {c['camera_id']}: {c['frames_processed']} frames, {c['people']} people "
+                f"(mask {d['mask']}, no_mask {d['no_mask']}, undecided {d['undecided']})")
+        click.echo(line + (f"  ERROR: {c['error']}" if c["error"] else ""), err=True)
+    if any(c["error"] for c in result.cameras):
+        sys.exit(1)
+
+
+@main.command()
+@click.option("--kafka-bootstrap", required=True, help="HOST:PORT of Kafka.")
+@click.option("--topic", default="maskwatch.camera-stats", show_default=True)
+@click.option("--follow", is_flag=True, help="Keep reading and reprint the table every few seconds.")
+@click.option("--interval-s", default=5.0, show_default=True, help="Refresh period with --follow.")
+@click.option("--json", "as_json", is_flag=True, help="Print the latest record per camera as JSON Lines.")
+def stats(kafka_bootstrap: str, topic: str, follow: bool, interval_s: float, as_json: bool) -> None:
+    """Print the latest statistics per camera from the statistics topic."""
+    from cluster.config import KafkaConfig
+    from cluster.stats_reader import format_table, latest_stats
+
+    cfg = KafkaConfig(bootstrap_servers=kafka_bootstrap, stats_topic=topic)
+    while True:
+        latest = latest_stats(cfg)
+        if as_json:
+            for cid in sorted(latest):
+                click.echo(json.dumps(latest[cid].to_dict(), sort_keys=True))
+        else:
+            click.echo(format_table(latest) if latest else f"no statistics in {topic} yet")
+        if not follow:
+            return
+        time.sleep(interval_s)
+        click.echo()
+
+
+@main.group()
+def models() -> None:
+    """Model files."""
+
+
+@models.command("build")
+@click.option("--model-dir", type=click.Path(file_okay=False), help="Default: $MASKWATCH_MODEL_DIR or ~/.cache/maskwatch/models.")
+@click.option("--force", is_flag=True, help="Rebuild even if the files are up to date.")
+def models_build(model_dir: str | None, force: bool) -> None:
+    """Export the default pose model to ONNX (idempotent; offline once its build environment is cached)."""
+    from maskwatch.models import ModelBuildError, build_models
+
+    try:
+        info = build_models(Path(model_dir) if model_dir else None, force=force,
+                            log=lambda m: click.echo(m, err=True))
+    except ModelBuildError as exc:
+        raise MaskwatchError(str(exc)) from exc
+    click.echo(json.dumps(info, indent=1, default=str))
+
+
+@main.command("train-classifier", context_settings={"ignore_unknown_options": True, "allow_extra_args": True})
+@click.pass_context
+def train_classifier(ctx: click.Context) -> None:
+    """Train the mask classifier (needs the `train` extra: torch). Options: see --help of the trainer."""
+    try:
+        from maskwatch.training.train import main as train_main
+    except ImportError as exc:
+        msg = f"train-classifier needs the training extra ({exc.name} missing): make venv-train"
+        raise MaskwatchError(msg) from exc
+    sys.exit(train_main(list(ctx.args)))
+
+
+@main.command()
+@click.option("--port", default=19092, show_default=True)
+def broker(port: int) -> None:
+    """Run a local Kafka-protocol broker (Tansu) on 127.0.0.1:PORT until interrupted."""
+    from cluster.broker import start_broker, stop_broker
+
+    proc = start_broker(port)
+    click.echo(f"Kafka-protocol broker (Tansu) on 127.0.0.1:{port}, pid {proc.pid}; Ctrl-C stops it", err=True)
+    try:
+        proc.wait()
+    except KeyboardInterrupt:
+        stop_broker(proc.pid)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,119 @@
+"""Everything one camera keeps between frames: tracker, face rules, votes, windows. Pure; the actors host many.
+
+Per processed frame the host calls, in order: :meth:`CameraPipeline.track` (poses in original-frame pixels ->
+track ids, head boxes, which faces to classify and the crop boxes to cut from the full frame), then
+:meth:`CameraPipeline.add_scores` with the classifier's scores for those faces, then :meth:`CameraPipeline.collect`
+(tracks that ended -> decisions; windows that closed -> statistics). At the end of the stream :meth:`close`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import numpy.typing as npt
+
+from pipeline.headbox import FaceRules, crop_box, face_visible, head_boxes
+from pipeline.stats import CameraWindows
+from pipeline.tracking import CameraTracker, TrackerParams
+from pipeline.voting import TrackLedger, VotingRules
+from schemas.messages import CameraStats, PersonDecision
+from schemas.pose import NO_TRACK, Poses
+
+FloatArray = npt.NDArray[np.float32]
+
+
+@dataclass(frozen=True, slots=True)
+class TrackedFrame:
+    """One frame after tracking.
+
+    Attributes:
+        poses: The frame's people with ``track_id`` set (``NO_TRACK`` while a track initialises).
+        head_xyxy: `(N, 4)` float32 head (face) boxes, original-frame pixels.
+        classify_rows: `(K,)` int64 rows of ``poses`` whose face is visible and tracked: classify these.
+        crop_xyxy: `(K, 4)` float32 square crop boxes for those rows, original-frame pixels.
+    """
+
+    poses: Poses
+    head_xyxy: FloatArray
+    classify_rows: npt.NDArray[np.int64]
+    crop_xyxy: FloatArray
+
+    @property
+    def classify_track_ids(self) -> list[int]:
+        """Track ids of the faces to classify, in ``classify_rows`` order."""
+        return [int(t) for t in self.poses.track_id[self.classify_rows]]
+
+
+class CameraPipeline:
+    """Per-camera state and rules.
+
+    Args:
+        camera_id: Camera.
+        frame_wh: `(width_px, height_px)` of the camera's frames.
+        crop_margin: Crop side over face side; must equal the classifier's training margin.
+        tracker: Tracker settings.
+        faces: Face-visibility rules.
+        voting: Voting rules.
+        window_s: Statistics window, seconds.
+    """
+
+    def __init__(
+        self,
+        camera_id: str,
+        frame_wh: tuple[int, int],
+        crop_margin: float,
+        tracker: TrackerParams | None = None,
+        faces: FaceRules | None = None,
+        voting: VotingRules | None = None,
+        window_s: float = 60.0,
+    ) -> None:
+        self.camera_id = camera_id
+        self.frame_wh = frame_wh
+        self.crop_margin = crop_margin
+        self.faces = faces or FaceRules()
+        self.tracker = CameraTracker(frame_wh, tracker)
+        self.ledger = TrackLedger(camera_id, voting)
+        self.windows = CameraWindows(camera_id, window_s)
+        self._alive: set[int] = set()
+
+    def track(self, poses: Poses, capture_time_ns: int) -> TrackedFrame:
+        """Track this frame's people and choose the faces to classify.
+
+        Args:
+            poses: The frame's people (``track_id`` ignored), original-frame pixels.
+            capture_time_ns: UTC epoch ns of the frame.
+
+        Raises:
+            ValueError: If ``poses`` belongs to another camera or frames go backwards.
+        """
+        if poses.camera_id != self.camera_id:
+            msg = f"poses of camera {poses.camera_id!r} sent to camera {self.camera_id!r}"
+            raise ValueError(msg)
+        track_id = self.tracker.step(poses.frame_idx, poses.keypoints)
+        tracked = poses.with_track_ids(track_id)
+        self.ledger.observe([int(t) for t in track_id if t != NO_TRACK], poses.frame_idx, capture_time_ns)
+        self.windows.frames_processed += 1
+        heads, from_face = head_boxes(poses.keypoints, self.faces.keypoint_min_score)
+        ok = from_face & face_visible(poses.keypoints, heads, self.frame_wh, self.faces) & (track_id != NO_TRACK)
+        rows = np.flatnonzero(ok).astype(np.int64)
+        return TrackedFrame(tracked, heads, rows, crop_box(heads[rows], self.crop_margin))
+
+    def add_scores(self, track_ids: list[int], scores: list[float]) -> None:
+        """Add the classifier's scores (0-1) for the faces chosen by :meth:`track`."""
+        self.ledger.add_scores(track_ids, scores)
+
+    def collect(self, now_ns: int) -> tuple[list[PersonDecision], list[CameraStats]]:
+        """Decisions for tracks the tracker dropped since the last call, and statistics of closed windows."""
+        alive = self.tracker.alive_track_ids()
+        ended = self._alive - alive
+        self._alive = alive
+        decisions = self.ledger.end(ended) if ended else []
+        return decisions, self.windows.add(decisions, now_ns)
+
+    def close(self, now_ns: int) -> tuple[list[PersonDecision], list[CameraStats]]:
+        """End of stream: every live track ends; the final statistics record."""
+        decisions = self.ledger.end()
+        stats = self.windows.add(decisions, now_ns)
+        stats.append(self.windows.close(now_ns))
+        return decisions, stats

@@ -1,0 +1,165 @@
+"""ONNX Runtime sessions for the pose model and the mask classifier, with their input/output contracts checked.
+
+CUDA is used when the CUDA execution provider actually attaches to the session (``session.get_providers()``, not
+``get_available_providers()``, which lists CUDA on CPU-only machines with onnxruntime-gpu); CPU otherwise.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import numpy as np
+import numpy.typing as npt
+import onnxruntime as ort
+
+from pipeline.pose_postprocess import POSE_ROWS
+from schemas.errors import ModelError
+
+logger = logging.getLogger(__name__)
+ort.set_default_logger_severity(3)  # the CUDA provider's failed-load messages on CPU machines are expected
+
+
+def make_session(path: Path | str, what: str, device: str = "auto", threads: int = 0) -> ort.InferenceSession:
+    """Open an ONNX model.
+
+    Args:
+        path: The ``.onnx`` file.
+        what: What the model is, for error messages ("pose model", "mask classifier").
+        device: ``auto`` (CUDA if it attaches, else CPU), ``cuda`` (fail without it) or ``cpu``.
+        threads: ONNX Runtime intra-op threads (0 = its default).
+
+    Raises:
+        ModelError: If the file is missing or not a loadable ONNX model, or ``device="cuda"`` cannot attach.
+    """
+    p = Path(path)
+    if not p.is_file():
+        msg = f"{what}: model file not found: {p} (run `maskwatch models build`)"
+        raise ModelError(msg)
+    opts = ort.SessionOptions()
+    if threads:
+        opts.intra_op_num_threads = threads
+    providers = ["CPUExecutionProvider"]
+    if device in ("auto", "cuda") and "CUDAExecutionProvider" in ort.get_available_providers():
+        providers.insert(0, "CUDAExecutionProvider")
+    try:
+        sess = ort.InferenceSession(str(p), sess_options=opts, providers=providers)
+    except Exception as exc:  # onnxruntime raises its own Fail/InvalidProtobuf/... types
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        msg = f"{what}: {p} is not a loadable ONNX model ({first[:200]})"
+        raise ModelError(msg) from exc
+    if device == "cuda" and "CUDAExecutionProvider" not in sess.get_providers():
+        msg = f"{what}: device 'cuda' requested but the CUDA provider did not attach (providers: {sess.get_providers()})"
+        raise ModelError(msg)
+    logger.info("%s %s on %s", what, p.name, sess.get_providers()[0])
+    return sess
+
+
+class PoseModel:
+    """A YOLO-pose ONNX model with the Ultralytics output layout `(B, 56, A)`.
+
+    Input: ``images`` float32 `(B, 3, H, W)` RGB in [0, 1], H and W multiples of 32 (dynamic axes).
+
+    Args:
+        path: The ``.onnx`` file.
+        device: See :func:`make_session`.
+        threads: Intra-op threads.
+
+    Raises:
+        ModelError: If the model's input is not rank 4 with 3 channels or its output is not `(B, 56, A)`.
+    """
+
+    def __init__(self, path: Path | str, device: str = "auto", threads: int = 0) -> None:
+        self.path = Path(path)
+        self.session = make_session(path, "pose model", device, threads)
+        inp, out = self.session.get_inputs(), self.session.get_outputs()
+        shape_in = inp[0].shape if inp else None
+        shape_out = out[0].shape if out else None
+        if len(inp) != 1 or len(shape_in) != 4 or shape_in[1] != 3:
+            msg = f"pose model {self.path}: expected one input (B, 3, H, W), got {[(i.name, i.shape) for i in inp]}"
+            raise ModelError(msg)
+        if len(out) < 1 or len(shape_out) != 3 or shape_out[1] != POSE_ROWS:
+            msg = (
+                f"pose model {self.path}: expected output (B, {POSE_ROWS}, A) "
+                f"(YOLO pose, 17 COCO keypoints), got {shape_out}"
+            )
+            raise ModelError(msg)
+        self.input_name = inp[0].name
+        self.fixed_hw = tuple(shape_in[2:]) if all(isinstance(d, int) for d in shape_in[2:]) else None
+        self.provider = self.session.get_providers()[0]
+
+    def infer(self, images_bgr: npt.NDArray[np.uint8]) -> npt.NDArray[np.float32]:
+        """Run the model on a batch of letterboxed images.
+
+        Args:
+            images_bgr: `(B, H, W, 3)` uint8 BGR letterboxed images (one input shape per batch).
+
+        Returns:
+            `(B, 56, A)` float32 raw output, model-input pixels.
+
+        Raises:
+            ValueError: If the batch is not `(B, H, W, 3)` uint8, or H, W differ from a fixed-size model's.
+        """
+        if images_bgr.ndim != 4 or images_bgr.shape[3] != 3 or images_bgr.dtype != np.uint8:
+            msg = f"pose batch must be (B, H, W, 3) uint8, got {images_bgr.shape} {images_bgr.dtype}"
+            raise ValueError(msg)
+        if self.fixed_hw is not None and tuple(images_bgr.shape[1:3]) != self.fixed_hw:
+            msg = f"pose model {self.path.name} takes {self.fixed_hw} inputs, got {images_bgr.shape[1:3]}"
+            raise ValueError(msg)
+        x = np.ascontiguousarray(images_bgr[..., ::-1].transpose(0, 3, 1, 2), dtype=np.float32) / 255.0
+        return self.session.run(None, {self.input_name: x})[0]
+
+
+class MaskClassifier:
+    """The mask / no-mask classifier (our own, ``maskwatch/assets/mask_classifier.onnx`` by default).
+
+    Contract: input ``crops`` uint8 `(N, S, S, 3)` RGB (as :func:`pipeline.headbox.cut_crops` returns), output
+    ``mask_score`` float32 `(N,)`, the probability that the face wears a mask correctly. Metadata
+    ``maskwatch.crop_margin`` tells how the crops were cut at training time; inference cuts them the same way.
+
+    Raises:
+        ModelError: If the file breaks the contract.
+    """
+
+    def __init__(self, path: Path | str, device: str = "auto", threads: int = 0) -> None:
+        self.path = Path(path)
+        self.session = make_session(path, "mask classifier", device, threads)
+        inp, out = self.session.get_inputs(), self.session.get_outputs()
+        if len(inp) != 1 or inp[0].type != "tensor(uint8)" or len(inp[0].shape) != 4 or inp[0].shape[3] != 3:
+            msg = (
+                f"mask classifier {self.path}: expected input uint8 (N, S, S, 3), "
+                f"got {[(i.name, i.type, i.shape) for i in inp]}"
+            )
+            raise ModelError(msg)
+        if not isinstance(inp[0].shape[1], int) or inp[0].shape[1] != inp[0].shape[2]:
+            msg = f"mask classifier {self.path}: expected a fixed square input size, got {inp[0].shape}"
+            raise ModelError(msg)
+        names = [o.name for o in out]
+        if "mask_score" not in names:
+            msg = f"mask classifier {self.path}: expected an output named 'mask_score', got {names}"
+            raise ModelError(msg)
+        meta = self.session.get_modelmeta().custom_metadata_map
+        try:
+            self.crop_margin = float(meta["maskwatch.crop_margin"])
+        except (KeyError, ValueError) as exc:
+            msg = f"mask classifier {self.path}: metadata 'maskwatch.crop_margin' missing or not a number"
+            raise ModelError(msg) from exc
+        self.input_px = int(inp[0].shape[1])
+        self.input_name = inp[0].name
+        self.metadata = dict(meta)
+        self.provider = self.session.get_providers()[0]
+
+    def predict(self, crops_rgb: npt.NDArray[np.uint8]) -> npt.NDArray[np.float32]:
+        """Mask scores for `(N, S, S, 3)` uint8 RGB crops; returns `(N,)` float32 in [0, 1] (`N == 0` allowed).
+
+        Raises:
+            ValueError: If the crops are not `(N, S, S, 3)` uint8 with S the model's input size.
+        """
+        s = self.input_px
+        if crops_rgb.ndim != 4 or crops_rgb.shape[1:] != (s, s, 3) or crops_rgb.dtype != np.uint8:
+            msg = f"crops must be (N, {s}, {s}, 3) uint8, got {crops_rgb.shape} {crops_rgb.dtype}"
+            raise ValueError(msg)
+        if len(crops_rgb) == 0:
+            return np.zeros(0, np.float32)
+        out = self.session.run(["mask_score"], {self.input_name: np.ascontiguousarray(crops_rgb)})[0]
+        return np.asarray(out, np.float32).reshape(-1)

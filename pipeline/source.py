@@ -1,0 +1,198 @@
+"""Reading camera frames with OpenCV: files, RTSP/HTTP streams; sampling to a target rate; reconnecting.
+
+Files never drop frames (the reader waits for the pipeline); live streams are read continuously and the host drops
+the oldest queued frame under backpressure (see ``actors/camera.py``). ``frame_idx`` is the 0-based index of the
+decoded frame in the stream, so sampling and drops show as gaps. ``pts_ns`` is the stream's presentation time.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+import numpy.typing as npt
+
+from schemas.errors import SourceError
+
+logger = logging.getLogger(__name__)
+LIVE_SCHEMES = ("rtsp://", "rtsps://", "rtmp://", "http://", "https://", "udp://", "tcp://")
+# A file may hold a few undecodable frames; more consecutive failures than this is the end of the file.
+MAX_CORRUPT_FRAMES = 8
+
+
+def is_live(source: str) -> bool:
+    """True for network streams and capture devices (frames may be dropped), False for files."""
+    return source.lower().startswith(LIVE_SCHEMES) or source.startswith("/dev/video")
+
+
+@dataclass(frozen=True, slots=True)
+class Frame:
+    """One decoded frame.
+
+    Attributes:
+        frame_idx: 0-based index of the decoded frame in the stream.
+        pts_ns: Presentation time in the stream, ns.
+        image: `(H, W, 3)` uint8 BGR, original resolution.
+    """
+
+    frame_idx: int
+    pts_ns: int
+    image: npt.NDArray[np.uint8]
+
+
+def open_capture(source: str, camera_id: str, open_timeout_s: float = 5.0) -> cv2.VideoCapture:
+    """Open a source with OpenCV's FFmpeg backend.
+
+    Args:
+        source: A file path or a stream URL.
+        camera_id: For error messages.
+        open_timeout_s: How long a network stream may take to open.
+
+    Raises:
+        SourceError: If a file is missing, or the source cannot be opened.
+    """
+    if not is_live(source):
+        path = Path(source)
+        if not path.is_file():
+            msg = f"camera {camera_id!r}: source file not found: {source}"
+            raise SourceError(msg)
+        if not os.access(path, os.R_OK):
+            msg = f"camera {camera_id!r}: source file not readable: {source}"
+            raise SourceError(msg)
+    params = [
+        cv2.CAP_PROP_OPEN_TIMEOUT_MSEC, int(open_timeout_s * 1000),
+        cv2.CAP_PROP_READ_TIMEOUT_MSEC, int(open_timeout_s * 1000),
+    ]
+    cap = cv2.VideoCapture(source, cv2.CAP_FFMPEG, params)
+    if not cap.isOpened():
+        cap.release()
+        kind = "stream unreachable or not a video stream" if is_live(source) else "not a readable video file"
+        msg = f"camera {camera_id!r}: cannot open {source} ({kind}, timeout {open_timeout_s:g} s)"
+        raise SourceError(msg)
+    return cap
+
+
+def probe(source: str, camera_id: str, open_timeout_s: float = 5.0) -> tuple[int, int, float]:
+    """Open a source, decode one frame, and return `(width_px, height_px, fps)` (fps 0 if unknown).
+
+    Raises:
+        SourceError: If it cannot be opened or no frame decodes.
+    """
+    cap = open_capture(source, camera_id, open_timeout_s)
+    try:
+        ok, image = cap.read()
+        if not ok or image is None:
+            msg = f"camera {camera_id!r}: {source} opened but no frame could be decoded"
+            raise SourceError(msg)
+        fps = float(cap.get(cv2.CAP_PROP_FPS) or 0.0)
+        return int(image.shape[1]), int(image.shape[0]), fps if 0 < fps < 1000 else 0.0
+    finally:
+        cap.release()
+
+
+class FrameSampler:
+    """Keeps frames at no more than ``target_fps`` by presentation time (None keeps every frame)."""
+
+    def __init__(self, target_fps: float | None) -> None:
+        if target_fps is not None and target_fps <= 0:
+            msg = f"target_fps must be > 0 or None, got {target_fps}"
+            raise ValueError(msg)
+        self._period_ns = None if target_fps is None else int(1e9 / target_fps)
+        self._next_ns: int | None = None
+
+    def keep(self, pts_ns: int) -> bool:
+        """Whether to process the frame at ``pts_ns``."""
+        if self._period_ns is None:
+            return True
+        if self._next_ns is None or pts_ns >= self._next_ns - self._period_ns // 100:
+            nxt = (self._next_ns or pts_ns) + self._period_ns
+            self._next_ns = nxt if nxt > pts_ns else pts_ns + self._period_ns
+            return True
+        return False
+
+
+def read_frames(
+    source: str,
+    camera_id: str,
+    target_fps: float | None = None,
+    open_timeout_s: float = 5.0,
+    max_reconnects: int = 5,
+    reconnect_backoff_s: float = 1.0,
+) -> Iterator[Frame]:
+    """Decode and sample a source's frames.
+
+    A file ends at its last frame (a few corrupt frames are skipped and logged). A live stream that stops is
+    reopened with exponential backoff; ``frame_idx`` keeps counting across reconnects.
+
+    Args:
+        source: File path or stream URL.
+        camera_id: For logs and errors.
+        target_fps: Sample rate (None: every frame).
+        open_timeout_s: Open/read timeout for network streams.
+        max_reconnects: Consecutive failed reopen attempts before giving up on a live stream.
+        reconnect_backoff_s: First wait before a reopen; doubles per failure, at most 30 s.
+
+    Yields:
+        Sampled :class:`Frame` objects.
+
+    Raises:
+        SourceError: If the source cannot be opened, or a live stream stays down after ``max_reconnects``.
+    """
+    live = is_live(source)
+    sampler = FrameSampler(target_fps)
+    cap = open_capture(source, camera_id, open_timeout_s)
+    fps = float(cap.get(cv2.CAP_PROP_FPS) or 0.0)
+    fps = fps if 0 < fps < 1000 else 25.0
+    frame_idx = -1
+    pts_offset_ns = 0  # keeps pts increasing across reconnects
+    last_pts_ns = -1
+    try:
+        while True:
+            ok, image = cap.read()
+            if ok and image is not None:
+                frame_idx += 1
+                pos_ms = cap.get(cv2.CAP_PROP_POS_MSEC)
+                pts_ns = pts_offset_ns + (int(pos_ms * 1e6) if pos_ms > 0 else int(frame_idx * 1e9 / fps))
+                if pts_ns <= last_pts_ns:  # streams without timestamps, or a reset after reconnect
+                    pts_ns = last_pts_ns + int(1e9 / fps)
+                last_pts_ns = pts_ns
+                if sampler.keep(pts_ns):
+                    yield Frame(frame_idx, pts_ns, image)
+                continue
+            if not live:
+                # Corrupt frames inside a file: skip a few, then it is the end.
+                total = int(cap.get(cv2.CAP_PROP_FRAME_COUNT) or 0)
+                skipped = 0
+                while skipped < MAX_CORRUPT_FRAMES and frame_idx + 1 + skipped < total:
+                    skipped += 1
+                    if cap.grab():
+                        logger.warning("camera %s: skipped %d undecodable frame(s) at %d", camera_id, skipped,
+                                       frame_idx + 1)
+                        frame_idx += skipped
+                        break
+                else:
+                    return
+                continue
+            cap.release()
+            delay = reconnect_backoff_s
+            for attempt in range(1, max_reconnects + 1):
+                logger.warning("camera %s: stream lost after frame %d, reconnect %d/%d in %.1f s",
+                               camera_id, frame_idx, attempt, max_reconnects, delay)
+                time.sleep(delay)
+                try:
+                    cap = open_capture(source, camera_id, open_timeout_s)
+                    pts_offset_ns = last_pts_ns + int(1e9 / fps)
+                    break
+                except SourceError:
+                    delay = min(delay * 2, 30.0)
+            else:
+                msg = f"camera {camera_id!r}: stream {source} down, gave up after {max_reconnects} reconnects"
+                raise SourceError(msg)
+    finally:
+        cap.release()

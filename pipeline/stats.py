@@ -1,0 +1,146 @@
+"""Per-camera statistics over windows aligned to UTC wall-clock boundaries.
+
+A person counts once, in the window in which their track ended. The mask fraction is masked / (masked + unmasked);
+undecided people are reported but not in the fraction. Its 95% interval is the Wilson score interval
+(E. B. Wilson, "Probable inference, the law of succession, and statistical inference", JASA 22, 1927), which stays
+inside [0, 1] and behaves for small counts, unlike the normal approximation.
+"""
+
+from __future__ import annotations
+
+import math
+
+from schemas.messages import CameraStats, PersonDecision
+
+Z_95 = 1.959963984540054  # two-sided 95% normal quantile
+
+
+def wilson_interval(successes: int, n: int, z: float = Z_95) -> tuple[float, float] | None:
+    """Wilson score interval for a binomial proportion.
+
+    Args:
+        successes: Number of successes (0 <= successes <= n).
+        n: Number of trials.
+        z: Normal quantile (1.96 for 95%).
+
+    Returns:
+        `(low, high)` in [0, 1], or None when ``n == 0``.
+
+    Raises:
+        ValueError: If ``successes`` is outside ``[0, n]``.
+
+    Examples:
+        >>> [round(v, 4) for v in wilson_interval(8, 10)]
+        [0.4902, 0.9433]
+    """
+    if not 0 <= successes <= n:
+        msg = f"successes must be in [0, n={n}], got {successes}"
+        raise ValueError(msg)
+    if n == 0:
+        return None
+    p = successes / n
+    denom = 1 + z * z / n
+    centre = (p + z * z / (2 * n)) / denom
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
+    return max(0.0, centre - half), min(1.0, centre + half)
+
+
+class _Counts:
+    __slots__ = ("masked", "undecided", "unmasked")
+
+    def __init__(self) -> None:
+        self.masked = self.unmasked = self.undecided = 0
+
+    def add(self, d: PersonDecision) -> None:
+        if d.decision == "mask":
+            self.masked += 1
+        elif d.decision == "no_mask":
+            self.unmasked += 1
+        else:
+            self.undecided += 1
+
+    @property
+    def people(self) -> int:
+        return self.masked + self.unmasked + self.undecided
+
+    def fraction(self) -> tuple[float | None, float | None, float | None]:
+        n = self.masked + self.unmasked
+        ci = wilson_interval(self.masked, n)
+        if ci is None:
+            return None, None, None
+        return round(self.masked / n, 6), round(ci[0], 6), round(ci[1], 6)
+
+
+class CameraWindows:
+    """Windowed statistics of one camera.
+
+    Args:
+        camera_id: Camera.
+        window_s: Window length in seconds; windows start at multiples of it since the UTC epoch.
+    """
+
+    def __init__(self, camera_id: str, window_s: float) -> None:
+        if window_s <= 0:
+            msg = f"window_s must be > 0, got {window_s}"
+            raise ValueError(msg)
+        self.camera_id = camera_id
+        self._window_ns = int(window_s * 1e9)
+        self._start_ns: int | None = None
+        self._window = _Counts()
+        self._total = _Counts()
+        self.frames_processed = 0
+        self.frames_dropped = 0
+
+    def _record(self, final: bool) -> CameraStats:
+        assert self._start_ns is not None  # noqa: S101 - internal invariant, callers check
+        frac, low, high = self._window.fraction()
+        tfrac, tlow, thigh = self._total.fraction()
+        return CameraStats(
+            camera_id=self.camera_id,
+            window_start_ns=self._start_ns,
+            window_end_ns=self._start_ns + self._window_ns,
+            final=final,
+            people=self._window.people,
+            masked=self._window.masked,
+            unmasked=self._window.unmasked,
+            undecided=self._window.undecided,
+            mask_fraction=frac,
+            mask_fraction_low=low,
+            mask_fraction_high=high,
+            total_people=self._total.people,
+            total_masked=self._total.masked,
+            total_unmasked=self._total.unmasked,
+            total_undecided=self._total.undecided,
+            total_mask_fraction=tfrac,
+            total_mask_fraction_low=tlow,
+            total_mask_fraction_high=thigh,
+            frames_processed=self.frames_processed,
+            frames_dropped=self.frames_dropped,
+        )
+
+    def advance(self, now_ns: int) -> list[CameraStats]:
+        """Close the current window if ``now_ns`` (UTC epoch ns) is past its end; returns the closed record.
+
+        Empty windows between two events are not emitted (the running totals carry on in the next record).
+        """
+        out = []
+        if self._start_ns is None:
+            self._start_ns = now_ns - now_ns % self._window_ns
+        elif now_ns >= self._start_ns + self._window_ns:
+            out.append(self._record(final=False))
+            self._window = _Counts()
+            self._start_ns = now_ns - now_ns % self._window_ns
+        return out
+
+    def add(self, decisions: list[PersonDecision], now_ns: int) -> list[CameraStats]:
+        """Count ended tracks at ``now_ns``; returns records of windows that closed before it."""
+        out = self.advance(now_ns)
+        for d in decisions:
+            self._window.add(d)
+            self._total.add(d)
+        return out
+
+    def close(self, now_ns: int) -> CameraStats:
+        """The final record at the end of the stream (the current window may be partial)."""
+        self.advance(now_ns)
+        return self._record(final=True)

@@ -1,0 +1,148 @@
+"""Per-track thresholding and voting: many noisy classifier scores -> one decision per person.
+
+Seed design (Neuralet face-mask detector): a face score above ``mask_threshold`` is a mask vote, below
+``no_mask_threshold`` a no-mask vote, in between no vote. A track's decision is the majority of its votes once it has
+``min_votes`` of them, else ``undecided``; a tie is ``undecided``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from schemas.messages import Decision, PersonDecision
+
+
+@dataclass(frozen=True, slots=True)
+class VotingRules:
+    """Thresholds of the vote.
+
+    Attributes:
+        mask_threshold: A score above this is a mask vote (0-1).
+        no_mask_threshold: A score below this is a no-mask vote (0-1, <= mask_threshold).
+        min_votes: Votes needed before a decision is made.
+        min_frames_tracked: Tracks matched in fewer frames are dropped as spurious (not counted as people).
+    """
+
+    mask_threshold: float = 0.7
+    no_mask_threshold: float = 0.3
+    min_votes: int = 3
+    min_frames_tracked: int = 3
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.no_mask_threshold <= self.mask_threshold <= 1.0:
+            msg = (
+                "voting thresholds need 0 <= no_mask_threshold <= mask_threshold <= 1, got "
+                f"no_mask_threshold={self.no_mask_threshold}, mask_threshold={self.mask_threshold}"
+            )
+            raise ValueError(msg)
+        if self.min_votes < 1:
+            msg = f"min_votes must be >= 1, got {self.min_votes}"
+            raise ValueError(msg)
+
+
+def decide(votes_mask: int, votes_no_mask: int, min_votes: int) -> Decision:
+    """Majority decision of a track's votes (``undecided`` below ``min_votes`` or on a tie)."""
+    if votes_mask + votes_no_mask < min_votes or votes_mask == votes_no_mask:
+        return "undecided"
+    return "mask" if votes_mask > votes_no_mask else "no_mask"
+
+
+@dataclass(slots=True)
+class TrackVotes:
+    """What one track has accumulated so far."""
+
+    track_id: int
+    first_seen_ns: int
+    last_seen_ns: int
+    first_frame_idx: int
+    last_frame_idx: int
+    frames_tracked: int = 0
+    scores: list[float] = field(default_factory=list)
+    votes_mask: int = 0
+    votes_no_mask: int = 0
+
+    def add_score(self, score: float, rules: VotingRules) -> None:
+        """Record one classifier score (0-1) and its vote, if any."""
+        self.scores.append(float(score))
+        if score > rules.mask_threshold:
+            self.votes_mask += 1
+        elif score < rules.no_mask_threshold:
+            self.votes_no_mask += 1
+
+    @property
+    def decision(self) -> Decision:
+        """The running decision (``min_votes`` = 1 not applied here; see :meth:`to_decision`)."""
+        return decide(self.votes_mask, self.votes_no_mask, 1)
+
+    def to_decision(self, camera_id: str, rules: VotingRules) -> PersonDecision:
+        """The final record for this track."""
+        return PersonDecision(
+            decision_id=f"{camera_id}/{self.track_id}/{self.first_seen_ns}",
+            camera_id=camera_id,
+            track_id=self.track_id,
+            first_seen_ns=self.first_seen_ns,
+            last_seen_ns=self.last_seen_ns,
+            first_frame_idx=self.first_frame_idx,
+            last_frame_idx=self.last_frame_idx,
+            frames_tracked=self.frames_tracked,
+            faces_classified=len(self.scores),
+            votes_mask=self.votes_mask,
+            votes_no_mask=self.votes_no_mask,
+            mean_mask_score=round(sum(self.scores) / len(self.scores), 6) if self.scores else None,
+            decision=decide(self.votes_mask, self.votes_no_mask, rules.min_votes),
+        )
+
+
+class TrackLedger:
+    """The votes of every live track of one camera; ends tracks into :class:`PersonDecision` records.
+
+    Args:
+        camera_id: Camera.
+        rules: Voting thresholds.
+    """
+
+    def __init__(self, camera_id: str, rules: VotingRules | None = None) -> None:
+        self.camera_id = camera_id
+        self.rules = rules or VotingRules()
+        self._tracks: dict[int, TrackVotes] = {}
+
+    def observe(self, track_ids: list[int], frame_idx: int, capture_time_ns: int) -> None:
+        """Note that these tracks matched a detection in this frame."""
+        for tid in track_ids:
+            tv = self._tracks.get(tid)
+            if tv is None:
+                tv = self._tracks[tid] = TrackVotes(tid, capture_time_ns, capture_time_ns, frame_idx, frame_idx)
+            tv.last_seen_ns, tv.last_frame_idx = capture_time_ns, frame_idx
+            tv.frames_tracked += 1
+
+    def add_scores(self, track_ids: list[int], scores: list[float]) -> None:
+        """Add classifier scores (0-1) of faces, one per track id.
+
+        Raises:
+            ValueError: If lengths differ or a track was never observed.
+        """
+        if len(track_ids) != len(scores):
+            msg = f"track_ids and scores must have the same length, got {len(track_ids)} and {len(scores)}"
+            raise ValueError(msg)
+        for tid, s in zip(track_ids, scores, strict=True):
+            if tid not in self._tracks:
+                msg = f"camera {self.camera_id!r}: score for unknown track {tid}"
+                raise ValueError(msg)
+            self._tracks[tid].add_score(s, self.rules)
+
+    def get(self, track_id: int) -> TrackVotes | None:
+        """The live track's votes, if any."""
+        return self._tracks.get(track_id)
+
+    def end(self, track_ids: set[int] | None = None) -> list[PersonDecision]:
+        """End these tracks (all when None) and return their decisions, dropping spurious short tracks."""
+        ids = sorted(self._tracks if track_ids is None else track_ids & self._tracks.keys())
+        out = []
+        for tid in ids:
+            tv = self._tracks.pop(tid)
+            if tv.frames_tracked >= self.rules.min_frames_tracked:
+                out.append(tv.to_decision(self.camera_id, self.rules))
+        return out
+
+    def __len__(self) -> int:
+        return len(self._tracks)

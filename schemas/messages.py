@@ -1,0 +1,143 @@
+"""Kafka message formats: per-person decisions and per-camera window statistics.
+
+Values are UTF-8 JSON objects carrying ``schema_version``; keys are the UTF-8 ``camera_id``. One JSON Schema file per
+topic lives in ``schemas/json/`` and every encoded message is validated against it in the tests. Delivery is at
+least once: consumers de-duplicate decisions by ``decision_id`` and keep the latest statistics per camera
+(the statistics topic is meant to be compacted).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+from typing import Any, ClassVar, Literal, TypeVar
+
+SCHEMA_DIR = Path(__file__).with_name("json")
+Decision = Literal["mask", "no_mask", "undecided"]
+
+T = TypeVar("T", bound="_Message")
+
+
+class _Message:
+    schema_version: ClassVar[int]
+    schema_file: ClassVar[str]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"schema_version": self.schema_version, **asdict(self)}  # type: ignore[call-overload]
+
+    def encode(self) -> bytes:
+        """UTF-8 JSON bytes, keys sorted (stable output)."""
+        return json.dumps(self.to_dict(), sort_keys=True, separators=(",", ":")).encode()
+
+    @classmethod
+    def decode(cls: type[T], value: bytes | str | dict[str, Any]) -> T:
+        """Parse a message value.
+
+        Raises:
+            ValueError: If the value is not JSON, carries another ``schema_version``, or misses/adds fields.
+        """
+        try:
+            obj = value if isinstance(value, dict) else json.loads(value)
+        except json.JSONDecodeError as exc:
+            msg = f"{cls.__name__}: value is not JSON ({exc})"
+            raise ValueError(msg) from exc
+        obj = dict(obj)
+        version = obj.pop("schema_version", None)
+        if version != cls.schema_version:
+            msg = f"{cls.__name__}: expected schema_version {cls.schema_version}, got {version!r}"
+            raise ValueError(msg)
+        names = {f.name for f in fields(cls)}  # type: ignore[arg-type]
+        if set(obj) != names:
+            msg = (
+                f"{cls.__name__}: fields differ, missing {sorted(names - set(obj))}, "
+                f"unexpected {sorted(set(obj) - names)}"
+            )
+            raise ValueError(msg)
+        return cls(**obj)
+
+    @classmethod
+    def json_schema(cls) -> dict[str, Any]:
+        """The JSON Schema (draft 2020-12) of this message's value."""
+        return json.loads((SCHEMA_DIR / cls.schema_file).read_text())
+
+
+@dataclass(frozen=True, slots=True)
+class PersonDecision(_Message):
+    """One person (track) of one camera, emitted once when the track ends.
+
+    Attributes:
+        decision_id: ``"{camera_id}/{track_id}/{first_seen_ns}"``, stable across re-deliveries.
+        camera_id: Camera.
+        track_id: Track id, unique within the camera's run.
+        first_seen_ns, last_seen_ns: Capture time (UTC epoch ns) of the first and last frame of the track.
+        first_frame_idx, last_frame_idx: Frame indices of the first and last frame of the track.
+        frames_tracked: Frames in which the track matched a detection.
+        faces_classified: Frames in which the face was visible and classified.
+        votes_mask, votes_no_mask: Votes after thresholding the classifier scores.
+        mean_mask_score: Mean classifier score over the classified faces (null if none).
+        decision: ``mask``, ``no_mask`` or ``undecided`` (fewer than ``min_votes`` votes, or a tie).
+    """
+
+    schema_version: ClassVar[int] = 1
+    schema_file: ClassVar[str] = "decision.v1.json"
+
+    decision_id: str
+    camera_id: str
+    track_id: int
+    first_seen_ns: int
+    last_seen_ns: int
+    first_frame_idx: int
+    last_frame_idx: int
+    frames_tracked: int
+    faces_classified: int
+    votes_mask: int
+    votes_no_mask: int
+    mean_mask_score: float | None
+    decision: Decision
+
+
+@dataclass(frozen=True, slots=True)
+class CameraStats(_Message):
+    """Statistics of one camera over one window aligned to UTC wall-clock boundaries, plus running totals.
+
+    A person counts in the window in which their track ended. ``mask_fraction`` = masked / (masked + unmasked);
+    its interval is the Wilson score interval at 95% (Wilson 1927); both are null when nobody was decided.
+
+    Attributes:
+        camera_id: Camera.
+        window_start_ns, window_end_ns: UTC epoch ns, ``[start, end)``.
+        final: True for the last record of a stream (the window may be partial).
+        people, masked, unmasked, undecided: Counts of people whose tracks ended in the window.
+        mask_fraction, mask_fraction_low, mask_fraction_high: Estimate and Wilson 95% interval for the window.
+        total_people, total_masked, total_unmasked, total_undecided: Since the camera's run started.
+        total_mask_fraction, total_mask_fraction_low, total_mask_fraction_high: Same over the totals.
+        frames_processed, frames_dropped: Since start; dropped = live frames discarded under backpressure.
+    """
+
+    schema_version: ClassVar[int] = 1
+    schema_file: ClassVar[str] = "camera_stats.v1.json"
+
+    camera_id: str
+    window_start_ns: int
+    window_end_ns: int
+    final: bool
+    people: int
+    masked: int
+    unmasked: int
+    undecided: int
+    mask_fraction: float | None
+    mask_fraction_low: float | None
+    mask_fraction_high: float | None
+    total_people: int
+    total_masked: int
+    total_unmasked: int
+    total_undecided: int
+    total_mask_fraction: float | None
+    total_mask_fraction_low: float | None
+    total_mask_fraction_high: float | None
+    frames_processed: int
+    frames_dropped: int
+
+
+TOPIC_MESSAGES: dict[str, type[_Message]] = {"decisions": PersonDecision, "camera_stats": CameraStats}
