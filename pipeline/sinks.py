@@ -16,6 +16,8 @@ from typing import IO, Any
 from schemas.errors import SinkError
 
 logger = logging.getLogger(__name__)
+# How long to wait for the first broker to answer: a broker that is down must fail fast, not after 30 s.
+BOOTSTRAP_TIMEOUT_MS = 5000
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,11 +94,11 @@ def ensure_topics(cfg: Any, partitions: int = 3) -> None:
         SinkError: If no broker answers at ``cfg.bootstrap_servers``.
     """
     from kafka.admin import KafkaAdminClient, NewTopic
-    from kafka.errors import KafkaError, NoBrokersAvailable, TopicAlreadyExistsError
+    from kafka.errors import KafkaError, KafkaTimeoutError, TopicAlreadyExistsError
 
     try:
-        admin = KafkaAdminClient(**kafka_client_args(cfg), api_version_auto_timeout_ms=5000)
-    except NoBrokersAvailable as exc:
+        admin = KafkaAdminClient(**kafka_client_args(cfg), bootstrap_timeout_ms=BOOTSTRAP_TIMEOUT_MS)
+    except KafkaTimeoutError as exc:
         msg = f"cannot reach Kafka broker at {cfg.bootstrap_servers} (no broker answered within 5 s)"
         raise SinkError(msg) from exc
     try:
@@ -130,7 +132,7 @@ class KafkaSink:
 
     def __init__(self, cfg: Any) -> None:
         from kafka import KafkaProducer
-        from kafka.errors import NoBrokersAvailable
+        from kafka.errors import KafkaTimeoutError
 
         self.cfg = cfg
         self.outbox = Path(cfg.outbox_path)
@@ -140,9 +142,9 @@ class KafkaSink:
                 acks="all",
                 retries=5,
                 linger_ms=20,
-                api_version_auto_timeout_ms=5000,
+                bootstrap_timeout_ms=BOOTSTRAP_TIMEOUT_MS,
             )
-        except NoBrokersAvailable as exc:
+        except KafkaTimeoutError as exc:
             msg = f"cannot reach Kafka broker at {cfg.bootstrap_servers} (no broker answered within 5 s)"
             raise SinkError(msg) from exc
         self._inflight: list[tuple[Record, Any]] = []

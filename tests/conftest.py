@@ -1,0 +1,57 @@
+"""Shared fixtures: the ../shared data, a local Kafka-protocol broker, a local Ray on loopback."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+os.environ.setdefault("OPENCV_LOG_LEVEL", "ERROR")
+os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_DATA = REPO.parent / "shared" / "data"
+VIDEOS = SHARED_DATA / "videos"
+
+
+def shared_video(name: str) -> Path:
+    """A video from ../shared/data/videos, or skip the test with a clear message."""
+    path = VIDEOS / name
+    if not path.is_file():
+        pytest.skip(f"needs the shared test video {path} (../shared/data is not beside this checkout)")
+    return path
+
+
+def pose_model() -> Path:
+    """The built pose model, or skip (run `make models`)."""
+    from cluster.config import model_dir
+
+    path = model_dir() / "yolo11n-pose.onnx"
+    if not path.is_file():
+        pytest.skip(f"needs the pose model {path}: run `make models`")
+    return path
+
+
+@pytest.fixture(scope="session")
+def broker() -> Iterator[str]:
+    """A Tansu broker on 127.0.0.1 (random free port) for the test session; stopped by PID."""
+    from cluster.broker import local_broker
+
+    with local_broker() as bootstrap:
+        yield bootstrap
+
+
+@pytest.fixture(scope="module")
+def ray_local() -> Iterator[None]:
+    """One local Ray per test module, on loopback; shut down afterwards."""
+    import ray
+
+    ray.init(address="local", _node_ip_address="127.0.0.1", num_cpus=4, include_dashboard=False,
+             namespace="maskwatch-tests", logging_level="WARNING")
+    try:
+        yield
+    finally:
+        ray.shutdown()

@@ -1,0 +1,42 @@
+import pytest
+
+from cluster.config import Config, default_pose_input_px, load_config, parse_config
+from schemas.errors import ConfigError
+
+
+def test_defaults_validate_and_empty_file_is_defaults(tmp_path):
+    f = tmp_path / "empty.yaml"
+    f.write_text("")
+    assert load_config(f) == Config()
+
+
+@pytest.mark.parametrize(
+    ("data", "message"),
+    [
+        ({"pose": {"max_batch": 3}}, "unknown config key 'pose.max_batch'"),
+        ({"camras": []}, "unknown config key 'camras'"),
+        ({"voting": {"mask_threshold": 1.5}}, "'voting.mask_threshold': Input should be less than or equal to 1, got 1.5"),
+        ({"voting": {"mask_threshold": 0.2, "no_mask_threshold": 0.6}}, "must be <= mask_threshold"),
+        ({"cameras": [{"camera_id": "a", "source": "x", "pose_input_px": 650}]}, "multiple of 32, got 650"),
+        ({"cameras": [{"camera_id": "a", "source": "x"}, {"camera_id": "a", "source": "y"}]}, "appears twice"),
+        ({"tracking": {"distance": "iou"}}, "'tracking.distance'"),
+    ],
+)
+def test_invalid_config_names_the_key_expected_and_actual(data, message):
+    with pytest.raises(ConfigError) as err:
+        parse_config(data, "cfg.yaml")
+    assert message in str(err.value) and "\n" not in str(err.value)
+
+
+def test_file_errors(tmp_path):
+    with pytest.raises(ConfigError, match="config file not found"):
+        load_config(tmp_path / "nope.yaml")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("- a\n- b\n")
+    with pytest.raises(ConfigError, match="expected a mapping"):
+        load_config(bad)
+
+
+@pytest.mark.parametrize(("wh", "px"), [((640, 360), 640), ((768, 576), 1280), ((1920, 1080), 1280)])
+def test_default_pose_input_size_by_resolution(wh, px):
+    assert default_pose_input_px(wh) == px

@@ -1,0 +1,42 @@
+import numpy as np
+import pytest
+
+from pipeline.letterbox import Letterbox
+from pipeline.pose_postprocess import decode_pose
+
+
+def _raw(people):
+    """Build a (56, A) raw output from (cx, cy, w, h, score) tuples; keypoints at the box centre, conf 0.9."""
+    raw = np.zeros((56, max(len(people), 1)), np.float32)
+    for a, (cx, cy, w, h, s) in enumerate(people):
+        raw[:5, a] = cx, cy, w, h, s
+        raw[5::3, a], raw[6::3, a], raw[7::3, a] = cx, cy, 0.9
+    return raw
+
+
+IDENTITY = Letterbox(1.0, (0.0, 0.0), (640, 640))
+
+
+def test_no_candidates_gives_empty_arrays():
+    score, boxes, kps = decode_pose(_raw([(10, 10, 5, 5, 0.1)]), IDENTITY)
+    assert score.shape == (0,) and boxes.shape == (0, 4) and kps.shape == (0, 17, 3)
+
+
+def test_nms_keeps_best_of_overlapping_and_sorts_by_score():
+    raw = _raw([(100, 100, 50, 100, 0.6), (102, 101, 50, 100, 0.9), (400, 300, 40, 80, 0.7)])
+    score, boxes, kps = decode_pose(raw, IDENTITY, conf_threshold=0.25, nms_iou=0.45)
+    np.testing.assert_allclose(score, [0.9, 0.7])
+    np.testing.assert_allclose(boxes[0], [77, 51, 127, 151])
+    assert kps.shape == (2, 17, 3)
+
+
+def test_unletterboxes_boxes_and_keypoints():
+    lb = Letterbox(0.5, (0.0, 12.0), (384, 640))
+    score, boxes, kps = decode_pose(_raw([(100, 112, 20, 40, 0.8)]), lb)
+    np.testing.assert_allclose(boxes[0], [180, 160, 220, 240])
+    np.testing.assert_allclose(kps[0, :, :2], np.tile([200, 200], (17, 1)))
+
+
+def test_rejects_wrong_layout():
+    with pytest.raises(ValueError, match=r"\(56, A\)"):
+        decode_pose(np.zeros((57, 10), np.float32), IDENTITY)

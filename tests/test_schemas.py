@@ -1,0 +1,88 @@
+import jsonschema
+import numpy as np
+import pyarrow as pa
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from hypothesis.extra.numpy import arrays
+
+from schemas.messages import CameraStats, PersonDecision
+from schemas.pose import NO_TRACK, POSE_SCHEMA, Poses
+
+
+def _ipc_roundtrip(batch: pa.RecordBatch) -> pa.RecordBatch:
+    sink = pa.BufferOutputStream()
+    with pa.ipc.new_stream(sink, batch.schema) as w:
+        w.write_batch(batch)
+    return pa.ipc.open_stream(sink.getvalue()).read_next_batch()
+
+
+@settings(max_examples=30, deadline=None)
+@given(
+    n=st.integers(0, 6),
+    data=st.data(),
+)
+def test_poses_arrow_ipc_roundtrip(n, data):
+    kp = data.draw(arrays(np.float32, (n, 17, 3), elements=st.floats(0, 4000, width=32)))
+    boxes = data.draw(arrays(np.float32, (n, 4), elements=st.floats(0, 4000, width=32)))
+    tids = np.array(data.draw(st.lists(st.sampled_from([NO_TRACK, 1, 2, 99]), min_size=n, max_size=n)), np.int64)
+    p = Poses("cam-1", 42, 1_400_000_000, np.linspace(0, 1, n, dtype=np.float32), boxes, kp, tids)
+    batch = _ipc_roundtrip(p.to_arrow())
+    assert batch.schema.equals(POSE_SCHEMA) and batch.schema.metadata[b"schema_version"] == b"1"
+    q = Poses.from_arrow(batch, "cam-1", 42, 1_400_000_000)
+    np.testing.assert_array_equal(q.keypoints, kp)
+    np.testing.assert_array_equal(q.bbox_xyxy, boxes)
+    np.testing.assert_array_equal(q.track_id, tids)
+    assert batch.column("track_id").null_count == int((tids == NO_TRACK).sum())
+
+
+def test_poses_validation():
+    with pytest.raises(ValueError, match="keypoints must have shape"):
+        Poses("c", 0, 0, np.zeros(1, np.float32), np.zeros((1, 4), np.float32), np.zeros((1, 16, 3), np.float32),
+              np.zeros(1, np.int64))
+    kp = np.zeros((1, 17, 3), np.float32)
+    kp[0, 0, 0] = np.nan
+    with pytest.raises(ValueError, match="NaN"):
+        Poses("c", 0, 0, np.zeros(1, np.float32), np.zeros((1, 4), np.float32), kp, np.zeros(1, np.int64))
+    other = Poses.empty("other", 0, 0).to_arrow()
+    p = Poses("other", 0, 0, np.ones(1, np.float32), np.zeros((1, 4), np.float32), np.zeros((1, 17, 3), np.float32),
+              np.zeros(1, np.int64)).to_arrow()
+    assert Poses.from_arrow(other, "x", 0, 0).score.shape == (0,)
+    with pytest.raises(ValueError, match="another frame"):
+        Poses.from_arrow(p, "cam-1", 0, 0)
+
+
+DECISION = PersonDecision(
+    decision_id="cam/3/100", camera_id="cam", track_id=3, first_seen_ns=100, last_seen_ns=900, first_frame_idx=0,
+    last_frame_idx=24, frames_tracked=9, faces_classified=6, votes_mask=5, votes_no_mask=0, mean_mask_score=0.91,
+    decision="mask",
+)
+STATS = CameraStats(
+    camera_id="cam", window_start_ns=0, window_end_ns=60 * 10**9, final=True, people=2, masked=1, unmasked=1,
+    undecided=0, mask_fraction=0.5, mask_fraction_low=0.09, mask_fraction_high=0.91, total_people=2, total_masked=1,
+    total_unmasked=1, total_undecided=0, total_mask_fraction=0.5, total_mask_fraction_low=0.09,
+    total_mask_fraction_high=0.91, frames_processed=100, frames_dropped=0,
+)
+
+
+@pytest.mark.parametrize("msg", [DECISION, STATS])
+def test_message_roundtrip_and_json_schema(msg):
+    raw = msg.encode()
+    jsonschema.validate(__import__("json").loads(raw), type(msg).json_schema())
+    assert type(msg).decode(raw) == msg
+
+
+def test_json_schema_rejects_what_decode_rejects():
+    import json
+
+    bad = json.loads(DECISION.encode())
+    bad["decision"] = "maybe"
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.validate(bad, PersonDecision.json_schema())
+    wrong_version = dict(json.loads(DECISION.encode()), schema_version=2)
+    with pytest.raises(ValueError, match="schema_version"):
+        PersonDecision.decode(json.dumps(wrong_version))
+    with pytest.raises(ValueError, match="unexpected"):
+        PersonDecision.decode(dict(json.loads(DECISION.encode()), extra=1))
+    with pytest.raises(ValueError, match="not JSON"):
+        CameraStats.decode(b"{")

@@ -1,0 +1,48 @@
+import numpy as np
+import pytest
+
+from pipeline.source import FrameSampler, is_live, probe, read_frames
+from schemas.errors import SourceError
+from tests.conftest import shared_video
+
+
+def test_sampler_keeps_target_rate():
+    s = FrameSampler(10.0)
+    kept = [i for i in range(90) if s.keep(int(i * 1e9 / 30))]  # 3 s of 30 fps
+    assert len(kept) == 30 and kept[:4] == [0, 3, 6, 9]
+    assert all(FrameSampler(None).keep(i) for i in range(5))
+
+
+def test_reads_real_video_sampled_with_increasing_index_and_pts():
+    path = shared_video("street_5_masked.mp4")
+    frames = list(read_frames(str(path), "street", target_fps=10))
+    assert 110 <= len(frames) <= 120  # 11.6 s at 10 fps
+    idx = [f.frame_idx for f in frames]
+    pts = [f.pts_ns for f in frames]
+    assert idx == sorted(idx) and pts == sorted(pts) and idx[1] - idx[0] == 3
+    assert frames[0].image.shape == (360, 640, 3) and frames[0].image.dtype == np.uint8
+    assert probe(str(path), "street")[:2] == (640, 360)
+
+
+def test_missing_file_and_unreachable_stream_give_one_line_errors(tmp_path):
+    with pytest.raises(SourceError, match=r"camera 'c1': source file not found: .*nope\.mp4"):
+        probe(str(tmp_path / "nope.mp4"), "c1")
+    with pytest.raises(SourceError, match=r"camera 'c2': cannot open rtsp://127\.0\.0\.1:9/live"):
+        probe("rtsp://127.0.0.1:9/live", "c2", open_timeout_s=2)
+    junk = tmp_path / "junk.mp4"
+    junk.write_bytes(b"not a video" * 100)
+    with pytest.raises(SourceError, match="junk.mp4"):
+        probe(str(junk), "c3")
+    assert is_live("rtsp://x/y") and not is_live(str(junk))
+
+
+def test_truncated_file_yields_the_frames_before_the_damage(tmp_path):
+    src = shared_video("single_unmasked.mp4").read_bytes()
+    cut = tmp_path / "cut.mp4"
+    cut.write_bytes(src[: len(src) * 2 // 3])  # moov atom may be at the end: then open fails cleanly
+    try:
+        frames = list(read_frames(str(cut), "cut"))
+    except SourceError as exc:
+        assert "cut.mp4" in str(exc)
+    else:
+        assert frames, "a truncated file must yield frames or a clear error"

@@ -1,0 +1,81 @@
+import pytest
+
+from pipeline.stats import CameraWindows, wilson_interval
+from pipeline.voting import TrackLedger, VotingRules, decide
+
+
+@pytest.mark.parametrize(
+    ("mask", "no_mask", "min_votes", "expected"),
+    [(0, 0, 3, "undecided"), (2, 0, 3, "undecided"), (3, 0, 3, "mask"), (1, 3, 3, "no_mask"),
+     (2, 2, 3, "undecided"), (5, 4, 3, "mask")],
+)
+def test_majority_decision(mask, no_mask, min_votes, expected):
+    assert decide(mask, no_mask, min_votes) == expected
+
+
+def test_scores_between_thresholds_do_not_vote():
+    ledger = TrackLedger("cam", VotingRules(mask_threshold=0.7, no_mask_threshold=0.3, min_votes=3,
+                                           min_frames_tracked=1))
+    ledger.observe([7], 0, 1_000)
+    ledger.add_scores([7, 7, 7, 7, 7], [0.9, 0.5, 0.69, 0.31, 0.95])
+    ledger.observe([7], 3, 2_000)
+    (d,) = ledger.end({7})
+    assert (d.votes_mask, d.votes_no_mask, d.faces_classified) == (2, 0, 5)
+    assert d.decision == "undecided"  # 2 votes < min_votes
+    assert d.decision_id == "cam/7/1000" and d.first_frame_idx == 0 and d.last_frame_idx == 3
+    assert d.mean_mask_score == pytest.approx(0.67)
+
+
+def test_short_tracks_are_dropped_and_unknown_scores_raise():
+    ledger = TrackLedger("cam", VotingRules(min_frames_tracked=3))
+    ledger.observe([1], 0, 0)
+    assert ledger.end() == []
+    with pytest.raises(ValueError, match="unknown track"):
+        ledger.add_scores([99], [0.5])
+
+
+def test_bad_thresholds_raise():
+    with pytest.raises(ValueError, match="no_mask_threshold"):
+        VotingRules(mask_threshold=0.3, no_mask_threshold=0.7)
+
+
+@pytest.mark.parametrize(
+    ("k", "n", "low", "high"),
+    # Reference values: Newcombe (1998), "Two-sided confidence intervals for the single proportion", Table I,
+    # method 3 (Wilson score without continuity correction): 81/263 -> 0.2553-0.3662, 15/148 -> 0.0624-0.1605,
+    # 0/20 -> 0-0.1611, 1/29 -> 0.0061-0.1718.
+    [(81, 263, 0.2553, 0.3662), (15, 148, 0.0624, 0.1605), (0, 20, 0.0, 0.1611), (1, 29, 0.0061, 0.1718)],
+)
+def test_wilson_interval_matches_newcombe(k, n, low, high):
+    lo, hi = wilson_interval(k, n)
+    assert lo == pytest.approx(low, abs=1e-4) and hi == pytest.approx(high, abs=1e-4)
+
+
+def test_wilson_interval_edge_cases():
+    assert wilson_interval(0, 0) is None
+    with pytest.raises(ValueError, match="successes"):
+        wilson_interval(3, 2)
+
+
+def _decision(ledger, tid, score):
+    ledger.observe([tid], 0, 0)
+    ledger.observe([tid], 1, 0)
+    ledger.observe([tid], 2, 0)
+    ledger.add_scores([tid] * 3, [score] * 3)
+    return ledger.end({tid})
+
+
+def test_windows_align_to_utc_and_count_each_person_once():
+    ledger = TrackLedger("cam")
+    w = CameraWindows("cam", window_s=60)
+    t0 = 1_700_000_000 * 10**9 + 5 * 10**9  # 5 s into a minute... of the epoch-aligned grid
+    assert w.add(_decision(ledger, 1, 0.9), t0) == []
+    assert w.add(_decision(ledger, 2, 0.1), t0 + 10**9) == []
+    closed = w.add(_decision(ledger, 3, 0.9), t0 + 61 * 10**9)
+    assert len(closed) == 1
+    s = closed[0]
+    assert s.window_start_ns % (60 * 10**9) == 0 and s.window_end_ns - s.window_start_ns == 60 * 10**9
+    assert (s.people, s.masked, s.unmasked, s.total_people) == (2, 1, 1, 2)
+    assert s.mask_fraction == 0.5 and s.mask_fraction_low < 0.5 < s.mask_fraction_high
+    final = w.close(t0 + 62 * 10**9)
+    assert final.final and (final.people, final.total_people, final.total_masked) == (1, 3, 2)
