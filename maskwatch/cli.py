@@ -179,6 +179,12 @@ def broker(port: int) -> None:
     """Run a local Kafka-protocol broker (Tansu) on 127.0.0.1:PORT until interrupted."""
     from cluster.broker import start_broker, stop_broker
 
+    import signal
+
+    def _interrupt(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, _interrupt)  # `kill PID` stops the broker too, not only Ctrl-C
     proc = start_broker(port)
     click.echo(f"Kafka-protocol broker (Tansu) on 127.0.0.1:{port}, pid {proc.pid}; Ctrl-C stops it", err=True)
     try:

@@ -17,7 +17,16 @@ from pipeline.pose_postprocess import POSE_ROWS
 from schemas.errors import ModelError
 
 logger = logging.getLogger(__name__)
-ort.set_default_logger_severity(3)  # the CUDA provider's failed-load messages on CPU machines are expected
+ort.set_default_logger_severity(3)
+
+
+def cuda_present() -> bool:
+    """True when an NVIDIA driver is loaded on this machine.
+
+    ``onnxruntime-gpu`` lists the CUDA provider on every machine, and trying it without a GPU logs errors about
+    missing CUDA libraries before falling back (FINDINGS), so ``device="auto"`` only tries it where a driver is.
+    """
+    return Path("/proc/driver/nvidia/version").exists() or Path("/dev/nvidiactl").exists()
 
 
 def make_session(path: Path | str, what: str, device: str = "auto", threads: int = 0) -> ort.InferenceSession:
@@ -37,10 +46,12 @@ def make_session(path: Path | str, what: str, device: str = "auto", threads: int
         msg = f"{what}: model file not found: {p} (run `maskwatch models build`)"
         raise ModelError(msg)
     opts = ort.SessionOptions()
+    opts.log_severity_level = 3
     if threads:
         opts.intra_op_num_threads = threads
     providers = ["CPUExecutionProvider"]
-    if device in ("auto", "cuda") and "CUDAExecutionProvider" in ort.get_available_providers():
+    wants_cuda = device == "cuda" or (device == "auto" and cuda_present())
+    if wants_cuda and "CUDAExecutionProvider" in ort.get_available_providers():
         providers.insert(0, "CUDAExecutionProvider")
     try:
         sess = ort.InferenceSession(str(p), sess_options=opts, providers=providers)

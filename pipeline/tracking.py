@@ -9,6 +9,7 @@ people vs 41). Thresholds scale with the frame so the same config works from 360
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from typing import Literal
 
@@ -20,6 +21,17 @@ from norfair.distances import create_keypoints_voting_distance
 from schemas.pose import NO_TRACK
 
 FloatArray = npt.NDArray[np.float32]
+
+
+class _ScalarDistanceNotice(logging.Filter):
+    """norfair logs a root-level warning for every tracker with a non-vectorised distance; the keypoint-voting
+    distance is scalar by design (per-keypoint thresholds), so the notice is dropped."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith("You are using a scalar distance function")
+
+
+logging.getLogger().addFilter(_ScalarDistanceNotice())
 IntArray = npt.NDArray[np.int64]
 
 

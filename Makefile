@@ -1,0 +1,62 @@
+# maskwatch: `make test` sets everything up from nothing (venv, pinned dependencies, models, a local broker for the
+# tests) and runs the tests. Slow-to-build things live in a cache outside the clone, keyed by their inputs, so a
+# second run reuses them and a fresh machine builds them from nothing.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+PYTHON ?= python3
+CACHE ?= $(HOME)/.cache/maskwatch
+export MASKWATCH_CACHE_DIR := $(CACHE)
+export MASKWATCH_MODEL_DIR ?= $(CACHE)/models
+export RAY_USAGE_STATS_ENABLED := 0
+export PYTHONUNBUFFERED := 1
+
+VENV := .venv
+BIN := $(VENV)/bin
+VENV_KEY := $(shell cat requirements.lock | sha256sum | cut -c1-12)-$(shell $(PYTHON) -c 'import sys; print("py%d%d" % sys.version_info[:2])')
+VENV_DIR := $(CACHE)/venv-$(VENV_KEY)
+TRAIN_KEY := $(shell cat requirements.lock requirements-train.txt | sha256sum | cut -c1-12)
+BROKER_PORT ?= 19092
+PYTEST_ARGS ?=
+
+.PHONY: help venv venv-train models test test-fast demo broker-start broker-stop lint bench clean
+
+help:  ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | column -t -s $$'\t'
+
+$(VENV_DIR)/.complete: requirements.lock
+	rm -rf $(VENV_DIR)
+	$(PYTHON) -m venv $(VENV_DIR)
+	$(VENV_DIR)/bin/pip install -q --upgrade "pip>=24"
+	$(VENV_DIR)/bin/pip install -q --no-deps -r requirements.lock
+	$(VENV_DIR)/bin/pip check
+	touch $@
+
+venv: $(VENV_DIR)/.complete  ## the runtime + test venv (cached by requirements.lock), with this clone installed
+	ln -sfn $(VENV_DIR) $(VENV)
+	@if [ "$$(cat $(VENV_DIR)/.project 2>/dev/null)" != "$(CURDIR)" ]; then \
+	  $(BIN)/pip install -q --no-deps --no-build-isolation -e . && echo "$(CURDIR)" > $(VENV_DIR)/.project; fi
+
+venv-train: venv  ## add the training extra (torch CPU, onnxscript) to the venv
+	@if [ ! -f $(VENV_DIR)/.train-$(TRAIN_KEY) ]; then \
+	  $(BIN)/pip install -q -r requirements-train.txt -c requirements.lock && touch $(VENV_DIR)/.train-$(TRAIN_KEY); fi
+
+models: venv  ## export the default pose model to ONNX (cached; offline after the first build)
+	$(BIN)/maskwatch models build > /dev/null
+
+test: venv models  ## everything, as CI runs it
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+test-fast: venv  ## the pure tests only (no models, Ray or broker)
+	$(BIN)/python -m pytest -m "not slow and not ray and not kafka" $(PYTEST_ARGS)
+
+demo: venv models  ## a real video through local Ray into a local broker, statistics read back from Kafka
+	BIN=$(BIN) BROKER_PORT=$(BROKER_PORT) SOURCE="$(SOURCE)" scripts/demo.sh
+
+bench: venv models  ## frames/s of the whole pipeline next to the bare pose model
+	$(BIN)/python bench/pipeline_fps.py $(BENCH_ARGS)
+
+lint:  ## ruff (if installed)
+	$(BIN)/python -m ruff check . || true
+
+clean:  ## remove the venv link and caches in the clone (not the shared cache)
+	rm -rf $(VENV) .pytest_cache

@@ -1,0 +1,70 @@
+"""The Ray actors on real models: batching across cameras gives the same results as the bare models."""
+
+import numpy as np
+import pytest
+
+from cluster.config import ClassifyConfig, PoseConfig
+from pipeline.letterbox import letterbox
+from pipeline.onnx_models import MaskClassifier, PoseModel
+from pipeline.pose_postprocess import decode_pose
+from pipeline.source import read_frames
+from schemas.pose import POSE_SCHEMA, Poses
+from tests.conftest import REPO, pose_model, shared_video
+
+pytestmark = [pytest.mark.ray, pytest.mark.slow]
+CLASSIFIER = REPO / "maskwatch" / "assets" / "mask_classifier.onnx"
+
+
+def _frames(name, n):
+    out = []
+    for f in read_frames(str(shared_video(name)), name, target_fps=2):
+        out.append(f)
+        if len(out) == n:
+            return out
+    return out
+
+
+def test_pose_actor_batches_cameras_and_matches_the_bare_model(ray_local):
+    import ray
+
+    from actors.pose import PoseActor
+
+    path = pose_model()
+    frames = _frames("street_5_masked.mp4", 4)
+    actor = PoseActor.remote(PoseConfig(max_batch_size=8, batch_wait_s=0.2), str(path))
+    inputs = [letterbox(f.image, 640) for f in frames]
+    refs = [actor.infer.remote(img, lb, f"cam-{i}", f.frame_idx, f.pts_ns)
+            for i, (f, (img, lb)) in enumerate(zip(frames, inputs, strict=True))]
+    batches = ray.get(refs)
+    info = ray.get(actor.info.remote())
+    assert max(info["batch_sizes"]) >= 2  # four cameras' frames shared model calls
+    model = PoseModel(path, device="cpu")
+    for i, (f, (img, lb), batch) in enumerate(zip(frames, inputs, batches, strict=True)):
+        assert batch.schema.equals(POSE_SCHEMA)
+        got = Poses.from_arrow(batch, f"cam-{i}", f.frame_idx, f.pts_ns)
+        score, boxes, kps = decode_pose(model.infer(img[None])[0], lb)
+        assert len(got) == len(score) >= 3  # people walking on a street
+        np.testing.assert_allclose(got.bbox_xyxy, boxes, atol=0.5)
+        np.testing.assert_allclose(got.keypoints, kps, atol=0.5)
+    ray.kill(actor)
+
+
+def test_classify_actor_concatenates_requests_and_splits_back(ray_local):
+    import ray
+
+    from actors.classify import ClassifyActor
+
+    if not CLASSIFIER.is_file():
+        pytest.skip(f"needs {CLASSIFIER}")
+    rng = np.random.default_rng(0)
+    model = MaskClassifier(CLASSIFIER, device="cpu")
+    s = model.input_px
+    requests = [rng.integers(0, 255, (k, s, s, 3), dtype=np.uint8) for k in (3, 1, 5, 0)]
+    actor = ClassifyActor.remote(ClassifyConfig(max_batch_size=64, batch_wait_s=0.2))
+    got = ray.get([actor.predict.remote(r) for r in requests])
+    assert [len(g) for g in got] == [3, 1, 5, 0]
+    for r, g in zip(requests, got, strict=True):
+        np.testing.assert_allclose(g, model.predict(r), atol=1e-5)
+    info = ray.get(actor.info.remote())
+    assert max(info["batch_sizes"]) >= 2 and info["crop_margin"] == model.crop_margin
+    ray.kill(actor)

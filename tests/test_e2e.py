@@ -1,0 +1,143 @@
+"""End to end, as a user runs it: `maskwatch run` on real videos through local Ray into a local broker, read back."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import jsonschema
+import pytest
+
+from cluster.config import KafkaConfig
+from cluster.stats_reader import latest_stats, read_decisions
+from schemas.messages import PersonDecision
+from tests.conftest import REPO, pose_model, shared_video
+
+pytestmark = [pytest.mark.slow, pytest.mark.ray, pytest.mark.kafka]
+MASKWATCH = [sys.executable, "-m", "maskwatch.cli"]
+
+
+def maskwatch(*args: str, timeout: float = 900) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0"}
+    return subprocess.run([*MASKWATCH, *args], capture_output=True, text=True, timeout=timeout, cwd=REPO, env=env)
+
+
+@pytest.fixture(scope="module")
+def three_cameras(broker):
+    """One run, three real videos as three cameras, into the broker."""
+    pose_model()
+    videos = {
+        "street-5": shared_video("street_5_masked.mp4"),
+        "single-unmasked": shared_video("single_unmasked.mp4"),
+        "towncentre": shared_video("towncentre_cctv_10s.mp4"),
+    }
+    args = []
+    for cid, path in videos.items():
+        args += ["--source", str(path), "--camera-id", cid]
+    proc = maskwatch("run", *args, "--kafka-bootstrap", broker, "--json")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    summary = json.loads(proc.stdout)
+    cfg = KafkaConfig(bootstrap_servers=broker)
+    decisions = read_decisions(cfg)
+    for d in decisions:
+        jsonschema.validate(json.loads(d.encode()), PersonDecision.json_schema())
+    return summary, decisions, latest_stats(cfg)
+
+
+def _by_camera(decisions, camera_id):
+    return [d for d in decisions if d.camera_id == camera_id]
+
+
+def test_street_5_masked_people_decided_mask(three_cameras):
+    _, decisions, _ = three_cameras
+    street = _by_camera(decisions, "street-5")
+    kinds = [d.decision for d in street]
+    assert 4 <= len(street) <= 6, kinds
+    assert kinds.count("mask") >= 4, kinds
+    assert "no_mask" not in kinds, kinds
+
+
+def test_single_unmasked_person_decided_no_mask(three_cameras):
+    _, decisions, _ = three_cameras
+    kinds = [d.decision for d in _by_camera(decisions, "single-unmasked")]
+    assert kinds.count("no_mask") == 1, kinds
+    assert "mask" not in kinds, kinds
+
+
+def test_towncentre_has_no_mask_decisions(three_cameras):
+    _, decisions, _ = three_cameras
+    town = _by_camera(decisions, "towncentre")
+    assert len(town) >= 5  # a busy street: people are found and tracked
+    assert "mask" not in [d.decision for d in town]
+
+
+def test_statistics_for_every_camera_match_the_decisions(three_cameras):
+    summary, decisions, stats = three_cameras
+    assert set(stats) == {"street-5", "single-unmasked", "towncentre"}
+    for cid, s in stats.items():
+        mine = _by_camera(decisions, cid)
+        assert s.final
+        assert s.total_people == len(mine)
+        assert s.total_masked == sum(d.decision == "mask" for d in mine)
+        assert s.frames_processed > 0 and s.frames_dropped == 0  # files never drop frames
+    assert {c["camera_id"] for c in summary["cameras"]} == set(stats)
+    assert summary["records"] >= len(decisions) + len(stats)
+
+
+def test_stats_command_prints_the_table(three_cameras, broker):
+    proc = maskwatch("stats", "--kafka-bootstrap", broker, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stdout.splitlines()
+    assert lines[0].split()[:2] == ["camera_id", "people"]
+    assert {ln.split()[0] for ln in lines[1:]} == {"street-5", "single-unmasked", "towncentre"}
+
+
+def test_json_lines_output_and_annotated_video_without_kafka(tmp_path):
+    pose_model()
+    video = shared_video("single_masked.mp4")
+    out, ann = tmp_path / "r.jsonl", tmp_path / "ann.mp4"
+    proc = maskwatch("run", "--source", str(video), "--out", str(out), "--annotate", str(ann), "--target-fps", "5")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    records = [json.loads(x) for x in out.read_text().splitlines()]
+    topics = {r["topic"] for r in records}
+    assert topics == {"maskwatch.decisions", "maskwatch.camera-stats"}
+    assert all(r["key"] == "single_masked" for r in records)
+    import cv2
+
+    cap = cv2.VideoCapture(str(ann))
+    ok, frame = cap.read()
+    assert ok and frame.shape[:2] == (int(cap.get(cv2.CAP_PROP_FRAME_HEIGHT)), int(cap.get(cv2.CAP_PROP_FRAME_WIDTH)))
+    assert int(cap.get(cv2.CAP_PROP_FRAME_COUNT)) > 10
+
+
+@pytest.mark.parametrize(
+    ("args", "expected"),
+    [
+        (["run", "--source", "/no/such/video.mp4"], "source file not found: /no/such/video.mp4"),
+        (["run", "--source", "rtsp://127.0.0.1:9/cam"], "cannot open rtsp://127.0.0.1:9/cam"),
+        (["run", "--config", "CFG_UNKNOWN_KEY"], "unknown config key 'pose.max_batch'"),
+        (["run", "--source", "VIDEO", "--kafka-bootstrap", "127.0.0.1:9"], "cannot reach Kafka broker at 127.0.0.1:9"),
+        (["run", "--config", "CFG_BAD_MODEL", "--source", "VIDEO"], "is not a loadable ONNX model"),
+        (["run", "--config", "CFG_WRONG_MODEL", "--source", "VIDEO"], "expected output (B, 56, A)"),
+        (["stats", "--kafka-bootstrap", "127.0.0.1:9"], "cannot reach Kafka broker at 127.0.0.1:9"),
+    ],
+)
+def test_user_errors_are_one_line_without_traceback(tmp_path, args, expected):
+    video = shared_video("single_masked.mp4")
+    unknown = tmp_path / "unknown.yaml"
+    unknown.write_text("pose:\n  max_batch: 4\n")
+    bad_model = tmp_path / "bad.onnx"
+    bad_model.write_bytes(b"\x08\x07garbage" * 50)
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(f"pose:\n  model_path: {bad_model}\n")
+    wrong = tmp_path / "wrong.yaml"  # a real ONNX file of another layout: our mask classifier as a pose model
+    wrong.write_text(f"pose:\n  model_path: {REPO / 'maskwatch' / 'assets' / 'mask_classifier.onnx'}\n")
+    subst = {"CFG_UNKNOWN_KEY": str(unknown), "CFG_BAD_MODEL": str(bad), "CFG_WRONG_MODEL": str(wrong),
+             "VIDEO": str(video)}
+    proc = maskwatch(*[subst.get(a, a) for a in args], timeout=120)
+    assert proc.returncode == 2, proc.stderr
+    err = proc.stderr.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("maskwatch: error: "), proc.stderr
+    assert expected in err[0]
+    assert "Traceback" not in proc.stderr
