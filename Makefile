@@ -26,7 +26,7 @@ help:  ## list the targets
 $(VENV_DIR)/.complete: requirements.lock
 	rm -rf $(VENV_DIR)
 	$(PYTHON) -m venv $(VENV_DIR)
-	$(VENV_DIR)/bin/pip install -q --upgrade "pip>=24"
+	$(VENV_DIR)/bin/pip install -q --upgrade "pip>=24" "setuptools>=68" wheel
 	$(VENV_DIR)/bin/pip install -q --no-deps -r requirements.lock
 	$(VENV_DIR)/bin/pip check
 	touch $@

@@ -6,7 +6,6 @@ validated sub-model. Units are in the field names (``_s`` seconds, ``_px`` pixel
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -38,6 +37,9 @@ class CaptureConfig(_Strict):
     """Reading cameras."""
 
     cameras_per_actor: Annotated[int, Field(ge=1)] = 32
+    # Ray custom resources a camera shard (and the sink) asks for, e.g. {"maskwatch_cpu_node": 0.001} to keep them
+    # on the CPU worker group of k8s/raycluster.yaml and off the GPU pods.
+    ray_resources: dict[str, float] = Field(default_factory=dict)
     queue_frames: Annotated[int, Field(ge=1, le=64)] = 4  # per camera; live streams drop the oldest beyond it
     open_timeout_s: Annotated[float, Field(gt=0)] = 5.0
     max_reconnects: Annotated[int, Field(ge=0)] = 5
@@ -218,6 +220,7 @@ def default_pose_input_px(frame_wh: tuple[int, int]) -> int:
 
 
 def model_dir() -> Path:
-    """``$MASKWATCH_MODEL_DIR`` or ``~/.cache/maskwatch/models``."""
-    env = os.environ.get("MASKWATCH_MODEL_DIR")
-    return Path(env) if env else Path.home() / ".cache" / "maskwatch" / "models"
+    """``$MASKWATCH_MODEL_DIR`` or ``~/.cache/maskwatch/models`` (where ``maskwatch models build`` writes)."""
+    from maskwatch.models import default_model_dir
+
+    return default_model_dir()

@@ -37,7 +37,8 @@ def build_topology(
     out_path: str | None,
 ) -> Topology:
     """Create the actors for these cameras (Ray must be initialised)."""
-    sink = SinkActor.options(num_cpus=0).remote(cfg.kafka, out_path)
+    placement = {"resources": dict(cfg.capture.ray_resources)} if cfg.capture.ray_resources else {}
+    sink = SinkActor.options(num_cpus=0, **placement).remote(cfg.kafka, out_path)
     pose = [
         PoseActor.options(num_cpus=cfg.pose.num_cpus, num_gpus=cfg.pose.num_gpus).remote(cfg.pose, pose_model_path)
         for _ in range(cfg.pose.num_actors)
@@ -48,7 +49,7 @@ def build_topology(
     ]
     n = cfg.capture.cameras_per_actor
     shards = [
-        CameraShardActor.options(num_cpus=0.5).remote(
+        CameraShardActor.options(num_cpus=0.5, **placement).remote(
             cfg, specs[i : i + n], pose, classify, sink, crop_margin, classifier_input_px
         )
         for i in range(0, len(specs), n)

@@ -53,7 +53,8 @@ def main(verbose: int) -> None:
 @click.option("--source", "sources", multiple=True, help="Video file or stream URL; repeat for several cameras.")
 @click.option("--camera-id", "camera_ids", multiple=True, help="Camera id per --source (default: file stem).")
 @click.option("--config", "config_path", type=click.Path(dir_okay=False), help="YAML config file.")
-@click.option("--kafka-bootstrap", help="HOST:PORT of Kafka; without it records go to --out.")
+@click.option("--kafka-bootstrap", envvar="MASKWATCH_KAFKA_BOOTSTRAP",
+              help="HOST:PORT of Kafka (env MASKWATCH_KAFKA_BOOTSTRAP); without it records go to --out.")
 @click.option("--out", "out_path", help="JSON Lines output when no Kafka is given (default: standard output).")
 @click.option("--annotate", "annotate_path", help="Write an annotated video of the first camera here (.mp4).")
 @click.option("--address", help="Ray cluster address (e.g. auto); default: a local Ray on 127.0.0.1.")
@@ -117,7 +118,8 @@ def run(
 
 
 @main.command()
-@click.option("--kafka-bootstrap", required=True, help="HOST:PORT of Kafka.")
+@click.option("--kafka-bootstrap", envvar="MASKWATCH_KAFKA_BOOTSTRAP", required=True,
+              help="HOST:PORT of Kafka (env MASKWATCH_KAFKA_BOOTSTRAP).")
 @click.option("--topic", default="maskwatch.camera-stats", show_default=True)
 @click.option("--follow", is_flag=True, help="Keep reading and reprint the table every few seconds.")
 @click.option("--interval-s", default=5.0, show_default=True, help="Refresh period with --follow.")

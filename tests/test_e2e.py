@@ -119,7 +119,7 @@ def test_json_lines_output_and_annotated_video_without_kafka(tmp_path):
         (["run", "--config", "CFG_UNKNOWN_KEY"], "unknown config key 'pose.max_batch'"),
         (["run", "--source", "VIDEO", "--kafka-bootstrap", "127.0.0.1:9"], "cannot reach Kafka broker at 127.0.0.1:9"),
         (["run", "--config", "CFG_BAD_MODEL", "--source", "VIDEO"], "is not a loadable ONNX model"),
-        (["run", "--config", "CFG_WRONG_MODEL", "--source", "VIDEO"], "expected output (B, 56, A)"),
+        (["run", "--config", "CFG_WRONG_MODEL", "--source", "VIDEO"], "expected one input (B, 3, H, W)"),
         (["stats", "--kafka-bootstrap", "127.0.0.1:9"], "cannot reach Kafka broker at 127.0.0.1:9"),
     ],
 )
