@@ -94,6 +94,7 @@ class FacesConfig(_Strict):
     require_both_eyes: bool = True
     min_face_px: Annotated[float, Field(ge=1)] = 16.0
     area_margin: Annotated[float, Field(ge=0, lt=0.5)] = 0.02
+    max_nested_overlap: Annotated[float, Field(gt=0, le=1)] = 0.5
 
 
 class VotingConfig(_Strict):

@@ -47,6 +47,8 @@ def main(verbose: int) -> None:
     """maskwatch: of the people who walked past each camera, how many wore a mask."""
     level = logging.WARNING - 10 * min(verbose, 2)
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    # kafka-python logs every refused connection while it retries; the sink reports the outcome in one line.
+    logging.getLogger("kafka").setLevel(logging.CRITICAL if verbose == 0 else level)
 
 
 @main.command()

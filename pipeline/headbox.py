@@ -58,6 +58,9 @@ class FaceRules:
         min_face_px: Minimum face box side in original-frame pixels (seed design: 16x16).
         area_margin: Detection-area margin as a fraction of the frame side on each edge: a face whose
             centre lies in the margin is not classified (people entering or leaving are cut by the frame edge).
+        max_nested_overlap: A face box covered by a larger visible face box over more than this fraction of its
+            own area is not classified: on close-up cameras the pose model sometimes adds a second, spurious
+            person whose facial keypoints land on the real face (seen on ``single_unmasked.mp4``).
     """
 
     keypoint_min_score: float = 0.5
@@ -65,6 +68,7 @@ class FaceRules:
     require_both_eyes: bool = True
     min_face_px: float = 16.0
     area_margin: float = 0.02
+    max_nested_overlap: float = 0.5
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.keypoint_min_score <= 1.0:
@@ -72,6 +76,9 @@ class FaceRules:
             raise ValueError(msg)
         if not 1 <= self.min_face_keypoints <= len(FACE_KEYPOINTS):
             msg = f"min_face_keypoints must be in [1, {len(FACE_KEYPOINTS)}], got {self.min_face_keypoints}"
+            raise ValueError(msg)
+        if not 0.0 < self.max_nested_overlap <= 1.0:
+            msg = f"max_nested_overlap must be in (0, 1], got {self.max_nested_overlap}"
             raise ValueError(msg)
         if not 0.0 <= self.area_margin < 0.5:
             msg = f"area_margin must be in [0, 0.5), got {self.area_margin}"
@@ -177,7 +184,35 @@ def face_visible(
     cx, cy = (boxes[:, 0] + boxes[:, 2]) / 2, (boxes[:, 1] + boxes[:, 3]) / 2
     mx, my = rules.area_margin * w, rules.area_margin * h
     ok &= (cx >= mx) & (cx <= w - mx) & (cy >= my) & (cy <= h - my)
-    return ok
+    return ok & ~nested_faces(boxes, ok, rules.max_nested_overlap)
+
+
+def nested_faces(bbox_xyxy: FloatArray, candidates: BoolArray, max_overlap: float) -> BoolArray:
+    """Faces lying inside a larger candidate face: one head gives one face.
+
+    Args:
+        bbox_xyxy: `(N, 4)` float32 face boxes, original-frame pixels.
+        candidates: `(N,)` bool, the faces that passed the other rules.
+        max_overlap: Intersection over the smaller box's own area above which the smaller face is dropped
+            (equal areas: the later row is dropped).
+
+    Returns:
+        `(N,)` bool, True for candidate faces to drop.
+    """
+    boxes = np.asarray(bbox_xyxy, np.float32)
+    area = np.clip(boxes[:, 2] - boxes[:, 0], 0, None) * np.clip(boxes[:, 3] - boxes[:, 1], 0, None)
+    drop = np.zeros(len(boxes), bool)
+    idx = np.flatnonzero(candidates)
+    for i in idx:
+        for j in idx:
+            if i == j or area[i] > area[j] or (area[i] == area[j] and i < j) or area[i] <= 0:
+                continue
+            iw = min(boxes[i, 2], boxes[j, 2]) - max(boxes[i, 0], boxes[j, 0])
+            ih = min(boxes[i, 3], boxes[j, 3]) - max(boxes[i, 1], boxes[j, 1])
+            if iw > 0 and ih > 0 and iw * ih / area[i] > max_overlap:
+                drop[i] = True
+                break
+    return drop
 
 
 def crop_box(face_xyxy: FloatArray, margin: float) -> FloatArray:

@@ -83,3 +83,13 @@ def test_crop_margin_below_one_and_bad_keypoints_raise():
         crop_box(np.zeros((1, 4), np.float32), 0.9)
     with pytest.raises(ValueError, match=r"\(N, 17, 3\)"):
         head_boxes(np.zeros((2, 16, 3), np.float32))
+
+
+def test_a_face_inside_a_larger_face_is_not_classified():
+    real = person(x=300.0, y=150.0, eye_dist=60.0)
+    spurious = person(x=290.0, y=170.0, eye_dist=20.0, shoulders=False)  # keypoints on the real face
+    other = person(x=100.0, y=150.0, eye_dist=20.0)
+    kp = np.stack([real, spurious, other])
+    boxes, _ = head_boxes(kp)
+    assert face_visible(kp, boxes, (640, 360), FaceRules()).tolist() == [True, False, True]
+    assert face_visible(kp, boxes, (640, 360), FaceRules(max_nested_overlap=1.0)).tolist() == [True, True, True]
