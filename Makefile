@@ -34,7 +34,8 @@ $(VENV_DIR)/.complete: requirements.lock
 venv: $(VENV_DIR)/.complete  ## the runtime + test venv (cached by requirements.lock), with this clone installed
 	ln -sfn $(VENV_DIR) $(VENV)
 	@if [ "$$(cat $(VENV_DIR)/.project 2>/dev/null)" != "$(CURDIR)" ]; then \
-	  $(BIN)/pip install -q --no-deps --no-build-isolation -e . && echo "$(CURDIR)" > $(VENV_DIR)/.project; fi
+	  $(BIN)/pip install -q --no-deps --no-build-isolation -e . 2>&1 | grep -v "^WARNING: Location" || true; \
+	  (cd / && $(CURDIR)/$(BIN)/python -c "import pipeline, actors, maskwatch.cli") && echo "$(CURDIR)" > $(VENV_DIR)/.project; fi
 
 venv-train: venv  ## add the training extra (torch CPU, onnxscript) to the venv
 	@if [ ! -f $(VENV_DIR)/.train-$(TRAIN_KEY) ]; then \
