@@ -19,6 +19,7 @@ import numpy as np
 import numpy.typing as npt
 import ray
 from ray.actor import ActorHandle
+from ray.util.metrics import Gauge
 
 from cluster.config import Config
 from pipeline.camera import CameraPipeline
@@ -55,6 +56,17 @@ class CameraShardActor:
         self._crop_margin = crop_margin
         self._input_px = classifier_input_px
         self._executor = ThreadPoolExecutor(max_workers=len(specs) + 2, thread_name_prefix="capture")
+        tags = ("camera_id",)
+        self._frames = Gauge("maskwatch_capture_frames_processed", "Frames processed since start", tag_keys=tags)
+        self._dropped = Gauge("maskwatch_capture_frames_dropped", "Live frames dropped under backpressure",
+                              tag_keys=tags)
+        self._tracks = Gauge("maskwatch_tracking_live_tracks", "Tracks currently followed", tag_keys=tags)
+
+    def _observe(self, cam: CameraPipeline) -> None:
+        tags = {"camera_id": cam.camera_id}
+        self._frames.set(cam.windows.frames_processed, tags)
+        self._dropped.set(cam.windows.frames_dropped, tags)
+        self._tracks.set(len(cam.ledger), tags)
 
     async def run(self) -> list[dict[str, Any]]:
         """Process every camera until its source ends; returns one summary dict per camera."""
@@ -86,4 +98,6 @@ class CameraShardActor:
                 await self._sink.write.remote(records)
 
         topics = (cfg.kafka.decisions_topic, cfg.kafka.stats_topic)
-        return await run_camera(spec, cam, self._input_px, infer_pose, predict, emit, topics, self._executor)
+        return await run_camera(
+            spec, cam, self._input_px, infer_pose, predict, emit, topics, self._executor, self._observe
+        )

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import time
 import logging
 
 import numpy as np
 import numpy.typing as npt
 import pyarrow as pa
 import ray
+from ray.util.metrics import Histogram
 
 from cluster.config import PoseConfig
 from pipeline.batching import MicroBatcher
@@ -30,9 +32,18 @@ class PoseActor:
         self._batcher: MicroBatcher[npt.NDArray[np.uint8], npt.NDArray[np.float32]] = MicroBatcher(
             self._run_batch, cfg.max_batch_size, cfg.batch_wait_s
         )
+        self._batch_size = Histogram(
+            "maskwatch_pose_batch_size", "Items per model call", boundaries=[1, 2, 4, 8, 16, 32, 64, 128]
+        )
+        self._latency = Histogram(
+            "maskwatch_pose_latency_s", "Model call time", boundaries=[0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1]
+        )
 
     async def _run_batch(self, images: list[npt.NDArray[np.uint8]]) -> list[npt.NDArray[np.float32]]:
+        t0 = time.perf_counter()
         raw = await asyncio.to_thread(self._model.infer, np.stack(images))
+        self._latency.observe(time.perf_counter() - t0)
+        self._batch_size.observe(len(images))
         return list(raw)
 
     async def infer(

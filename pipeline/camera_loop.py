@@ -86,6 +86,7 @@ async def run_camera(
     emit: EmitFn,
     topics: tuple[str, str],
     executor: Executor | None = None,
+    on_frame: Callable[[CameraPipeline], None] | None = None,
 ) -> CameraSummary:
     """Process one camera until its source ends (files) or fails for good (streams).
 
@@ -98,6 +99,7 @@ async def run_camera(
         emit: Delivers records (decisions, statistics).
         topics: `(decisions_topic, stats_topic)`.
         executor: Thread pool for blocking reads (None: asyncio's default).
+        on_frame: Called with the camera's state after each processed frame (metrics).
 
     Returns:
         The summary; a source that fails is reported in ``error``, not raised, so other cameras go on.
@@ -167,6 +169,8 @@ async def run_camera(
             if decisions or stats:
                 await emit(to_records(decisions, stats, *topics))
                 _count(summary, decisions)
+            if on_frame is not None:
+                on_frame(cam)
             if writer is not None:
                 votes = {t: v for t in tracked.poses.track_id.tolist() if (v := cam.ledger.get(t)) is not None}
                 writer.write(draw_frame(frame.image, tracked.poses, tracked.head_xyxy, tracked.classify_rows, votes))
