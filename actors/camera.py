@@ -74,15 +74,18 @@ class CameraShardActor:
 
     async def _run_one(self, i: int, spec: CameraSpec) -> Any:
         cfg = self._cfg
-        cam = CameraPipeline(
-            spec.camera_id,
-            spec.frame_wh,
-            self._crop_margin,
-            TrackerParams(**cfg.tracking.model_dump()),
-            FaceRules(**cfg.faces.model_dump()),
-            VotingRules(**cfg.voting.model_dump()),
-            cfg.stats.window_s,
-        )
+
+        def make_cam(frame_wh: tuple[int, int]) -> CameraPipeline:
+            return CameraPipeline(
+                spec.camera_id,
+                frame_wh,
+                self._crop_margin,
+                TrackerParams(**cfg.tracking.model_dump()),
+                FaceRules(**cfg.faces.model_dump()),
+                VotingRules(**cfg.voting.model_dump()),
+                cfg.stats.window_s,
+            )
+
         pose = self._pose[zlib.crc32(spec.camera_id.encode()) % len(self._pose)]
         classify = self._classify[zlib.crc32(spec.camera_id.encode()) % len(self._classify)]
 
@@ -99,5 +102,5 @@ class CameraShardActor:
 
         topics = (cfg.kafka.decisions_topic, cfg.kafka.stats_topic)
         return await run_camera(
-            spec, cam, self._input_px, infer_pose, predict, emit, topics, self._executor, self._observe
+            spec, make_cam, self._input_px, infer_pose, predict, emit, topics, self._executor, self._observe
         )

@@ -12,7 +12,10 @@ from typing import Annotated, Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
 
+from pipeline.letterbox import default_pose_input_px
 from schemas.errors import ConfigError
+
+__all__ = ["Config", "ConfigError", "default_pose_input_px", "load_config", "parse_config"]
 
 ASSETS = Path(__file__).resolve().parents[1] / "maskwatch" / "assets"
 
@@ -44,6 +47,10 @@ class CaptureConfig(_Strict):
     open_timeout_s: Annotated[float, Field(gt=0)] = 5.0
     max_reconnects: Annotated[int, Field(ge=0)] = 5
     reconnect_backoff_s: Annotated[float, Field(gt=0)] = 1.0
+    # A live camera unreachable when the run starts: false fails the run at once naming the camera (what a user
+    # running one command wants); true lets its shard keep retrying (backoff up to 60 s) while the others run
+    # (what a fleet wants: one dead camera must not stop a district).
+    wait_for_unreachable: bool = False
 
 
 class PoseConfig(_Strict):
@@ -213,11 +220,6 @@ def load_config(path: Path | str | None) -> Config:
         msg = f"{p}: expected a mapping at the top level, got {type(data).__name__}"
         raise ConfigError(msg)
     return parse_config(data, str(p))
-
-
-def default_pose_input_px(frame_wh: tuple[int, int]) -> int:
-    """The pose input size for a camera without ``pose_input_px``: 640 up to 640 px frames, else 1280."""
-    return 640 if max(frame_wh) <= 640 else 1280
 
 
 def model_dir() -> Path:

@@ -18,8 +18,8 @@ from cluster.config import Config, default_pose_input_px, model_dir
 from pipeline.camera_loop import CameraSpec
 from pipeline.onnx_models import MaskClassifier, PoseModel
 from pipeline.sinks import ensure_topics
-from pipeline.source import probe
-from schemas.errors import ConfigError
+from pipeline.source import is_live, probe
+from schemas.errors import ConfigError, SourceError
 
 logger = logging.getLogger(__name__)
 
@@ -52,19 +52,27 @@ def resolve_cameras(cfg: Config, annotate: dict[str, str] | None = None) -> list
         raise ConfigError(msg)
     specs = []
     for c in cfg.cameras:
-        w, h, _ = probe(c.source, c.camera_id, cfg.capture.open_timeout_s)
+        wh: tuple[int, int] | None = None
+        try:
+            w, h, _ = probe(c.source, c.camera_id, cfg.capture.open_timeout_s)
+            wh = (w, h)
+        except SourceError as exc:
+            if not (cfg.capture.wait_for_unreachable and is_live(c.source)):
+                raise
+            logger.warning("%s; its shard will keep retrying (capture.wait_for_unreachable)", exc)
         specs.append(
             CameraSpec(
                 camera_id=c.camera_id,
                 source=c.source,
-                frame_wh=(w, h),
-                pose_input_px=c.pose_input_px or default_pose_input_px((w, h)),
+                frame_wh=wh,
+                pose_input_px=c.pose_input_px or (default_pose_input_px(wh) if wh else None),
                 target_fps=c.target_fps,
                 queue_frames=cfg.capture.queue_frames,
                 open_timeout_s=cfg.capture.open_timeout_s,
                 max_reconnects=cfg.capture.max_reconnects,
                 reconnect_backoff_s=cfg.capture.reconnect_backoff_s,
                 annotate_path=annotate.get(c.camera_id),
+                wait_for_source=cfg.capture.wait_for_unreachable,
             )
         )
     return specs

@@ -12,7 +12,7 @@ import asyncio
 import logging
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from concurrent.futures import Executor
 from dataclasses import dataclass, field
 from typing import Any
@@ -24,7 +24,7 @@ import numpy.typing as npt
 from pipeline.annotate import draw_frame
 from pipeline.camera import CameraPipeline
 from pipeline.headbox import cut_crops
-from pipeline.letterbox import Letterbox, letterbox
+from pipeline.letterbox import Letterbox, default_pose_input_px, letterbox
 from pipeline.sinks import Record
 from pipeline.source import Frame, is_live, read_frames
 from schemas.errors import SourceError
@@ -44,14 +44,15 @@ class CameraSpec:
 
     camera_id: str
     source: str
-    frame_wh: tuple[int, int]
-    pose_input_px: int
+    frame_wh: tuple[int, int] | None  # None: not known yet (a live camera unreachable at start)
+    pose_input_px: int | None  # None: chosen from the frame size at the first frame
     target_fps: float | None
     queue_frames: int = 4
     open_timeout_s: float = 5.0
     max_reconnects: int = 5
     reconnect_backoff_s: float = 1.0
     annotate_path: str | None = None
+    wait_for_source: bool = False  # live camera down at start: retry (backoff up to 60 s) instead of failing
 
 
 @dataclass(slots=True)
@@ -79,7 +80,7 @@ def to_records(
 
 async def run_camera(
     spec: CameraSpec,
-    cam: CameraPipeline,
+    make_cam: Callable[[tuple[int, int]], CameraPipeline],
     classifier_input_px: int,
     infer_pose: PoseFn,
     classify: ClassifyFn,
@@ -92,7 +93,7 @@ async def run_camera(
 
     Args:
         spec: The camera.
-        cam: Its per-camera state.
+        make_cam: Builds the camera's state from its frame size `(width_px, height_px)` at the first frame.
         classifier_input_px: Side of the classifier's input crops.
         infer_pose: Letterboxed frame -> poses in original-frame pixels.
         classify: `(K, S, S, 3)` uint8 RGB crops -> `(K,)` mask scores.
@@ -110,29 +111,57 @@ async def run_camera(
     queue: asyncio.Queue[Frame | None] = asyncio.Queue(maxsize=spec.queue_frames)
     live = is_live(spec.source)
     start_wall_ns = time.time_ns()
-    writer = None
-    if spec.annotate_path:
-        fps = spec.target_fps or 25.0
-        writer = cv2.VideoWriter(spec.annotate_path, cv2.VideoWriter_fourcc(*"mp4v"), fps, spec.frame_wh)
+    writer: cv2.VideoWriter | None = None
+    cam: CameraPipeline | None = None
+    input_px = spec.pose_input_px
+    dropped = 0
+
+    def first_frame(frame: Frame) -> CameraPipeline:
+        nonlocal cam, writer, input_px
+        h, w = frame.image.shape[:2]
+        cam = make_cam((w, h))
+        input_px = input_px or default_pose_input_px((w, h))
+        if spec.annotate_path:
+            fps = spec.target_fps or 25.0
+            writer = cv2.VideoWriter(spec.annotate_path, cv2.VideoWriter_fourcc(*"mp4v"), fps, (w, h))
+        return cam
 
     def capture_ns(frame: Frame) -> int:
         # Files replay as if live from the start of the run, so their windows line up with wall clock.
         return time.time_ns() if live else start_wall_ns + frame.pts_ns
 
+    sentinel = object()
+
+    async def open_frames() -> tuple[Iterator[Frame], object]:
+        delay = spec.reconnect_backoff_s
+        while True:
+            frames = read_frames(
+                spec.source, spec.camera_id, spec.target_fps, spec.open_timeout_s,
+                spec.max_reconnects, spec.reconnect_backoff_s,
+            )
+            try:
+                return frames, await loop.run_in_executor(executor, next, frames, sentinel)
+            except SourceError as exc:
+                if not (live and spec.wait_for_source):
+                    raise
+                logger.warning("%s; retrying in %.0f s", exc, delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 60.0)
+
     async def reader() -> None:
-        frames = read_frames(
-            spec.source, spec.camera_id, spec.target_fps, spec.open_timeout_s,
-            spec.max_reconnects, spec.reconnect_backoff_s,
-        )
-        sentinel = object()
+        nonlocal dropped
+        frames: Iterator[Frame] | None = None
         try:
-            while (frame := await loop.run_in_executor(executor, next, frames, sentinel)) is not sentinel:
+            frames, frame = await open_frames()
+            while frame is not sentinel:
                 if live and queue.full():
                     queue.get_nowait()  # drop the oldest: a live camera does not wait for us
-                    cam.windows.frames_dropped += 1
+                    dropped += 1
                 await queue.put(frame)  # files wait here: no frame is lost
+                frame = await loop.run_in_executor(executor, next, frames, sentinel)
         finally:
-            await loop.run_in_executor(executor, frames.close)
+            if frames is not None:
+                await loop.run_in_executor(executor, frames.close)  # type: ignore[attr-defined]
             await queue.put(None)
 
     reader_task = asyncio.create_task(reader())
@@ -149,7 +178,10 @@ async def run_camera(
                 if frame is None:
                     eof = True
                     break
-                image, lb = letterbox(frame.image, spec.pose_input_px)
+                if cam is None:
+                    first_frame(frame)
+                assert input_px is not None  # noqa: S101 - set by first_frame
+                image, lb = letterbox(frame.image, input_px)
                 fut = asyncio.ensure_future(
                     infer_pose(image, lb, spec.camera_id, frame.frame_idx, frame.pts_ns)
                 )
@@ -158,6 +190,8 @@ async def run_camera(
                 break
             frame, fut = inflight.popleft()
             poses = await fut
+            assert cam is not None  # noqa: S101 - created before the first pose request
+            cam.windows.frames_dropped = dropped
             now_ns = last_ns = max(capture_ns(frame), last_ns)
             tracked = cam.track(poses, now_ns)
             if len(tracked.classify_rows):
@@ -184,11 +218,13 @@ async def run_camera(
             fut.cancel()
         if writer is not None:
             writer.release()
-    decisions, stats = cam.close(time.time_ns() if live else last_ns)
-    await emit(to_records(decisions, stats, *topics))
-    _count(summary, decisions)
-    summary.frames_processed = cam.windows.frames_processed
-    summary.frames_dropped = cam.windows.frames_dropped
+    if cam is not None:
+        cam.windows.frames_dropped = dropped
+        decisions, stats = cam.close(time.time_ns() if live else last_ns)
+        await emit(to_records(decisions, stats, *topics))
+        _count(summary, decisions)
+        summary.frames_processed = cam.windows.frames_processed
+    summary.frames_dropped = dropped
     summary.wall_s = round(time.monotonic() - t0, 3)
     return summary
 
