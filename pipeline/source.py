@@ -151,6 +151,7 @@ def read_frames(
     fps = fps if 0 < fps < 1000 else 25.0
     frame_idx = -1
     pts_offset_ns = 0  # keeps pts increasing across reconnects
+    open_idx = 0  # frame_idx of the first frame since the last (re)open
     last_pts_ns = -1
     try:
         while True:
@@ -158,7 +159,11 @@ def read_frames(
             if ok and image is not None:
                 frame_idx += 1
                 pos_ms = cap.get(cv2.CAP_PROP_POS_MSEC)
-                pts_ns = pts_offset_ns + (int(pos_ms * 1e6) if pos_ms > 0 else int(frame_idx * 1e9 / fps))
+                # A reopened stream starts again at 0: the fallback counts frames since the reopen, not since the
+                # start (else pts jump ahead by the whole time read so far at every reconnect).
+                pts_ns = pts_offset_ns + (
+                    int(pos_ms * 1e6) if pos_ms > 0 else int((frame_idx - open_idx) * 1e9 / fps)
+                )
                 if pts_ns <= last_pts_ns:  # streams without timestamps, or a reset after reconnect
                     pts_ns = last_pts_ns + int(1e9 / fps)
                 last_pts_ns = pts_ns
@@ -188,6 +193,7 @@ def read_frames(
                 try:
                     cap = open_capture(source, camera_id, open_timeout_s)
                     pts_offset_ns = last_pts_ns + int(1e9 / fps)
+                    open_idx = frame_idx + 1
                     break
                 except SourceError:
                     delay = min(delay * 2, 30.0)

@@ -1,0 +1,263 @@
+"""maskwatch against a REAL RTSP server (GStreamer's, scripts/rtsp_server.py on 127.0.0.1): reading a live camera,
+surviving a stream drop, and giving up on a camera that stays down.
+
+The server runs with the system python (Debian's python3-gi; `bash scripts/install-system-deps.sh`); the venv never
+imports gi. Every wait is bounded: frames are read in a daemon thread and taken with timeouts, so a broken server or
+a blocking read fails a test instead of hanging the suite.
+"""
+
+from __future__ import annotations
+
+import os
+import queue
+import select
+import signal
+import subprocess
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from cluster.broker import free_port
+from pipeline.source import Frame, probe, read_frames
+from schemas.errors import SourceError
+from tests.conftest import REPO, shared_video
+
+pytestmark = pytest.mark.slow
+
+SYSTEM_PYTHON = "/usr/bin/python3"
+SERVER = REPO / "scripts" / "rtsp_server.py"
+VIDEO = "single_masked.mp4"  # H.264, 720x404, 25 fps, 9.8 s (looped by the server)
+VIDEO_WH, VIDEO_FPS = (720, 404), 25.0
+
+
+def _gst_rtsp_available() -> bool:
+    try:
+        proc = subprocess.run(
+            [SYSTEM_PYTHON, "-c", "import gi; gi.require_version('GstRtspServer', '1.0')"],
+            capture_output=True, timeout=30,
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+    return proc.returncode == 0
+
+
+if not _gst_rtsp_available():
+    pytest.skip(
+        f"needs GStreamer's RTSP server for {SYSTEM_PYTHON} (gi + GstRtspServer 1.0): "
+        "run `sudo bash scripts/install-system-deps.sh`",
+        allow_module_level=True,
+    )
+
+
+class RtspServer:
+    """scripts/rtsp_server.py as a child process on a fixed loopback port; stopped by its own PID only."""
+
+    def __init__(self, video: Path, port: int, log: Path) -> None:
+        self.video, self.port, self.log = video, port, log
+        self.url = f"rtsp://127.0.0.1:{port}/cam"
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self, timeout_s: float = 20.0) -> None:
+        """Start it and wait (bounded) for its "ready URL" line."""
+        assert self.proc is None, "already running"
+        with self.log.open("ab") as err:
+            self.proc = subprocess.Popen(
+                [SYSTEM_PYTHON, str(SERVER), "--port", str(self.port), "--path", "/cam", "--video", str(self.video),
+                 "--realtime"],
+                stdout=subprocess.PIPE, stderr=err, stdin=subprocess.DEVNULL,
+            )
+        assert self.proc.stdout is not None
+        fd, buf = self.proc.stdout.fileno(), b""
+        deadline = time.monotonic() + timeout_s
+        while b"\n" not in buf:
+            left = deadline - time.monotonic()
+            if left <= 0 or self.proc.poll() is not None:
+                self.stop()
+                pytest.fail(f"RTSP server did not print 'ready' within {timeout_s:g} s; log:\n{self.log.read_text()}")
+            if select.select([fd], [], [], min(left, 0.2))[0]:
+                chunk = os.read(fd, 4096)
+                if not chunk:  # closed: the process is exiting
+                    time.sleep(0.05)
+                buf += chunk
+        line = buf.decode().strip()
+        assert line == f"ready {self.url}", line
+
+    def stop(self, timeout_s: float = 5.0) -> int | None:
+        """SIGTERM by PID, bounded wait, SIGKILL if needed; returns the exit code (None if it was not running)."""
+        proc, self.proc = self.proc, None
+        if proc is None:
+            return None
+        if proc.poll() is None:
+            os.kill(proc.pid, signal.SIGTERM)
+            os.kill(proc.pid, signal.SIGCONT)  # in case a test froze it
+            try:
+                proc.wait(timeout=timeout_s)
+            except subprocess.TimeoutExpired:
+                os.kill(proc.pid, signal.SIGKILL)
+                proc.wait(timeout=timeout_s)
+        if proc.stdout is not None:
+            proc.stdout.close()
+        return proc.returncode
+
+    def ensure_running(self) -> None:
+        if self.proc is None or self.proc.poll() is not None:
+            self.proc = None
+            self.start()
+
+
+@pytest.fixture(scope="module")
+def rtsp(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RtspServer]:
+    server = RtspServer(shared_video(VIDEO), free_port(), tmp_path_factory.mktemp("rtsp") / "server.log")
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+class Reader:
+    """Drives ``read_frames`` in a daemon thread like the camera loop does; frames are taken with timeouts."""
+
+    _END = object()
+
+    def __init__(self, url: str, **kwargs: float) -> None:
+        self._q: queue.Queue[tuple[float, object]] = queue.Queue()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, args=(url, kwargs), daemon=True)
+        self._thread.start()
+
+    def _run(self, url: str, kwargs: dict[str, float]) -> None:
+        frames = read_frames(url, "rtsp-test", **kwargs)
+        try:
+            for frame in frames:
+                self._q.put((time.monotonic(), frame))
+                if self._stop.is_set():
+                    break
+        except BaseException as exc:  # noqa: BLE001 - handed to the test thread
+            self._q.put((time.monotonic(), exc))
+        else:
+            self._q.put((time.monotonic(), self._END))
+        finally:
+            frames.close()
+
+    def take(self, timeout_s: float) -> tuple[float, Frame]:
+        """The next frame and when it arrived (monotonic s); raises what the reader raised; fails on timeout/end."""
+        try:
+            t, item = self._q.get(timeout=timeout_s)
+        except queue.Empty:
+            pytest.fail(f"no frame within {timeout_s:g} s")
+        if isinstance(item, BaseException):
+            raise item
+        if item is self._END:
+            pytest.fail("the stream ended")
+        assert isinstance(item, Frame)
+        return t, item
+
+    def close(self, timeout_s: float = 10.0) -> None:
+        self._stop.set()
+        self._thread.join(timeout_s)
+
+
+def _strictly_increasing(values: list[int]) -> bool:
+    return all(b > a for a, b in zip(values, values[1:]))
+
+
+def test_probe_and_read_live_stream_sampled_at_target_fps(rtsp: RtspServer) -> None:
+    rtsp.ensure_running()
+    assert probe(rtsp.url, "cam", open_timeout_s=5)[:2] == VIDEO_WH
+
+    reader = Reader(rtsp.url, target_fps=5, open_timeout_s=5)
+    try:
+        got = [reader.take(timeout_s=10) for _ in range(16)]
+    finally:
+        reader.close()
+    frames = [f for _, f in got]
+    assert frames[0].image.shape == (VIDEO_WH[1], VIDEO_WH[0], 3)
+    idx, pts = [f.frame_idx for f in frames], [f.pts_ns for f in frames]
+    assert _strictly_increasing(idx) and _strictly_increasing(pts), (idx, pts)
+    # 25 fps sampled to 5 fps: every 5th decoded frame, 200 ms of stream time apart.
+    steps = {b - a for a, b in zip(idx, idx[1:])}
+    assert steps <= {4, 5, 6}, idx
+    gaps_ms = [(b - a) / 1e6 for a, b in zip(pts, pts[1:])]
+    assert all(150 <= g <= 250 for g in gaps_ms), gaps_ms
+    # Paced like a live camera: the first second arrives in a burst (FFmpeg probes the stream while opening), after
+    # that frames come at the stream's rate, 10 sampled frames in ~2 s of wall time.
+    arrived = [t for t, _ in got]
+    wall_s = arrived[-1] - arrived[-11]
+    assert 1.5 <= wall_s <= 2.8, wall_s
+
+
+def test_reconnects_after_the_server_restarts(rtsp: RtspServer, caplog: pytest.LogCaptureFixture) -> None:
+    rtsp.ensure_running()
+    caplog.set_level("WARNING", logger="pipeline.source")
+    reader = Reader(rtsp.url, target_fps=5, open_timeout_s=3, max_reconnects=6, reconnect_backoff_s=0.2)
+    try:
+        before = [reader.take(timeout_s=10) for _ in range(5)]
+        t_kill = time.monotonic()
+        assert rtsp.stop() == 0, "the server must exit cleanly on SIGTERM"
+        time.sleep(1.5)
+        rtsp.start()
+        t_restart = time.monotonic()
+        during, after = [], []
+        deadline = t_restart + 20
+        while len(after) < 5:
+            t, frame = reader.take(timeout_s=max(0.1, deadline - time.monotonic()))
+            (after if t > t_restart else during).append((t, frame))
+    finally:
+        reader.close()
+
+    assert all(t < t_kill + 0.5 for t, _ in during), "frames arrived while the server was down"
+    frames = [f for _, f in before + during + after]
+    idx, pts = [f.frame_idx for f in frames], [f.pts_ns for f in frames]
+    assert _strictly_increasing(idx) and _strictly_increasing(pts), (idx, pts)
+    assert any("stream lost" in r.getMessage() for r in caplog.records), "the drop must be logged"
+    # pts continue from where they were (a new RTSP session starts at 0 again): one sampling period, not a jump.
+    last_before, first_after = frames[-len(after) - 1], after[0][1]
+    jump_ms = (first_after.pts_ns - last_before.pts_ns) / 1e6
+    assert 0 < jump_ms <= 500, jump_ms
+    gaps_ms = [(b.pts_ns - a.pts_ns) / 1e6 for (_, a), (_, b) in zip(after, after[1:])]
+    assert all(150 <= g <= 250 for g in gaps_ms), gaps_ms
+
+
+def test_gives_up_when_the_server_stays_down(rtsp: RtspServer) -> None:
+    rtsp.ensure_running()
+    reader = Reader(rtsp.url, target_fps=5, open_timeout_s=2, max_reconnects=2, reconnect_backoff_s=0.2)
+    try:
+        reader.take(timeout_s=10)
+        rtsp.stop()
+        t_stop = time.monotonic()
+        with pytest.raises(SourceError) as err:
+            while True:
+                reader.take(timeout_s=15)
+        gave_up_s = time.monotonic() - t_stop
+    finally:
+        reader.close()
+    assert rtsp.url in str(err.value) and "gave up after 2 reconnects" in str(err.value), err.value
+    # read notices the drop (EOF, or at worst a few read timeouts), then waits 0.2 + 0.4 s for two refused opens.
+    assert gave_up_s < 12, gave_up_s
+
+
+def test_a_frozen_stream_times_out_instead_of_hanging(rtsp: RtspServer) -> None:
+    """The server is alive and its connections stay open but it sends nothing (a frozen camera, a network that drops
+    packets without a reset): ``CAP_PROP_READ_TIMEOUT_MSEC`` must bound every read, and a reopen must time out."""
+    rtsp.ensure_running()
+    reader = Reader(rtsp.url, target_fps=5, open_timeout_s=2, max_reconnects=1, reconnect_backoff_s=0.1)
+    try:
+        reader.take(timeout_s=10)
+        assert rtsp.proc is not None
+        os.kill(rtsp.proc.pid, signal.SIGSTOP)
+        t_freeze = time.monotonic()
+        with pytest.raises(SourceError) as err:
+            while True:
+                reader.take(timeout_s=20)
+        gave_up_s = time.monotonic() - t_freeze
+    finally:
+        reader.close()
+        rtsp.stop()
+    assert rtsp.url in str(err.value) and "gave up after 1 reconnects" in str(err.value), err.value
+    # Each read waits at most the 2 s timeout; OpenCV's decoder hands out the frames it still holds first (one read
+    # timeout each, ~3 in all), then one 2 s reopen attempt times out: ~8 s.
+    assert gave_up_s < 14, gave_up_s
