@@ -261,3 +261,61 @@ def test_a_frozen_stream_times_out_instead_of_hanging(rtsp: RtspServer) -> None:
     # Each read waits at most the 2 s timeout; OpenCV's decoder hands out the frames it still holds first (one read
     # timeout each, ~3 in all), then one 2 s reopen attempt times out: ~8 s.
     assert gave_up_s < 14, gave_up_s
+
+
+def test_camera_loop_waits_for_a_camera_down_at_start_and_drops_oldest_frames_when_behind(
+    tmp_path: Path,
+) -> None:
+    """The per-camera loop (no Ray; real pose model and classifier in this process) on a live camera that is down
+    when the run starts: it keeps retrying, processes frames once the camera is up, drops the oldest frames rather
+    than queueing when the models are slower than the camera, and reports the camera when it stays down."""
+    import asyncio
+
+    import numpy as np
+
+    from pipeline.camera import CameraPipeline
+    from pipeline.camera_loop import CameraSpec, run_camera
+    from pipeline.onnx_models import MaskClassifier, PoseModel
+    from pipeline.pose_postprocess import decode_pose
+    from schemas.pose import NO_TRACK, Poses
+    from tests.conftest import pose_model
+
+    pose = PoseModel(pose_model(), device="cpu")
+    clf = MaskClassifier(REPO / "maskwatch" / "assets" / "mask_classifier.onnx", device="cpu")
+    server = RtspServer(shared_video(VIDEO), free_port(), tmp_path / "server.log")
+    spec = CameraSpec(camera_id="late", source=server.url, frame_wh=None, pose_input_px=640, target_fps=None,
+                      queue_frames=2, open_timeout_s=2.0, max_reconnects=1, reconnect_backoff_s=0.3,
+                      wait_for_source=True)
+    records = []
+
+    async def infer_pose(image, lb, cid, fidx, pts):
+        raw = (await asyncio.to_thread(pose.infer, image[None]))[0]
+        score, boxes, kps = decode_pose(raw, lb)
+        return Poses(cid, fidx, pts, score, boxes, kps, np.full(len(score), NO_TRACK, np.int64))
+
+    async def classify(crops):
+        return await asyncio.to_thread(clf.predict, crops)
+
+    async def emit(recs):
+        records.extend(recs)
+
+    async def main():
+        task = asyncio.create_task(run_camera(
+            spec, lambda wh: CameraPipeline("late", wh, clf.crop_margin), clf.input_px, infer_pose, classify, emit,
+            ("d", "s"),
+        ))
+        await asyncio.sleep(2.0)  # the camera is down: the loop must be retrying, not failed
+        assert not task.done()
+        server.start()
+        await asyncio.sleep(6.0)
+        assert server.stop() == 0
+        return await asyncio.wait_for(task, 60)
+
+    try:
+        summary = asyncio.run(main())
+    finally:
+        server.stop()
+    assert summary.frames_processed > 10
+    assert summary.frames_dropped > 0  # 25 fps live vs a CPU pose model: the oldest frames were dropped
+    assert summary.error is not None and "gave up after 1 reconnects" in summary.error
+    assert any(r.topic == "s" for r in records)  # the final statistics record was still emitted
