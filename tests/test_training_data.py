@@ -1,0 +1,126 @@
+"""Training data for the mask classifier: split by source image, crop geometry, label mapping (no training)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from maskwatch.training.data import (
+    LABELS,
+    MASK_INCORRECT,
+    VAL_SET,
+    CropSet,
+    FaceBox,
+    cut_box_crops,
+    face_photo_box,
+    held_out_boxes,
+    mask_target,
+    read_boxes,
+    split_images,
+)
+from pipeline.headbox import crop_box, cut_crops
+
+SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+needs_data = pytest.mark.skipif(
+    not (SHARED_DATA / "detection" / VAL_SET / "boxes.csv").is_file(),
+    reason=f"shared data not found at {SHARED_DATA} (the project's ../shared/data)",
+)
+
+
+def _fake_boxes(n_images: int) -> list[FaceBox]:
+    rng = np.random.default_rng(1)
+    boxes = []
+    for i in range(n_images):
+        for _ in range(int(rng.integers(1, 6))):
+            label = LABELS[int(rng.integers(0, 3))]
+            boxes.append(FaceBox(f"fake/images/{i}.jpg", Path(f"/nonexistent/{i}.jpg"), label, (0, 0, 20, 20)))
+    return boxes
+
+
+def test_split_keeps_every_image_on_one_side() -> None:
+    boxes = _fake_boxes(200)
+    train, val = split_images(boxes, val_fraction=0.2, seed=0)
+    assert not train & val
+    assert train | val == {b.source for b in boxes}
+    assert 0.15 < len(val) / (len(train) + len(val)) < 0.25
+    # Seeded: the same seed gives the same split, another seed another one.
+    assert split_images(boxes, val_fraction=0.2, seed=0) == (train, val)
+    assert split_images(boxes, val_fraction=0.2, seed=1)[1] != val
+
+
+@needs_data
+def test_split_of_shared_data_never_shares_a_source_image() -> None:
+    boxes = read_boxes(SHARED_DATA, VAL_SET)
+    train, val = split_images(boxes, seed=0)
+    assert not train & val
+    assert train | val == {b.source for b in boxes}
+    held = held_out_boxes(SHARED_DATA, seed=0)
+    assert held
+    assert {b.source for b in held} <= val
+    assert all(b.face_px >= 16 for b in held)
+    # Every face of a held-out image is held out (none of its faces is trained on).
+    train_faces = [b for b in boxes if b.source in train]
+    assert not {b.source for b in train_faces} & {b.source for b in held}
+    # The rare class is on both sides.
+    assert any(b.label == "mask_worn_incorrectly" for b in boxes if b.source in val)
+    assert any(b.label == "mask_worn_incorrectly" for b in train_faces)
+
+
+def test_crops_are_cut_with_the_shared_geometry(tmp_path: Path) -> None:
+    rng = np.random.default_rng(0)
+    img = rng.integers(0, 256, (120, 200, 3), dtype=np.uint8)
+    set_dir = tmp_path / "detection" / "fake"
+    (set_dir / "images").mkdir(parents=True)
+    cv2.imwrite(str(set_dir / "images" / "a.png"), img)  # lossless
+    rows = [
+        ("with_mask", 10.0, 20.0, 40.0, 60.0),
+        ("mask_worn_incorrectly", 150.0, 90.0, 199.0, 119.0),  # the crop runs past the frame: grey fill
+        ("without_mask", 0.0, 0.0, 12.0, 15.0),
+    ]
+    lines = ["image,label,xmin,ymin,xmax,ymax,img_w,img_h"]
+    lines += [f"images/a.png,{lab},{x0},{y0},{x1},{y1},200,120" for lab, x0, y0, x1, y1 in rows]
+    (set_dir / "boxes.csv").write_text("\n".join(lines) + "\n")
+
+    boxes = read_boxes(tmp_path, "fake")
+    for margin, px in ((1.3, 64), (1.6, 48)):
+        crops = cut_box_crops(boxes, crop_margin=margin, input_px=px)
+        face = np.array([r[1:] for r in rows], np.float32)
+        expected = cut_crops(img, crop_box(face, margin), px)
+        np.testing.assert_array_equal(crops.crops, expected)
+        assert crops.crops.dtype == np.uint8
+        assert crops.crops.shape == (3, px, px, 3)
+        np.testing.assert_array_equal(crops.face_px, face[:, 3] - face[:, 1])
+        assert list(crops.source) == ["fake/images/a.png"] * 3
+
+
+def test_face_photo_crop_is_the_whole_photo() -> None:
+    for w, h, margin in ((100, 100, 1.3), (120, 80, 1.6), (64, 256, 1.3)):
+        box = crop_box(face_photo_box(w, h, margin)[None], margin)[0]
+        side = max(w, h)
+        np.testing.assert_allclose(
+            box, [w / 2 - side / 2, h / 2 - side / 2, w / 2 + side / 2, h / 2 + side / 2], atol=1e-3
+        )
+
+
+def test_mask_worn_incorrectly_is_no_mask() -> None:
+    assert mask_target("with_mask") == 1
+    assert mask_target("without_mask") == 0
+    assert mask_target("mask_worn_incorrectly") == 0
+    labels = np.array([0, 1, 2, 2, 0], np.int8)
+    cs = CropSet(np.zeros((5, 4, 4, 3), np.uint8), labels, np.array(["x"] * 5, dtype=object), np.ones(5, np.float32))
+    np.testing.assert_array_equal(cs.target, [1, 0, 0, 0, 1])
+    with pytest.raises(KeyError):
+        mask_target("mask")
+
+
+@needs_data
+def test_shared_labels_map_to_binary_targets() -> None:
+    boxes = read_boxes(SHARED_DATA, VAL_SET)
+    assert {b.label for b in boxes} == set(LABELS)
+    incorrect = [b for b in boxes if b.label == "mask_worn_incorrectly"]
+    crops = cut_box_crops(incorrect[:5], crop_margin=1.3, input_px=32)
+    assert (crops.label == MASK_INCORRECT).all()
+    assert (crops.target == 0).all()
