@@ -165,10 +165,11 @@ def models_build(model_dir: str | None, force: bool) -> None:
     click.echo(json.dumps(info, indent=1, default=str))
 
 
-@main.command("train-classifier", context_settings={"ignore_unknown_options": True, "allow_extra_args": True})
+@main.command("train-classifier", add_help_option=False,
+              context_settings={"ignore_unknown_options": True, "allow_extra_args": True})
 @click.pass_context
 def train_classifier(ctx: click.Context) -> None:
-    """Train the mask classifier (needs the `train` extra: torch). Options: see --help of the trainer."""
+    """Train the mask classifier (`make venv-train` first); `maskwatch train-classifier --help` lists its options."""
     try:
         from maskwatch.training.train import main as train_main
     except ImportError as exc:
