@@ -23,7 +23,9 @@ PYTEST_ARGS ?=
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | column -t -s $$'\t'
 
-$(VENV_DIR)/.complete: requirements.lock
+# No file prerequisite: the directory name carries the hash of requirements.lock, and a fresh clone's newer mtimes
+# must not force a rebuild of a venv that is already complete.
+$(VENV_DIR)/.complete:
 	rm -rf $(VENV_DIR)
 	$(PYTHON) -m venv $(VENV_DIR)
 	$(VENV_DIR)/bin/pip install -q --upgrade "pip>=24" "setuptools>=68" wheel
