@@ -71,7 +71,7 @@ class TrackVotes:
 
     @property
     def decision(self) -> Decision:
-        """The running decision (``min_votes`` = 1 not applied here; see :meth:`to_decision`)."""
+        """The running majority for display, from one vote on; the final decision applies ``min_votes`` (:meth:`to_decision`)."""
         return decide(self.votes_mask, self.votes_no_mask, 1)
 
     def to_decision(self, camera_id: str, rules: VotingRules) -> PersonDecision:
