@@ -6,7 +6,7 @@ import time
 from datetime import UTC, datetime
 from typing import Any
 
-from pipeline.sinks import BOOTSTRAP_TIMEOUT_MS, kafka_client_args
+from pipeline.sinks import BOOTSTRAP_TIMEOUT_MS, broker_unreachable, kafka_client_args
 from schemas.errors import SinkError
 from schemas.messages import CameraStats, PersonDecision
 
@@ -25,8 +25,7 @@ def read_topic(cfg: Any, topic: str, timeout_s: float = 10.0) -> list[tuple[str,
     try:
         consumer = KafkaConsumer(**kafka_client_args(cfg), enable_auto_commit=False, bootstrap_timeout_ms=BOOTSTRAP_TIMEOUT_MS)
     except KafkaTimeoutError as exc:
-        msg = f"cannot reach Kafka broker at {cfg.bootstrap_servers} (no broker answered within 5 s)"
-        raise SinkError(msg) from exc
+        raise broker_unreachable(cfg) from exc
     try:
         parts = consumer.partitions_for_topic(topic)
         if not parts:

@@ -20,6 +20,13 @@ logger = logging.getLogger(__name__)
 BOOTSTRAP_TIMEOUT_MS = 5000
 
 
+def broker_unreachable(cfg: Any) -> SinkError:
+    """The one-line error for a Kafka bootstrap that timed out (kafka-python 3 raises ``KafkaTimeoutError``)."""
+    within_s = BOOTSTRAP_TIMEOUT_MS / 1000
+    msg = f"cannot reach Kafka broker at {cfg.bootstrap_servers} (no broker answered within {within_s:g} s)"
+    return SinkError(msg)
+
+
 @dataclass(frozen=True, slots=True)
 class Record:
     """One message: topic, key (camera_id) and encoded JSON value."""
@@ -99,8 +106,7 @@ def ensure_topics(cfg: Any, partitions: int = 3) -> None:
     try:
         admin = KafkaAdminClient(**kafka_client_args(cfg), bootstrap_timeout_ms=BOOTSTRAP_TIMEOUT_MS)
     except KafkaTimeoutError as exc:
-        msg = f"cannot reach Kafka broker at {cfg.bootstrap_servers} (no broker answered within 5 s)"
-        raise SinkError(msg) from exc
+        raise broker_unreachable(cfg) from exc
     try:
         existing = set(admin.list_topics())
         wanted = [
@@ -145,8 +151,7 @@ class KafkaSink:
                 bootstrap_timeout_ms=BOOTSTRAP_TIMEOUT_MS,
             )
         except KafkaTimeoutError as exc:
-            msg = f"cannot reach Kafka broker at {cfg.bootstrap_servers} (no broker answered within 5 s)"
-            raise SinkError(msg) from exc
+            raise broker_unreachable(cfg) from exc
         self._inflight: list[tuple[Record, Any]] = []
         self.delivered = 0
         self._replay_outbox()
