@@ -26,6 +26,7 @@ from pipeline.camera import CameraPipeline
 from pipeline.camera_loop import CameraSpec, run_camera
 from pipeline.headbox import FaceRules
 from pipeline.letterbox import Letterbox
+from pipeline.prevalence import ClassifierValidation
 from pipeline.sinks import Record
 from pipeline.tracking import TrackerParams
 from pipeline.voting import VotingRules
@@ -75,6 +76,13 @@ class CameraShardActor:
     async def _run_one(self, i: int, spec: CameraSpec) -> Any:
         cfg = self._cfg
 
+        st = cfg.stats
+        validation = (
+            ClassifierValidation.parse(st.classifier_sensitivity, st.classifier_specificity or "")
+            if st.classifier_sensitivity
+            else None
+        )
+
         def make_cam(frame_wh: tuple[int, int]) -> CameraPipeline:
             return CameraPipeline(
                 spec.camera_id,
@@ -84,6 +92,7 @@ class CameraShardActor:
                 FaceRules(**cfg.faces.model_dump()),
                 VotingRules(**cfg.voting.model_dump()),
                 cfg.stats.window_s,
+                validation,
             )
 
         pose = self._pose[zlib.crc32(spec.camera_id.encode()) % len(self._pose)]

@@ -13,6 +13,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
 
 from pipeline.letterbox import default_pose_input_px
+from pipeline.prevalence import ClassifierValidation
 from schemas.errors import ConfigError
 
 __all__ = ["Config", "ConfigError", "default_pose_input_px", "load_config", "parse_config"]
@@ -124,6 +125,20 @@ class StatsConfig(_Strict):
     """Per-camera statistics windows (aligned to UTC wall-clock boundaries)."""
 
     window_s: Annotated[float, Field(gt=0)] = 60.0
+    # The classifier's validation counts, "correct/n" (masked faces called mask / masked faces; unmasked faces
+    # called no mask / unmasked faces), for the corrected mask fraction. None: the classifier file's metadata
+    # (maskwatch.sensitivity / maskwatch.specificity, from its model card). Set both to re-validate on your cameras.
+    classifier_sensitivity: Annotated[str, Field(pattern=r"^[0-9]+/[0-9]+$")] | None = None
+    classifier_specificity: Annotated[str, Field(pattern=r"^[0-9]+/[0-9]+$")] | None = None
+
+    @model_validator(mode="after")
+    def _both_or_neither(self) -> StatsConfig:
+        if (self.classifier_sensitivity is None) != (self.classifier_specificity is None):
+            msg = "stats.classifier_sensitivity and stats.classifier_specificity go together: set both or neither"
+            raise ValueError(msg)
+        if self.classifier_sensitivity is not None:
+            ClassifierValidation.parse(self.classifier_sensitivity, self.classifier_specificity or "")
+        return self
 
 
 class KafkaConfig(_Strict):

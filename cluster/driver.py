@@ -35,21 +35,26 @@ class RunResult:
     classify_provider: str
 
 
-def resolve_cameras(cfg: Config, annotate: dict[str, str] | None = None) -> list[CameraSpec]:
+def resolve_cameras(
+    cfg: Config, annotate: dict[str, str] | None = None, tracks: dict[str, str] | None = None
+) -> list[CameraSpec]:
     """Open each camera once (resolution, reachability) and fix its pose input size.
 
     Raises:
-        ConfigError: If there is no camera, or ``annotate`` names an unknown camera.
+        ConfigError: If there is no camera, or ``annotate`` / ``tracks`` names an unknown camera.
         SourceError: If a source is missing or unreachable.
     """
     if not cfg.cameras:
         msg = "no camera configured: pass --source PATH_OR_URL or list cameras in the config file"
         raise ConfigError(msg)
-    annotate = annotate or {}
-    unknown = set(annotate) - {c.camera_id for c in cfg.cameras}
-    if unknown:
-        msg = f"--annotate names unknown camera(s) {sorted(unknown)}"
-        raise ConfigError(msg)
+    annotate, tracks = annotate or {}, tracks or {}
+    for what, paths in (("--annotate", annotate), ("--tracks-out", tracks)):
+        unknown = set(paths) - {c.camera_id for c in cfg.cameras}
+        if unknown:
+            msg = f"{what} names unknown camera(s) {sorted(unknown)}"
+            raise ConfigError(msg)
+    for path in tracks.values():
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
     specs = []
     for c in cfg.cameras:
         wh: tuple[int, int] | None = None
@@ -72,6 +77,7 @@ def resolve_cameras(cfg: Config, annotate: dict[str, str] | None = None) -> list
                 max_reconnects=cfg.capture.max_reconnects,
                 reconnect_backoff_s=cfg.capture.reconnect_backoff_s,
                 annotate_path=annotate.get(c.camera_id),
+                tracks_path=tracks.get(c.camera_id),
                 wait_for_source=cfg.capture.wait_for_unreachable,
             )
         )
@@ -103,13 +109,19 @@ def init_ray(cfg: Config, num_cpus: float) -> None:
         )
 
 
-def run(cfg: Config, out_path: str | None = None, annotate: dict[str, str] | None = None) -> RunResult:
+def run(
+    cfg: Config,
+    out_path: str | None = None,
+    annotate: dict[str, str] | None = None,
+    tracks: dict[str, str] | None = None,
+) -> RunResult:
     """Run every configured camera to the end of its source.
 
     Args:
         cfg: The validated configuration.
         out_path: JSON Lines output when ``kafka.bootstrap_servers`` is not set (None: standard output).
         annotate: camera_id -> path of an annotated video to write.
+        tracks: camera_id -> path of a MOTChallenge person-tracks file to write (:mod:`pipeline.mot`).
 
     Raises:
         MaskwatchError: For user errors, before anything runs; ``SinkError`` if records were not delivered.
@@ -119,10 +131,14 @@ def run(cfg: Config, out_path: str | None = None, annotate: dict[str, str] | Non
     from cluster.topology import build_topology
 
     t0 = time.monotonic()
-    specs = resolve_cameras(cfg, annotate)
+    specs = resolve_cameras(cfg, annotate, tracks)
     pose_path = pose_model_path(cfg)
     PoseModel(pose_path, device="cpu")  # validates the file and its layout before any actor starts
     classifier = MaskClassifier(cfg.classify.model_path, device="cpu")
+    if cfg.stats.classifier_sensitivity is None and classifier.validation is not None:
+        se, sp = classifier.validation.counts()
+        stats = cfg.stats.model_copy(update={"classifier_sensitivity": se, "classifier_specificity": sp})
+        cfg = cfg.model_copy(update={"stats": stats})
     if cfg.kafka.bootstrap_servers:
         ensure_topics(cfg.kafka)
     elif out_path:

@@ -1,4 +1,4 @@
-"""The ``maskwatch`` command line: run, stats, models build, train-classifier, broker.
+"""The ``maskwatch`` command line: run, stats, eval-tracking, models build, train-classifier, broker.
 
 User errors print one line, ``maskwatch: error: ...``, and exit with status 2; no traceback.
 """
@@ -59,6 +59,9 @@ def main(verbose: int) -> None:
               help="HOST:PORT of Kafka (env MASKWATCH_KAFKA_BOOTSTRAP); without it records go to --out.")
 @click.option("--out", "out_path", help="JSON Lines output when no Kafka is given (default: standard output).")
 @click.option("--annotate", "annotate_path", help="Write an annotated video of the first camera here (.mp4).")
+@click.option("--tracks-out", "tracks_path",
+              help="Write person tracks in the MOTChallenge format (frame,id,x,y,w,h,conf,-1,-1,-1; 1-based frames, "
+                   "original-frame pixels). Several cameras: put {camera_id} in the path.")
 @click.option("--address", help="Ray cluster address (e.g. auto); default: a local Ray on 127.0.0.1.")
 @click.option("--target-fps", type=float, help="Override every camera's sample rate.")
 @click.option("--pose-input-px", type=int, help="Override every camera's pose input size (multiple of 32).")
@@ -70,6 +73,7 @@ def run(
     kafka_bootstrap: str | None,
     out_path: str | None,
     annotate_path: str | None,
+    tracks_path: str | None,
     address: str | None,
     target_fps: float | None,
     pose_input_px: int | None,
@@ -101,7 +105,14 @@ def run(
         data["ray"]["address"] = address
     cfg = parse_config(data, "command line")
     annotate = {cfg.cameras[0].camera_id: annotate_path} if annotate_path and cfg.cameras else None
-    result = driver.run(cfg, out_path, annotate)
+    tracks = None
+    if tracks_path:
+        if len(cfg.cameras) > 1 and "{camera_id}" not in tracks_path:
+            msg = (f"--tracks-out {tracks_path!r} for {len(cfg.cameras)} cameras: put {{camera_id}} in the path "
+                   "so each camera gets its own file")
+            raise ConfigError(msg)
+        tracks = {c.camera_id: tracks_path.replace("{camera_id}", c.camera_id) for c in cfg.cameras}
+    result = driver.run(cfg, out_path, annotate, tracks)
     if as_json:
         click.echo(json.dumps(result.__dict__, indent=1))
         return
@@ -143,6 +154,25 @@ def stats(kafka_bootstrap: str, topic: str, follow: bool, interval_s: float, as_
             return
         time.sleep(interval_s)
         click.echo()
+
+
+@main.command("eval-tracking")
+@click.option("--tracks", "tracks_path", required=True, type=click.Path(dir_okay=False),
+              help="MOTChallenge tracks (maskwatch run --tracks-out).")
+@click.option("--gt", "gt_path", required=True, type=click.Path(dir_okay=False),
+              help="MOTChallenge ground truth (frame,id,x,y,w,h,conf,...).")
+@click.option("--min-iou", default=0.5, show_default=True, help="Box match threshold (intersection over union).")
+@click.option("--json", "as_json", is_flag=True, help="Print the metrics as JSON.")
+def eval_tracking(tracks_path: str, gt_path: str, min_iou: float, as_json: bool) -> None:
+    """MOTA, IDF1, ID switches, precision, recall and distinct track ids vs ground truth (py-motmetrics)."""
+    from maskwatch.evaluation.tracking import evaluate_files
+    from schemas.errors import ConfigError
+
+    try:
+        metrics = evaluate_files(tracks_path, gt_path, min_iou)
+    except (OSError, ValueError) as exc:
+        raise ConfigError(str(exc)) from exc
+    click.echo(json.dumps(metrics.to_dict(), indent=1) if as_json else metrics.format())
 
 
 @main.group()

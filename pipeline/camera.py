@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
+from pipeline.prevalence import ClassifierValidation
 from pipeline.headbox import FaceRules, crop_box, face_visible, head_boxes
 from pipeline.stats import CameraWindows
 from pipeline.tracking import CameraTracker, TrackerParams
@@ -56,6 +57,7 @@ class CameraPipeline:
         faces: Face-visibility rules.
         voting: Voting rules.
         window_s: Statistics window, seconds.
+        validation: The classifier's validation counts, for the corrected mask fraction (None: not corrected).
     """
 
     def __init__(
@@ -67,6 +69,7 @@ class CameraPipeline:
         faces: FaceRules | None = None,
         voting: VotingRules | None = None,
         window_s: float = 60.0,
+        validation: ClassifierValidation | None = None,
     ) -> None:
         self.camera_id = camera_id
         self.frame_wh = frame_wh
@@ -74,7 +77,7 @@ class CameraPipeline:
         self.faces = faces or FaceRules()
         self.tracker = CameraTracker(frame_wh, tracker)
         self.ledger = TrackLedger(camera_id, voting)
-        self.windows = CameraWindows(camera_id, window_s)
+        self.windows = CameraWindows(camera_id, window_s, validation)
         self._alive: set[int] = set()
 
     def track(self, poses: Poses, capture_time_ns: int) -> TrackedFrame:

@@ -25,6 +25,7 @@ from pipeline.annotate import draw_frame
 from pipeline.camera import CameraPipeline
 from pipeline.headbox import cut_crops
 from pipeline.letterbox import Letterbox, default_pose_input_px, letterbox
+from pipeline.mot import mot_lines, write_mot_lines
 from pipeline.sinks import Record
 from pipeline.source import Frame, is_live, read_frames
 from schemas.errors import SourceError
@@ -52,6 +53,7 @@ class CameraSpec:
     max_reconnects: int = 5
     reconnect_backoff_s: float = 1.0
     annotate_path: str | None = None
+    tracks_path: str | None = None  # MOTChallenge person tracks (pipeline.mot), written as frames are processed
     wait_for_source: bool = False  # live camera down at start: retry (backoff up to 60 s) instead of failing
 
 
@@ -112,6 +114,7 @@ async def run_camera(
     live = is_live(spec.source)
     start_wall_ns = time.time_ns()
     writer: cv2.VideoWriter | None = None
+    tracks_fh = open(spec.tracks_path, "w") if spec.tracks_path else None  # noqa: SIM115 - closed in finally
     cam: CameraPipeline | None = None
     input_px = spec.pose_input_px
     dropped = 0
@@ -194,6 +197,8 @@ async def run_camera(
             cam.windows.frames_dropped = dropped
             now_ns = last_ns = max(capture_ns(frame), last_ns)
             tracked = cam.track(poses, now_ns)
+            if tracks_fh is not None:
+                write_mot_lines(tracks_fh, mot_lines(tracked.poses))
             if len(tracked.classify_rows):
                 crops = cut_crops(frame.image, tracked.crop_xyxy, classifier_input_px)
                 scores = await classify(crops)
@@ -218,6 +223,8 @@ async def run_camera(
             fut.cancel()
         if writer is not None:
             writer.release()
+        if tracks_fh is not None:
+            tracks_fh.close()
     if cam is not None:
         cam.windows.frames_dropped = dropped
         decisions, stats = cam.close(time.time_ns() if live else last_ns)

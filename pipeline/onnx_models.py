@@ -14,6 +14,7 @@ import numpy.typing as npt
 import onnxruntime as ort
 
 from pipeline.pose_postprocess import POSE_ROWS
+from pipeline.prevalence import ClassifierValidation
 from schemas.errors import ModelError
 
 logger = logging.getLogger(__name__)
@@ -127,6 +128,8 @@ class MaskClassifier:
     Contract: input ``crops`` uint8 `(N, S, S, 3)` RGB (as :func:`pipeline.headbox.cut_crops` returns), output
     ``mask_score`` float32 `(N,)`, the probability that the face wears a mask correctly. Metadata
     ``maskwatch.crop_margin`` tells how the crops were cut at training time; inference cuts them the same way.
+    Optional metadata ``maskwatch.sensitivity`` / ``maskwatch.specificity`` (``"correct/n"`` on held-out faces,
+    see the model card) become :attr:`validation`, which corrects the camera statistics.
 
     Raises:
         ModelError: If the file breaks the contract.
@@ -155,6 +158,15 @@ class MaskClassifier:
         except (KeyError, ValueError) as exc:
             msg = f"mask classifier {self.path}: metadata 'maskwatch.crop_margin' missing or not a number"
             raise ModelError(msg) from exc
+        self.validation: ClassifierValidation | None = None
+        if "maskwatch.sensitivity" in meta or "maskwatch.specificity" in meta:
+            try:
+                self.validation = ClassifierValidation.parse(
+                    meta.get("maskwatch.sensitivity", ""), meta.get("maskwatch.specificity", "")
+                )
+            except ValueError as exc:
+                msg = f"mask classifier {self.path}: metadata maskwatch.sensitivity/specificity: {exc}"
+                raise ModelError(msg) from exc
         self.input_px = int(inp[0].shape[1])
         self.input_name = inp[0].name
         self.metadata = dict(meta)

@@ -3,13 +3,16 @@
 A person counts once, in the window in which their track ended. The mask fraction is masked / (masked + unmasked);
 undecided people are reported but not in the fraction. Its 95% interval is the Wilson score interval
 (E. B. Wilson, "Probable inference, the law of succession, and statistical inference", JASA 22, 1927), which stays
-inside [0, 1] and behaves for small counts, unlike the normal approximation.
+inside [0, 1] and behaves for small counts, unlike the normal approximation. Next to it, the fraction corrected
+for the classifier's measured sensitivity and specificity (:mod:`pipeline.prevalence`: Rogan–Gladen with the
+Lang–Reiczigel 2014 interval), when the classifier's validation counts are known.
 """
 
 from __future__ import annotations
 
 import math
 
+from pipeline.prevalence import ClassifierValidation, lang_reiczigel
 from schemas.messages import CameraStats, PersonDecision
 
 Z_95 = 1.959963984540054  # two-sided 95% normal quantile
@@ -70,6 +73,12 @@ class _Counts:
             return None, None, None
         return round(self.masked / n, 6), round(ci[0], 6), round(ci[1], 6)
 
+    def corrected(self, validation: ClassifierValidation | None) -> tuple[float | None, float | None, float | None]:
+        est = lang_reiczigel(self.masked, self.masked + self.unmasked, validation) if validation else None
+        if est is None:
+            return None, None, None
+        return round(est[0], 6), round(est[1], 6), round(est[2], 6)
+
 
 class CameraWindows:
     """Windowed statistics of one camera.
@@ -77,13 +86,16 @@ class CameraWindows:
     Args:
         camera_id: Camera.
         window_s: Window length in seconds; windows start at multiples of it since the UTC epoch.
+        validation: The classifier's validation counts (model metadata or config); None leaves the corrected
+            fraction null.
     """
 
-    def __init__(self, camera_id: str, window_s: float) -> None:
+    def __init__(self, camera_id: str, window_s: float, validation: ClassifierValidation | None = None) -> None:
         if window_s <= 0:
             msg = f"window_s must be > 0, got {window_s}"
             raise ValueError(msg)
         self.camera_id = camera_id
+        self.validation = validation
         self._window_ns = int(window_s * 1e9)
         self._start_ns: int | None = None
         self._window = _Counts()
@@ -95,6 +107,9 @@ class CameraWindows:
         assert self._start_ns is not None  # noqa: S101 - internal invariant, callers check
         frac, low, high = self._window.fraction()
         tfrac, tlow, thigh = self._total.fraction()
+        cfrac, clow, chigh = self._window.corrected(self.validation)
+        ctfrac, ctlow, cthigh = self._total.corrected(self.validation)
+        se, sp = self.validation.counts() if self.validation else (None, None)
         return CameraStats(
             camera_id=self.camera_id,
             window_start_ns=self._start_ns,
@@ -107,6 +122,9 @@ class CameraWindows:
             mask_fraction=frac,
             mask_fraction_low=low,
             mask_fraction_high=high,
+            corrected_mask_fraction=cfrac,
+            corrected_mask_fraction_low=clow,
+            corrected_mask_fraction_high=chigh,
             total_people=self._total.people,
             total_masked=self._total.masked,
             total_unmasked=self._total.unmasked,
@@ -114,6 +132,11 @@ class CameraWindows:
             total_mask_fraction=tfrac,
             total_mask_fraction_low=tlow,
             total_mask_fraction_high=thigh,
+            total_corrected_mask_fraction=ctfrac,
+            total_corrected_mask_fraction_low=ctlow,
+            total_corrected_mask_fraction_high=cthigh,
+            classifier_sensitivity=se,
+            classifier_specificity=sp,
             frames_processed=self.frames_processed,
             frames_dropped=self.frames_dropped,
         )

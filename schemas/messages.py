@@ -103,6 +103,9 @@ class CameraStats(_Message):
 
     A person counts in the window in which their track ended. ``mask_fraction`` = masked / (masked + unmasked);
     its interval is the Wilson score interval at 95% (Wilson 1927); both are null when nobody was decided.
+    ``corrected_mask_fraction`` corrects it for the classifier's errors (Rogan & Gladen 1978) with a 95% interval
+    that also carries the uncertainty of the classifier's sensitivity and specificity (Lang & Reiczigel 2014,
+    :mod:`pipeline.prevalence`); null when nobody was decided or the classifier's validation counts are unknown.
 
     Attributes:
         camera_id: Camera.
@@ -110,13 +113,17 @@ class CameraStats(_Message):
         final: True for the last record of a stream (the window may be partial).
         people, masked, unmasked, undecided: Counts of people whose tracks ended in the window.
         mask_fraction, mask_fraction_low, mask_fraction_high: Estimate and Wilson 95% interval for the window.
+        corrected_mask_fraction, corrected_mask_fraction_low, corrected_mask_fraction_high: Rogan–Gladen
+            estimate and Lang–Reiczigel 95% interval for the window.
         total_people, total_masked, total_unmasked, total_undecided: Since the camera's run started.
         total_mask_fraction, total_mask_fraction_low, total_mask_fraction_high: Same over the totals.
+        total_corrected_mask_fraction, total_corrected_mask_fraction_low, total_corrected_mask_fraction_high: Same.
+        classifier_sensitivity, classifier_specificity: The validation counts used, ``"correct/n"`` (null: none).
         frames_processed, frames_dropped: Since start; dropped = live frames discarded under backpressure.
     """
 
-    schema_version: ClassVar[int] = 1
-    schema_file: ClassVar[str] = "camera_stats.v1.json"
+    schema_version: ClassVar[int] = 2
+    schema_file: ClassVar[str] = "camera_stats.v2.json"
 
     camera_id: str
     window_start_ns: int
@@ -129,6 +136,9 @@ class CameraStats(_Message):
     mask_fraction: float | None
     mask_fraction_low: float | None
     mask_fraction_high: float | None
+    corrected_mask_fraction: float | None
+    corrected_mask_fraction_low: float | None
+    corrected_mask_fraction_high: float | None
     total_people: int
     total_masked: int
     total_unmasked: int
@@ -136,6 +146,11 @@ class CameraStats(_Message):
     total_mask_fraction: float | None
     total_mask_fraction_low: float | None
     total_mask_fraction_high: float | None
+    total_corrected_mask_fraction: float | None
+    total_corrected_mask_fraction_low: float | None
+    total_corrected_mask_fraction_high: float | None
+    classifier_sensitivity: str | None
+    classifier_specificity: str | None
     frames_processed: int
     frames_dropped: int
 

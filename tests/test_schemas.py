@@ -59,9 +59,12 @@ DECISION = PersonDecision(
 )
 STATS = CameraStats(
     camera_id="cam", window_start_ns=0, window_end_ns=60 * 10**9, final=True, people=2, masked=1, unmasked=1,
-    undecided=0, mask_fraction=0.5, mask_fraction_low=0.09, mask_fraction_high=0.91, total_people=2, total_masked=1,
+    undecided=0, mask_fraction=0.5, mask_fraction_low=0.09, mask_fraction_high=0.91, corrected_mask_fraction=0.49,
+    corrected_mask_fraction_low=0.05, corrected_mask_fraction_high=0.95, total_people=2, total_masked=1,
     total_unmasked=1, total_undecided=0, total_mask_fraction=0.5, total_mask_fraction_low=0.09,
-    total_mask_fraction_high=0.91, frames_processed=100, frames_dropped=0,
+    total_mask_fraction_high=0.91, total_corrected_mask_fraction=0.49, total_corrected_mask_fraction_low=0.05,
+    total_corrected_mask_fraction_high=0.95, classifier_sensitivity="308/314", classifier_specificity="50/53",
+    frames_processed=100, frames_dropped=0,
 )
 
 

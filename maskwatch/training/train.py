@@ -99,6 +99,11 @@ class StreetAugment:
                 out = cv2.resize(small, (px, px), interpolation=cv2.INTER_LINEAR)
         if r.random() < 0.25:
             out = cv2.GaussianBlur(np.ascontiguousarray(out), (0, 0), r.uniform(0.3, 1.2))
+        if r.random() < 0.3:
+            # Masks come in every colour: rotate the hue (skin moves too, but within a plausible range at p 0.3).
+            hsv = cv2.cvtColor(np.ascontiguousarray(out), cv2.COLOR_RGB2HSV)
+            hsv[..., 0] = (hsv[..., 0].astype(np.int16) + int(r.integers(0, 180))) % 180
+            out = cv2.cvtColor(hsv, cv2.COLOR_HSV2RGB)
         f = np.asarray(out, np.float32)
         if r.random() < 0.8:
             f = f * r.uniform(0.65, 1.35) + r.uniform(-25, 25)  # brightness / exposure
@@ -357,6 +362,8 @@ def train_classifier(
     lr: float | None = None,
     batch_size: int | None = None,
     epoch_samples: int | None = None,
+    incorrect_weight: float = 1.0,
+    incorrect_share: float = CLASS_SHARE[MASK_INCORRECT],
 ) -> dict[str, Any]:
     """Train the mask classifier, evaluate it on the held-out ``andrewmvd_dev`` images and export ONNX.
 
@@ -373,6 +380,8 @@ def train_classifier(
         use_wider: Add the ``wider_crowds`` detection set to training.
         threads: Torch / onnxruntime CPU threads.
         lr, batch_size, epoch_samples: Override the per-arch defaults.
+        incorrect_weight: Loss weight of ``mask_worn_incorrectly`` samples (their errors cost this much more).
+        incorrect_share: Share of ``mask_worn_incorrectly`` samples in an epoch (taken from the no-mask share).
 
     Returns:
         A report: ``metrics`` (held-out, torch, float), ``onnx_metrics`` (held-out, the shipped file),
@@ -409,7 +418,13 @@ def train_classifier(
     log(f"model {arch}: {n_params / 1e6:.2f} M parameters, input {input_px} px, crop margin {crop_margin}")
 
     aug = StreetAugment(input_px, crop_margin, rng)
-    weights = balanced_weights(train.label)
+    share = {
+        WITH_MASK: CLASS_SHARE[WITH_MASK],
+        WITHOUT_MASK: 1.0 - CLASS_SHARE[WITH_MASK] - incorrect_share,
+        MASK_INCORRECT: incorrect_share,
+    }
+    weights = balanced_weights(train.label, share)
+    sample_w = np.where(train.label == MASK_INCORRECT, incorrect_weight, 1.0).astype(np.float32)
     target = train.target
     steps_per_epoch = hp["epoch_samples"] // hp["batch"]
     total_steps = steps_per_epoch * epochs
@@ -419,7 +434,7 @@ def train_classifier(
         opt,
         lambda s: min(1.0, (s + 1) / warm) * 0.5 * (1 + math.cos(math.pi * min(1.0, s / max(1, total_steps)))),
     )
-    loss_fn = torch.nn.BCEWithLogitsLoss()
+    loss_fn = torch.nn.BCEWithLogitsLoss(reduction="none")
     mean_t, inv_std_t = model.mean, model.inv_std
     step = 0
     history = []
@@ -435,7 +450,8 @@ def train_classifier(
             yb = torch.from_numpy(target[sel] * 0.96 + 0.02)
             x = torch.from_numpy(xb).permute(0, 3, 1, 2).float()
             logits = model.net((x - mean_t) * inv_std_t).reshape(-1)
-            loss = loss_fn(logits, yb)
+            wb = torch.from_numpy(sample_w[sel])
+            loss = (loss_fn(logits, yb) * wb).sum() / wb.sum()
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
@@ -503,6 +519,8 @@ def train_classifier(
         "hyperparameters": hp,
         "face_folders": list(face_folders),
         "use_wider": use_wider,
+        "incorrect_weight": incorrect_weight,
+        "class_share": {LABELS[k]: v for k, v in share.items()},
         "n_params": int(n_params),
         "n_train": len(train),
         "train_counts": counts,
@@ -538,6 +556,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--no-faces", action="store_true", help="leave the pre-cut faces/ photos out of training")
     p.add_argument("--no-wider", action="store_true", help="leave wider_crowds out of training")
     p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--incorrect-weight", type=float, default=1.0, help="loss weight of mask_worn_incorrectly faces")
+    p.add_argument("--incorrect-share", type=float, default=CLASS_SHARE[MASK_INCORRECT], help="their share of an epoch")
     p.add_argument("--report", type=Path, default=None, help="also write the JSON report here")
     a = p.parse_args(argv)
     input_px = a.input_px or (64 if a.arch == "ofm" else 96)
@@ -557,6 +577,8 @@ def main(argv: list[str] | None = None) -> int:
         face_folders=() if a.no_faces else FACE_FOLDERS,
         use_wider=not a.no_wider,
         threads=a.threads,
+        incorrect_weight=a.incorrect_weight,
+        incorrect_share=a.incorrect_share,
     )
     text = json.dumps(report, indent=2)
     if a.report:

@@ -1,0 +1,162 @@
+"""Tune pose input size and tracker settings against MOTChallenge ground truth (default: PETS09 S2L1).
+
+    python bench/tune_tracking.py [--source VIDEO --gt GT.txt] [--input-px 960 1280] [--grid small|full]
+
+Pose runs once per input size over every frame (cached as .npz next to --cache, keyed by video, model and size, at
+a low person threshold); the tracker then replays the cached detections for each setting of the grid, so a sweep
+costs seconds per setting. Each row: the settings, MOTA, IDF1, ID switches, precision, recall, distinct track ids
+vs ground-truth ids (py-motmetrics, IoU 0.5). The same code paths as ``maskwatch run`` (letterbox, decode_pose,
+CameraTracker, pipeline.mot) are used, so the figures are what ``maskwatch run --tracks-out`` + ``eval-tracking``
+report for those settings.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import hashlib
+import itertools
+import json
+import os
+import time
+from pathlib import Path
+
+os.environ.setdefault("OPENCV_LOG_LEVEL", "ERROR")
+
+import numpy as np  # noqa: E402
+
+from cluster.config import Config  # noqa: E402
+from cluster.driver import pose_model_path  # noqa: E402
+from maskwatch.evaluation.tracking import evaluate_tracks  # noqa: E402
+from pipeline.letterbox import letterbox  # noqa: E402
+from pipeline.mot import read_mot  # noqa: E402
+from pipeline.onnx_models import PoseModel  # noqa: E402
+from pipeline.pose_postprocess import decode_pose  # noqa: E402
+from pipeline.source import read_frames  # noqa: E402
+from pipeline.tracking import CameraTracker, TrackerParams  # noqa: E402
+
+VIDEOS = Path(__file__).resolve().parents[2] / "shared" / "data" / "videos"
+CACHE_CONF = 0.1  # detections are cached above this; the sweep applies the real threshold
+
+
+def detections(source: str, input_px: int, cache: Path, nms_iou: float) -> tuple[list[dict], tuple[int, int]]:
+    """Per frame: frame_idx, score, bbox_xyxy, keypoints (original pixels), from the cache or a pose run."""
+    model_path = pose_model_path(Config())
+    key = hashlib.sha256(f"{Path(source).resolve()}|{model_path.stat().st_size}|{input_px}|{nms_iou}".encode())
+    path = cache / f"pose-{Path(source).stem}-{input_px}-{key.hexdigest()[:10]}.npz"
+    if path.exists():
+        z = np.load(path)
+        idx = z["row_frame"]
+        frames = [
+            {"frame_idx": int(f), "score": z["score"][idx == f], "bbox_xyxy": z["bbox"][idx == f],
+             "keypoints": z["kp"][idx == f]}
+            for f in z["frames"]
+        ]
+        return frames, (int(z["wh"][0]), int(z["wh"][1]))
+    model = PoseModel(model_path, device="cpu")
+    out, wh, t0 = [], (0, 0), time.perf_counter()
+    for fr in read_frames(source, "tune", None):
+        h, w = fr.image.shape[:2]
+        wh = (w, h)
+        img, lb = letterbox(fr.image, input_px)
+        score, bbox, kp = decode_pose(model.infer(img[None])[0], lb, CACHE_CONF, nms_iou)
+        out.append({"frame_idx": fr.frame_idx, "score": score, "bbox_xyxy": bbox, "keypoints": kp})
+    print(f"pose {input_px} px: {len(out)} frames in {time.perf_counter() - t0:.0f} s ({model.provider})", flush=True)
+    cache.mkdir(parents=True, exist_ok=True)
+    np.savez_compressed(
+        path,
+        frames=np.array([f["frame_idx"] for f in out]),
+        row_frame=np.concatenate([np.full(len(f["score"]), f["frame_idx"]) for f in out]),
+        score=np.concatenate([f["score"] for f in out]),
+        bbox=np.concatenate([f["bbox_xyxy"] for f in out]),
+        kp=np.concatenate([f["keypoints"] for f in out]),
+        wh=np.array(wh),
+    )
+    return out, wh
+
+
+def track(frames: list[dict], wh: tuple[int, int], params: TrackerParams, conf: float) -> np.ndarray:
+    """Replay detections through the tracker; MOT rows `(M, 7)` as pipeline.mot writes them."""
+    tracker = CameraTracker(wh, params)
+    rows = []
+    for f in frames:
+        keep = f["score"] >= conf
+        tid = tracker.step(f["frame_idx"], f["keypoints"][keep])
+        for t, (x1, y1, x2, y2), s in zip(tid, f["bbox_xyxy"][keep], f["score"][keep], strict=True):
+            if t >= 0:
+                rows.append([f["frame_idx"] + 1, t, x1 + 1, y1 + 1, x2 - x1, y2 - y1, s])
+    return np.asarray(rows, np.float64).reshape(-1, 7)
+
+
+GRIDS = {
+    "small": {
+        "conf": [0.25],
+        "distance": ["keypoints_voting", "mean_euclidean"],
+        "keypoint_dist_frac": [1 / 20],
+        "euclidean_dist_frac": [1 / 10],
+        "distance_threshold": [0.75],
+        "detection_threshold": [0.3],
+        "initialization_delay": [3],
+        "hit_counter_max": [30],
+    },
+    "full": {
+        "conf": [0.25, 0.4],
+        "distance": ["mean_euclidean", "keypoints_voting"],
+        "keypoint_dist_frac": [1 / 80, 1 / 40],
+        "euclidean_dist_frac": [1 / 40, 1 / 25, 1 / 15, 1 / 10],
+        "distance_threshold": [0.75, 0.3],
+        "detection_threshold": [0.3],
+        "initialization_delay": [3, 6],
+        "hit_counter_max": [15, 30, 60],
+    },
+}
+
+
+def settings(grid: dict[str, list]) -> list[tuple[float, TrackerParams]]:
+    """The distinct (conf, TrackerParams) of a grid (fields a distance ignores are not varied for it)."""
+    seen, out = set(), []
+    for values in itertools.product(*grid.values()):
+        kw = dict(zip(grid, values, strict=True))
+        conf = kw.pop("conf")
+        if kw["distance"] == "mean_euclidean":
+            kw["keypoint_dist_frac"], kw["distance_threshold"] = TrackerParams.keypoint_dist_frac, 0.75
+        else:
+            kw["euclidean_dist_frac"] = TrackerParams.euclidean_dist_frac
+        p = TrackerParams(**kw)
+        if (conf, p) not in seen:
+            seen.add((conf, p))
+            out.append((conf, p))
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--source", default=str(VIDEOS / "pets09_s2l1_cctv.mp4"))
+    ap.add_argument("--gt", default=str(VIDEOS / "pets09_s2l1_gt.txt"))
+    ap.add_argument("--input-px", type=int, nargs="+", default=[1280])
+    ap.add_argument("--grid", choices=sorted(GRIDS), default="small")
+    ap.add_argument("--cache", type=Path, default=Path.home() / ".cache" / "maskwatch" / "bench")
+    ap.add_argument("--json", type=Path, help="Also write every row here.")
+    args = ap.parse_args()
+
+    gt = read_mot(args.gt)
+    nms = Config().pose.nms_iou
+    rows = []
+    print(f"{'input':>5} {'conf':>4} {'distance':<16} {'kp/eu frac':>10} {'thr':>4} {'init':>4} {'hit':>4} "
+          f"{'MOTA':>6} {'IDF1':>6} {'IDsw':>5} {'prec':>5} {'rec':>5} {'ids':>4} {'gt':>3}", flush=True)
+    for px in args.input_px:
+        frames, wh = detections(args.source, px, args.cache, nms)
+        for conf, p in settings(GRIDS[args.grid]):
+            m = evaluate_tracks(track(frames, wh, p, conf), gt)
+            frac = p.keypoint_dist_frac if p.distance == "keypoints_voting" else p.euclidean_dist_frac
+            print(f"{px:>5} {conf:>4.2f} {p.distance:<16} {'1/%g' % round(1 / frac):>10} {p.distance_threshold:>4.2f} "
+                  f"{p.initialization_delay:>4} {p.hit_counter_max:>4} {m.mota:>6.3f} {m.idf1:>6.3f} "
+                  f"{m.id_switches:>5} {m.precision:>5.3f} {m.recall:>5.3f} {m.distinct_track_ids:>4} {m.gt_ids:>3}",
+                  flush=True)
+            rows.append({"input_px": px, "conf": conf, "tracker": dataclasses.asdict(p), **m.to_dict()})
+    if args.json:
+        args.json.write_text(json.dumps(rows, indent=1))
+
+
+if __name__ == "__main__":
+    main()
