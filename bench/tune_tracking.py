@@ -109,19 +109,29 @@ GRIDS = {
         "initialization_delay": [3, 6],
         "hit_counter_max": [15, 30, 60],
     },
+    "fine": {
+        "conf": [0.15, 0.2, 0.25],
+        "distance": ["keypoints_voting"],
+        "keypoint_dist_frac": [1 / 60, 1 / 50, 1 / 40, 1 / 30],
+        "euclidean_dist_frac": [1 / 10],
+        "distance_threshold": [0.75],
+        "detection_threshold": [0.2, 0.3],
+        "initialization_delay": [3, 4],
+        "hit_counter_max": [60, 90],
+    },
 }
 
 
 def settings(grid: dict[str, list]) -> list[tuple[float, TrackerParams]]:
     """The distinct (conf, TrackerParams) of a grid (fields a distance ignores are not varied for it)."""
-    seen, out = set(), []
+    seen, out, default = set(), [], TrackerParams()
     for values in itertools.product(*grid.values()):
         kw = dict(zip(grid, values, strict=True))
         conf = kw.pop("conf")
         if kw["distance"] == "mean_euclidean":
-            kw["keypoint_dist_frac"], kw["distance_threshold"] = TrackerParams.keypoint_dist_frac, 0.75
+            kw["keypoint_dist_frac"], kw["distance_threshold"] = default.keypoint_dist_frac, default.distance_threshold
         else:
-            kw["euclidean_dist_frac"] = TrackerParams.euclidean_dist_frac
+            kw["euclidean_dist_frac"] = default.euclidean_dist_frac
         p = TrackerParams(**kw)
         if (conf, p) not in seen:
             seen.add((conf, p))
@@ -142,16 +152,16 @@ def main() -> None:
     gt = read_mot(args.gt)
     nms = Config().pose.nms_iou
     rows = []
-    print(f"{'input':>5} {'conf':>4} {'distance':<16} {'kp/eu frac':>10} {'thr':>4} {'init':>4} {'hit':>4} "
-          f"{'MOTA':>6} {'IDF1':>6} {'IDsw':>5} {'prec':>5} {'rec':>5} {'ids':>4} {'gt':>3}", flush=True)
+    print(f"{'input':>5} {'conf':>4} {'distance':<16} {'kp/eu frac':>10} {'thr':>4} {'kpthr':>5} {'init':>4} {'hit':>4} "
+          f"{'MOTA':>6} {'IDF1':>6} {'IDsw':>5} {'prec':>5} {'rec':>5} {'ids':>4} {'cnt':>4} {'gt':>3}", flush=True)
     for px in args.input_px:
         frames, wh = detections(args.source, px, args.cache, nms)
         for conf, p in settings(GRIDS[args.grid]):
             m = evaluate_tracks(track(frames, wh, p, conf), gt)
             frac = p.keypoint_dist_frac if p.distance == "keypoints_voting" else p.euclidean_dist_frac
-            print(f"{px:>5} {conf:>4.2f} {p.distance:<16} {'1/%g' % round(1 / frac):>10} {p.distance_threshold:>4.2f} "
+            print(f"{px:>5} {conf:>4.2f} {p.distance:<16} {'1/%g' % round(1 / frac):>10} {p.distance_threshold:>4.2f} {p.detection_threshold:>5.2f} "
                   f"{p.initialization_delay:>4} {p.hit_counter_max:>4} {m.mota:>6.3f} {m.idf1:>6.3f} "
-                  f"{m.id_switches:>5} {m.precision:>5.3f} {m.recall:>5.3f} {m.distinct_track_ids:>4} {m.gt_ids:>3}",
+                  f"{m.id_switches:>5} {m.precision:>5.3f} {m.recall:>5.3f} {m.distinct_track_ids:>4} {m.counted_track_ids:>4} {m.gt_ids:>3}",
                   flush=True)
             rows.append({"input_px": px, "conf": conf, "tracker": dataclasses.asdict(p), **m.to_dict()})
     if args.json:

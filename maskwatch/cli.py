@@ -1,4 +1,5 @@
-"""The ``maskwatch`` command line: run, stats, eval-tracking, models build, train-classifier, broker.
+"""The ``maskwatch`` command line: run, stats, eval-tracking, eval-classifier, dataset, models build,
+train-classifier, broker.
 
 User errors print one line, ``maskwatch: error: ...``, and exit with status 2; no traceback.
 """
@@ -15,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import click
+import numpy as np
 
 from schemas.errors import MaskwatchError
 
@@ -162,17 +164,75 @@ def stats(kafka_bootstrap: str, topic: str, follow: bool, interval_s: float, as_
 @click.option("--gt", "gt_path", required=True, type=click.Path(dir_okay=False),
               help="MOTChallenge ground truth (frame,id,x,y,w,h,conf,...).")
 @click.option("--min-iou", default=0.5, show_default=True, help="Box match threshold (intersection over union).")
+@click.option("--min-track-frames", default=3, show_default=True,
+              help="Tracks with fewer boxes are not counted as people (voting.min_frames_tracked).")
 @click.option("--json", "as_json", is_flag=True, help="Print the metrics as JSON.")
-def eval_tracking(tracks_path: str, gt_path: str, min_iou: float, as_json: bool) -> None:
+def eval_tracking(tracks_path: str, gt_path: str, min_iou: float, min_track_frames: int, as_json: bool) -> None:
     """MOTA, IDF1, ID switches, precision, recall and distinct track ids vs ground truth (py-motmetrics)."""
     from maskwatch.evaluation.tracking import evaluate_files
     from schemas.errors import ConfigError
 
     try:
-        metrics = evaluate_files(tracks_path, gt_path, min_iou)
+        metrics = evaluate_files(tracks_path, gt_path, min_iou, min_track_frames)
     except (OSError, ValueError) as exc:
         raise ConfigError(str(exc)) from exc
     click.echo(json.dumps(metrics.to_dict(), indent=1) if as_json else metrics.format())
+
+
+@main.command("eval-classifier")
+@click.option("--model", "model_path", type=click.Path(dir_okay=False, exists=True),
+              help="Classifier ONNX (default: the shipped maskwatch/assets/mask_classifier.onnx).")
+@click.option("--data", "data_path", required=True, type=click.Path(exists=True),
+              help="A boxes.csv (detection set: faces cut from the full images as the pipeline cuts them), or a "
+                   "folder of crops (maskwatch dataset import-boxes/extract output, or <label>/ image folders).")
+@click.option("--split", type=click.Choice(["all", "val", "train"]), default="all", show_default=True,
+              help="Evaluate only these images: boxes.csv split by source image (seeded, as train-classifier "
+                   "splits), or a folder's manifest split column.")
+@click.option("--seed", default=0, show_default=True, help="Split seed (boxes.csv).")
+@click.option("--val-fraction", default=0.2, show_default=True, help="Held-out share of images (boxes.csv).")
+@click.option("--min-face-px", default=16.0, show_default=True,
+              help="Leave out faces shorter than this (the pipeline's minimum face); 0 keeps all.")
+@click.option("--threshold", default=0.5, show_default=True, help="Score at or above which a face is 'mask'.")
+@click.option("--json", "as_json", is_flag=True, help="Print the metrics as JSON.")
+@click.option("--plot", "plot_path", type=click.Path(dir_okay=False), help="Write a PNG plot here.")
+def eval_classifier(model_path: str | None, data_path: str, split: str, seed: int, val_fraction: float,
+                    min_face_px: float, threshold: float, as_json: bool, plot_path: str | None) -> None:
+    """Accuracy, balanced accuracy, confusion, precision/recall, worn-incorrectly recall, face-height buckets."""
+    from cluster.config import ClassifyConfig
+    from maskwatch.evaluation.classifier import classifier_metrics, format_metrics, plot_metrics
+    from maskwatch.training.data import cut_box_crops, read_boxes_csv, split_images
+    from pipeline.onnx_models import MaskClassifier
+    from schemas.errors import ConfigError
+
+    model = MaskClassifier(model_path or ClassifyConfig().model_path, device="cpu")
+    path = Path(data_path)
+    try:
+        if path.is_dir():
+            from maskwatch.dataset import load_crop_dir
+
+            crops = load_crop_dir(path, model.input_px, split=None if split == "all" else split)
+        else:
+            boxes = read_boxes_csv(path)
+            if split != "all":
+                train_src, val_src = split_images(boxes, val_fraction=val_fraction, seed=seed)
+                keep = val_src if split == "val" else train_src
+                boxes = [b for b in boxes if b.source in keep]
+            boxes = [b for b in boxes if b.face_px >= min_face_px]
+            crops = cut_box_crops(boxes, crop_margin=model.crop_margin, input_px=model.input_px)
+    except (OSError, ValueError) as exc:
+        text = str(exc) if str(path) in str(exc) else f"{path}: expected a boxes.csv or a folder of crops ({exc})"
+        raise ConfigError(text) from exc
+    if path.is_dir() and min_face_px > 0:
+        crops = crops.subset(~(crops.face_px < min_face_px))  # unknown heights (NaN) are kept
+    if len(crops) == 0:
+        msg = f"no labelled face in {path} (split {split}, faces >= {min_face_px:g} px)"
+        raise ConfigError(msg)
+    scores = np.concatenate([model.predict(crops.crops[i : i + 256]) for i in range(0, len(crops), 256)])
+    metrics = classifier_metrics(scores, crops.label, crops.face_px, threshold)
+    metrics["model"], metrics["data"], metrics["split"] = str(model.path), str(path), split
+    if plot_path:
+        plot_metrics(metrics, plot_path, title=model.path.name)
+    click.echo(json.dumps(metrics, indent=1) if as_json else f"{model.path} on {path} ({split})\n" + format_metrics(metrics))
 
 
 @main.group()
@@ -227,6 +287,10 @@ def broker(port: int) -> None:
     except KeyboardInterrupt:
         stop_broker(proc.pid)
 
+
+from maskwatch.cli_dataset import dataset  # noqa: E402 - registered after the group exists
+
+main.add_command(dataset)
 
 if __name__ == "__main__":
     main()

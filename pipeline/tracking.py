@@ -50,12 +50,12 @@ class TrackerParams:
     """
 
     distance: Literal["keypoints_voting", "mean_euclidean"] = "keypoints_voting"
-    keypoint_dist_frac: float = 1 / 20
+    keypoint_dist_frac: float = 1 / 50
     euclidean_dist_frac: float = 1 / 10
     distance_threshold: float = 0.75
     detection_threshold: float = 0.3
     initialization_delay: int = 3
-    hit_counter_max: int = 30
+    hit_counter_max: int = 60
 
 
 class CameraTracker:

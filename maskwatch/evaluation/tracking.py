@@ -32,7 +32,9 @@ class TrackingMetrics:
         recall: Matched ground-truth boxes over all ground-truth boxes.
         gt_boxes, track_boxes, misses, false_positives: Box counts over the evaluated frames.
         gt_ids: Distinct ground-truth identities.
-        distinct_track_ids: Distinct track ids in the evaluated frames (the people a camera would report).
+        distinct_track_ids: Distinct track ids in the evaluated frames.
+        counted_track_ids: Track ids with at least ``min_track_frames`` boxes: the people the camera statistics
+            count (``voting.min_frames_tracked`` drops shorter tracks).
         mostly_tracked: Ground-truth identities tracked for at least 80% of their life.
         frames: Frames evaluated (1 to the last ground-truth frame).
         min_iou: Box match threshold.
@@ -49,9 +51,11 @@ class TrackingMetrics:
     false_positives: int
     gt_ids: int
     distinct_track_ids: int
+    counted_track_ids: int
     mostly_tracked: int
     frames: int
     min_iou: float
+    min_track_frames: int
 
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON-ready dict."""
@@ -71,12 +75,13 @@ class TrackingMetrics:
                 f"misses {self.misses}, false positives {self.false_positives}, "
                 f"mostly tracked {self.mostly_tracked}/{self.gt_ids}",
                 f"distinct track ids {self.distinct_track_ids} vs ground-truth ids {self.gt_ids}",
+                f"people counted (tracks >= {self.min_track_frames} frames) {self.counted_track_ids}",
             ]
         )
 
 
 def evaluate_tracks(
-    tracks: npt.NDArray[np.float64], gt: npt.NDArray[np.float64], min_iou: float = 0.5
+    tracks: npt.NDArray[np.float64], gt: npt.NDArray[np.float64], min_iou: float = 0.5, min_track_frames: int = 3
 ) -> TrackingMetrics:
     """Compare tracks with ground truth, frame by frame.
 
@@ -85,6 +90,8 @@ def evaluate_tracks(
         gt: `(G, 7)` ground-truth rows, same layout; rows with ``conf == 0`` are ignored (MOTChallenge's
             "not considered" flag).
         min_iou: Minimum intersection over union for a track box to match a ground-truth box.
+        min_track_frames: A track counts as a person with at least this many boxes (the default equals
+            ``VotingRules.min_frames_tracked``).
 
     Returns:
         The metrics over frames 1 to the last ground-truth frame; track rows on later frames are ignored.
@@ -113,6 +120,7 @@ def evaluate_tracks(
         acc.update(g[:, 1].astype(int).tolist(), t[:, 1].astype(int).tolist(), dist, frameid=frame)
     names = ["mota", "idf1", "num_switches", "precision", "recall", "num_objects", "num_predictions",
              "num_misses", "num_false_positives", "num_unique_objects", "mostly_tracked"]
+    ids, boxes_per_id = np.unique(tracks[:, 1], return_counts=True)
     row = mm.metrics.create().compute(acc, metrics=names, name="tracks").iloc[0]
     return TrackingMetrics(
         mota=float(row["mota"]),
@@ -125,13 +133,17 @@ def evaluate_tracks(
         misses=int(row["num_misses"]),
         false_positives=int(row["num_false_positives"]),
         gt_ids=int(row["num_unique_objects"]),
-        distinct_track_ids=len(np.unique(tracks[:, 1])),
+        distinct_track_ids=len(ids),
+        counted_track_ids=int(np.sum(boxes_per_id >= min_track_frames)),
         mostly_tracked=int(row["mostly_tracked"]),
         frames=last,
         min_iou=min_iou,
+        min_track_frames=min_track_frames,
     )
 
 
-def evaluate_files(tracks_path: str | Path, gt_path: str | Path, min_iou: float = 0.5) -> TrackingMetrics:
+def evaluate_files(
+    tracks_path: str | Path, gt_path: str | Path, min_iou: float = 0.5, min_track_frames: int = 3
+) -> TrackingMetrics:
     """:func:`evaluate_tracks` on two MOTChallenge files (errors name the file and line)."""
-    return evaluate_tracks(read_mot(tracks_path), read_mot(gt_path), min_iou)
+    return evaluate_tracks(read_mot(tracks_path), read_mot(gt_path), min_iou, min_track_frames)

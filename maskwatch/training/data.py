@@ -129,16 +129,34 @@ def read_boxes(data_root: Path, set_name: str) -> list[FaceBox]:
         FileNotFoundError: If the set is missing.
         ValueError: On an unknown label.
     """
-    set_dir = Path(data_root) / "detection" / set_name
+    return read_boxes_csv(Path(data_root) / "detection" / set_name / "boxes.csv")
+
+
+def read_boxes_csv(csv_path: Path) -> list[FaceBox]:
+    """Read a ``boxes.csv`` (``image,label,xmin,ymin,xmax,ymax,...``, image paths relative to its folder).
+
+    Source ids are ``<folder name>/<image>``, e.g. ``andrewmvd_dev/images/x.jpg``.
+
+    Raises:
+        FileNotFoundError: If the file is missing.
+        ValueError: Naming the file and line, on an unknown label or a missing column.
+    """
+    csv_path = Path(csv_path)
+    set_dir, set_name = csv_path.parent, csv_path.parent.name
     boxes: list[FaceBox] = []
-    with (set_dir / "boxes.csv").open(newline="") as f:
-        for row in csv.DictReader(f):
-            label = row["label"]
+    with csv_path.open(newline="") as f:
+        for n, row in enumerate(csv.DictReader(f), 2):
+            try:
+                label = row["label"]
+                xyxy = (float(row["xmin"]), float(row["ymin"]), float(row["xmax"]), float(row["ymax"]))
+                image = row["image"]
+            except (KeyError, TypeError, ValueError) as exc:
+                msg = f"{csv_path}:{n}: expected columns image,label,xmin,ymin,xmax,ymax with numbers ({exc!r})"
+                raise ValueError(msg) from None
             if label not in MASK_TARGET:
-                msg = f"{set_dir / 'boxes.csv'}: unknown label {label!r}"
+                msg = f"{csv_path}:{n}: unknown label {label!r}, expected one of {sorted(MASK_TARGET)}"
                 raise ValueError(msg)
-            xyxy = (float(row["xmin"]), float(row["ymin"]), float(row["xmax"]), float(row["ymax"]))
-            boxes.append(FaceBox(f"{set_name}/{row['image']}", set_dir / row["image"], label, xyxy))
+            boxes.append(FaceBox(f"{set_name}/{image}", set_dir / image, label, xyxy))
     return boxes
 
 

@@ -34,6 +34,7 @@ import cv2
 import numpy as np
 import numpy.typing as npt
 
+from maskwatch.evaluation.classifier import classifier_metrics
 from maskwatch.training.data import (
     EVAL_MIN_FACE_PX,
     FACE_FOLDERS,
@@ -57,7 +58,6 @@ DEFAULTS: dict[str, dict[str, Any]] = {
 # Share of each source label in a class-balanced epoch: half mask, half no mask, and the rare
 # mask_worn_incorrectly faces oversampled (they are the classifier's main error).
 CLASS_SHARE = {WITH_MASK: 0.5, WITHOUT_MASK: 0.4, MASK_INCORRECT: 0.1}
-HEIGHT_BUCKETS = ((16, 24), (24, 32), (32, 48), (48, 96), (96, 10_000))
 
 Log = Callable[[str], None]
 
@@ -184,8 +184,12 @@ def build_model(arch: str, input_px: int) -> tuple[Any, tuple[float, float, floa
     raise ValueError(msg)
 
 
-def contract_module(net: Any, mean: tuple[float, ...], std: tuple[float, ...]) -> Any:
-    """Wrap ``net`` so it takes uint8 NHWC RGB crops and returns the `(N,)` mask probability."""
+def contract_module(net: Any, mean: tuple[float, ...], std: tuple[float, ...], tta_flip: bool = False) -> Any:
+    """Wrap ``net`` so it takes uint8 NHWC RGB crops and returns the `(N,)` mask probability.
+
+    ``tta_flip``: the probability is the mean over the crop and its mirror image (test-time augmentation inside the
+    graph; twice the compute).
+    """
     torch = _torch()
 
     class MaskClassifier(torch.nn.Module):
@@ -200,6 +204,8 @@ def contract_module(net: Any, mean: tuple[float, ...], std: tuple[float, ...]) -
         def forward(self, crops: Any) -> Any:
             x = crops.permute(0, 3, 1, 2).to(torch.float32)
             x = (x - self.mean) * self.inv_std
+            if tta_flip:
+                return torch.sigmoid(self.net(torch.cat([x, torch.flip(x, [3])]))).reshape(2, -1).mean(0)
             return torch.sigmoid(self.net(x)).reshape(-1)
 
     return MaskClassifier()
@@ -207,47 +213,8 @@ def contract_module(net: Any, mean: tuple[float, ...], std: tuple[float, ...]) -
 
 # ------------------------------------------------------------------------------------------------------- metrics
 def evaluate(score: npt.NDArray[np.float32], val: CropSet, threshold: float = 0.5) -> dict[str, Any]:
-    """Binary metrics (mask vs no mask; worn incorrectly = no mask) of scores on labelled crops.
-
-    Returns accuracy, balanced accuracy, the 2x2 confusion matrix (rows true mask / no mask, columns predicted
-    mask / no mask), a per-source-label table, the recall of ``mask_worn_incorrectly`` as no mask, and balanced
-    accuracy per face-height bucket.
-    """
-    pred = np.asarray(score) >= threshold
-    true = val.label == WITH_MASK
-
-    def rates(sel: npt.NDArray[np.bool_]) -> dict[str, Any]:
-        t, p = true[sel], pred[sel]
-        rec_mask = float(np.mean(p[t])) if t.any() else float("nan")
-        rec_nomask = float(np.mean(~p[~t])) if (~t).any() else float("nan")
-        return {
-            "n": int(sel.sum()),
-            "accuracy": float(np.mean(t == p)) if sel.any() else float("nan"),
-            "balanced_accuracy": float(np.nanmean([rec_mask, rec_nomask])) if sel.any() else float("nan"),
-            "recall_mask": rec_mask,
-            "recall_no_mask": rec_nomask,
-        }
-
-    out = rates(np.ones(len(pred), bool))
-    out["confusion"] = {
-        "rows_true": ["mask", "no_mask"],
-        "cols_pred": ["mask", "no_mask"],
-        "matrix": [
-            [int(np.sum(true & pred)), int(np.sum(true & ~pred))],
-            [int(np.sum(~true & pred)), int(np.sum(~true & ~pred))],
-        ],
-    }
-    out["by_label"] = {
-        name: {"n": int(np.sum(val.label == k)), "pred_mask": int(np.sum(pred[val.label == k]))}
-        for k, name in enumerate(LABELS)
-    }
-    inc = val.label == MASK_INCORRECT
-    out["recall_incorrect_as_no_mask"] = float(np.mean(~pred[inc])) if inc.any() else float("nan")
-    out["by_face_height"] = {
-        f"{lo}-{hi}px" if hi < 10_000 else f">={lo}px": rates((val.face_px >= lo) & (val.face_px < hi))
-        for lo, hi in HEIGHT_BUCKETS
-    }
-    return out
+    """:func:`maskwatch.evaluation.classifier.classifier_metrics` of scores on labelled crops."""
+    return classifier_metrics(score, val.label, val.face_px, threshold)
 
 
 def _predict_torch(model: Any, crops: npt.NDArray[np.uint8], batch: int = 256) -> npt.NDArray[np.float32]:
@@ -364,6 +331,8 @@ def train_classifier(
     epoch_samples: int | None = None,
     incorrect_weight: float = 1.0,
     incorrect_share: float = CLASS_SHARE[MASK_INCORRECT],
+    ema_decay: float = 0.0,
+    tta_flip: bool = False,
 ) -> dict[str, Any]:
     """Train the mask classifier, evaluate it on the held-out ``andrewmvd_dev`` images and export ONNX.
 
@@ -382,6 +351,9 @@ def train_classifier(
         lr, batch_size, epoch_samples: Override the per-arch defaults.
         incorrect_weight: Loss weight of ``mask_worn_incorrectly`` samples (their errors cost this much more).
         incorrect_share: Share of ``mask_worn_incorrectly`` samples in an epoch (taken from the no-mask share).
+        ema_decay: Keep an exponential moving average of the weights (and BatchNorm statistics) with this decay
+            per step and ship it (0: off; Polyak & Juditsky 1992 averaging, as ``torch.optim.swa_utils``).
+        tta_flip: Average the prediction over the crop and its mirror image inside the exported graph.
 
     Returns:
         A report: ``metrics`` (held-out, torch, float), ``onnx_metrics`` (held-out, the shipped file),
@@ -413,7 +385,7 @@ def train_classifier(
 
     net, mean, std = build_model(arch, input_px)
     net = net.to(memory_format=torch.channels_last)  # ~1.6x faster convolutions on CPU
-    model = contract_module(net, mean, std)
+    model = contract_module(net, mean, std, tta_flip)
     n_params = sum(p.numel() for p in net.parameters())
     log(f"model {arch}: {n_params / 1e6:.2f} M parameters, input {input_px} px, crop margin {crop_margin}")
 
@@ -435,6 +407,11 @@ def train_classifier(
         lambda s: min(1.0, (s + 1) / warm) * 0.5 * (1 + math.cos(math.pi * min(1.0, s / max(1, total_steps)))),
     )
     loss_fn = torch.nn.BCEWithLogitsLoss(reduction="none")
+    ema = None
+    if ema_decay > 0:
+        from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+
+        ema = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(ema_decay), use_buffers=True)
     mean_t, inv_std_t = model.mean, model.inv_std
     step = 0
     history = []
@@ -456,16 +433,21 @@ def train_classifier(
             loss.backward()
             opt.step()
             sched.step()
+            if ema is not None:
+                ema.update_parameters(model)
             step += 1
             run_loss += float(loss.detach())
-        m = evaluate(_predict_torch(model, val.crops), val)
+        m = evaluate(_predict_torch(ema.module if ema is not None else model, val.crops), val)
         history.append({"epoch": epoch + 1, "loss": run_loss / steps_per_epoch, "val_bacc": m["balanced_accuracy"]})
         log(
             f"epoch {epoch + 1}/{epochs} loss {run_loss / steps_per_epoch:.4f} "
             f"val acc {m['accuracy']:.3f} bacc {m['balanced_accuracy']:.3f} "
-            f"incorrect->no-mask {m['recall_incorrect_as_no_mask']:.2f} ({time.time() - te:.0f}s)"
+            f"incorrect->no-mask {m['incorrect_recall_as_no_mask']['value'] or 0:.2f} ({time.time() - te:.0f}s)"
         )
     train_s = time.time() - t0
+    if ema is not None:
+        model = ema.module
+        net = model.net
     net.to(memory_format=torch.contiguous_format)
     model.eval()
     torch_score = _predict_torch(model, val.crops)
@@ -491,7 +473,7 @@ def train_classifier(
     meta = {
         "maskwatch.crop_margin": f"{crop_margin:g}",
         "maskwatch.input_px": str(input_px),
-        "maskwatch.arch": arch + ("_int8" if quantized else ""),
+        "maskwatch.arch": arch + ("_int8" if quantized else "") + ("_flip" if tta_flip else ""),
         "maskwatch.val_balanced_accuracy": f"{onnx_metrics['balanced_accuracy']:.4f}",
         "maskwatch.train_data": data.train_data_sha256,
         "maskwatch.licence": LICENCE,
@@ -520,6 +502,8 @@ def train_classifier(
         "face_folders": list(face_folders),
         "use_wider": use_wider,
         "incorrect_weight": incorrect_weight,
+        "ema_decay": ema_decay,
+        "tta_flip": tta_flip,
         "class_share": {LABELS[k]: v for k, v in share.items()},
         "n_params": int(n_params),
         "n_train": len(train),
@@ -558,6 +542,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--incorrect-weight", type=float, default=1.0, help="loss weight of mask_worn_incorrectly faces")
     p.add_argument("--incorrect-share", type=float, default=CLASS_SHARE[MASK_INCORRECT], help="their share of an epoch")
+    p.add_argument("--ema-decay", type=float, default=0.0, help="ship an EMA of the weights (e.g. 0.995; 0 = off)")
+    p.add_argument("--tta-flip", action="store_true", help="average over the crop and its mirror inside the graph")
     p.add_argument("--report", type=Path, default=None, help="also write the JSON report here")
     a = p.parse_args(argv)
     input_px = a.input_px or (64 if a.arch == "ofm" else 96)
@@ -579,6 +565,8 @@ def main(argv: list[str] | None = None) -> int:
         threads=a.threads,
         incorrect_weight=a.incorrect_weight,
         incorrect_share=a.incorrect_share,
+        ema_decay=a.ema_decay,
+        tta_flip=a.tta_flip,
     )
     text = json.dumps(report, indent=2)
     if a.report:
