@@ -57,6 +57,7 @@ demo: venv models  ## a real video through local Ray into a local broker, statis
 
 bench: venv models  ## frames/s of the whole pipeline next to the bare pose model
 	$(BIN)/python bench/pipeline_fps.py $(BENCH_ARGS)
+	$(BIN)/python bench/classifier_throughput.py
 
 lint:  ## ruff (if installed)
 	$(BIN)/python -m ruff check . || true

@@ -124,3 +124,17 @@ def test_shared_labels_map_to_binary_targets() -> None:
     crops = cut_box_crops(incorrect[:5], crop_margin=1.3, input_px=32)
     assert (crops.label == MASK_INCORRECT).all()
     assert (crops.target == 0).all()
+
+
+def test_train_config_file_is_checked_before_training(tmp_path, capsys):
+    from maskwatch.training.train import main
+
+    shipped = Path(__file__).resolve().parents[1] / "maskwatch" / "assets" / "train_config.yaml"
+    with pytest.raises(SystemExit) as err:
+        main(["--config", str(shipped)])  # the shipped config names the output; the data root is the user's
+    assert err.value.code == 2 and "--data-root required" in capsys.readouterr().err
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("epochz: 3\n")
+    with pytest.raises(SystemExit):
+        main(["--config", str(bad), "--data-root", "x", "--out", "y.onnx"])
+    assert "unknown key(s) ['epochz']" in capsys.readouterr().err

@@ -7,8 +7,8 @@ The exported model follows the maskwatch classifier contract:
 - output ``mask_score``: float32 `(N,)`, probability that the face wears a mask correctly (a mask worn incorrectly
   counts as no mask).
 - metadata_props ``maskwatch.crop_margin``, ``maskwatch.input_px``, ``maskwatch.arch``,
-  ``maskwatch.val_balanced_accuracy``, ``maskwatch.train_data`` (sha256 of the training sample list) and
-  ``maskwatch.licence``.
+  ``maskwatch.val_balanced_accuracy``, ``maskwatch.train_data`` (sha256 of the training sample list),
+  ``maskwatch.sensitivity`` / ``maskwatch.specificity`` (held-out ``correct/n``) and ``maskwatch.licence``.
 - file under 5 MB (int8 static quantization when the float model is larger).
 
 Architectures: ``ofm`` (an OFMClassifier-style CNN, 4 conv blocks, ~0.3 M parameters, trained from scratch) and
@@ -476,6 +476,9 @@ def train_classifier(
         "maskwatch.arch": arch + ("_int8" if quantized else "") + ("_flip" if tta_flip else ""),
         "maskwatch.val_balanced_accuracy": f"{onnx_metrics['balanced_accuracy']:.4f}",
         "maskwatch.train_data": data.train_data_sha256,
+        # Held-out counts for the corrected camera statistics (pipeline.prevalence); the model card documents them.
+        "maskwatch.sensitivity": f"{onnx_metrics['sensitivity']['k']}/{onnx_metrics['sensitivity']['n']}",
+        "maskwatch.specificity": f"{onnx_metrics['specificity']['k']}/{onnx_metrics['specificity']['n']}",
         "maskwatch.licence": LICENCE,
     }
     set_metadata(out_path, meta)
@@ -530,8 +533,8 @@ def train_classifier(
 def main(argv: list[str] | None = None) -> int:
     """Command line: train, evaluate, export; prints the report as JSON on stdout."""
     p = argparse.ArgumentParser(prog="maskwatch train-classifier", description=__doc__.split("\n\n")[0])
-    p.add_argument("--data-root", type=Path, required=True, help="shared data folder (detection/, faces/)")
-    p.add_argument("--out", type=Path, required=True, help="ONNX model to write")
+    p.add_argument("--data-root", type=Path, help="shared data folder (detection/, faces/); required")
+    p.add_argument("--out", type=Path, help="ONNX model to write; required")
     p.add_argument("--arch", choices=ARCHS, default="ofm")
     p.add_argument("--epochs", type=int, default=20)
     p.add_argument("--input-px", type=int, default=None, help="crop side (default: 64 ofm, 96 efficientnet)")
@@ -545,7 +548,22 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--ema-decay", type=float, default=0.0, help="ship an EMA of the weights (e.g. 0.995; 0 = off)")
     p.add_argument("--tta-flip", action="store_true", help="average over the crop and its mirror inside the graph")
     p.add_argument("--report", type=Path, default=None, help="also write the JSON report here")
+    p.add_argument("--config", type=Path, default=None,
+                   help="YAML file of these options (keys as the option names with _ for -); flags given override it")
+    pre, _ = p.parse_known_args(argv)
+    if pre.config is not None:
+        import yaml
+
+        cfg = yaml.safe_load(pre.config.read_text()) or {}
+        known = {a.dest for a in p._actions} - {"help", "config"}
+        unknown = sorted(set(cfg) - known)
+        if unknown:
+            p.error(f"{pre.config}: unknown key(s) {unknown}; expected some of {sorted(known)}")
+        p.set_defaults(**{k: Path(v) if k in ("data_root", "out", "report") else v for k, v in cfg.items()})
     a = p.parse_args(argv)
+    missing = [f"--{k.replace('_', '-')}" for k in ("data_root", "out") if getattr(a, k) is None]
+    if missing:
+        p.error(f"{' and '.join(missing)} required (on the command line or in --config)")
     input_px = a.input_px or (64 if a.arch == "ofm" else 96)
 
     def log(msg: str) -> None:

@@ -1,0 +1,84 @@
+"""Mask classifier crops/s at batch 1, 8, 32 and 128 next to the pose model's frames/s, same process, one run.
+
+    python bench/classifier_throughput.py [--model M] [--device cpu|cuda] [--seconds 3]
+
+Crops are real held-out faces (``../shared/data``, cut as the pipeline cuts them) when the shared data is present,
+otherwise random pixels (the model's cost does not depend on the pixels). Pose frames are letterboxed frames of a
+shared street video at 640 px and 1280 px, one frame per call. Each figure is the median of timed repetitions over
+about ``--seconds`` each, model call only. Absolute numbers only mean something on the machine they came from; the
+ratios (how many classifier crops one pose frame costs) carry over.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import time
+from pathlib import Path
+
+os.environ.setdefault("OPENCV_LOG_LEVEL", "ERROR")
+
+import numpy as np  # noqa: E402
+
+from cluster.config import Config  # noqa: E402
+from cluster.driver import pose_model_path  # noqa: E402
+from pipeline.letterbox import letterbox  # noqa: E402
+from pipeline.onnx_models import MaskClassifier, PoseModel  # noqa: E402
+from pipeline.source import read_frames  # noqa: E402
+
+SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
+
+
+def timed(fn, seconds: float) -> float:
+    """Median seconds per call of ``fn`` over repetitions filling about ``seconds`` (after one warm-up)."""
+    fn()
+    times: list[float] = []
+    end = time.perf_counter() + seconds
+    while time.perf_counter() < end or len(times) < 3:
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--model", default=str(Config().classify.model_path))
+    ap.add_argument("--device", default="cpu", choices=["cpu", "cuda", "auto"])
+    ap.add_argument("--seconds", type=float, default=3.0)
+    ap.add_argument("--video", default=str(SHARED / "videos" / "towncentre_cctv_4s.mp4"))
+    args = ap.parse_args()
+
+    clf = MaskClassifier(args.model, device=args.device)
+    s = clf.input_px
+    boxes = SHARED / "detection" / "andrewmvd_dev" / "boxes.csv"
+    if boxes.is_file():
+        from maskwatch.training.data import cut_box_crops, read_boxes_csv
+
+        pool = cut_box_crops(read_boxes_csv(boxes)[:256], crop_margin=clf.crop_margin, input_px=s).crops
+        what = "real faces"
+    else:
+        pool = np.random.default_rng(0).integers(0, 256, (256, s, s, 3), dtype=np.uint8)
+        what = "random pixels"
+    pose = PoseModel(pose_model_path(Config()), device=args.device)
+    frame = next(iter(read_frames(args.video, "bench", None))).image
+
+    print(f"classifier {Path(args.model).name} ({clf.metadata.get('maskwatch.arch', '?')}, {s} px, {what}) on "
+          f"{clf.provider}; pose {pose.path.name} on {pose.provider}; {os.cpu_count()} CPU(s)")
+    print(f"{'what':<36}{'ms/call':>10}{'items/s':>10}")
+    rows = {}
+    for b in (1, 8, 32, 128):
+        batch = np.ascontiguousarray(np.resize(pool, (b, s, s, 3)))
+        sec = timed(lambda batch=batch: clf.predict(batch), args.seconds)
+        rows[b] = b / sec
+        print(f"{f'classifier, batch {b}':<36}{1000 * sec:>10.2f}{b / sec:>10.0f}  crops/s")
+    for px in (640, 1280):
+        img, _ = letterbox(frame, px)
+        sec = timed(lambda img=img: pose.infer(img[None]), args.seconds)
+        print(f"{f'pose {img.shape[1]}x{img.shape[0]}, 1 frame':<36}{1000 * sec:>10.2f}{1 / sec:>10.1f}  frames/s"
+              f"   = {rows[32] * sec:.0f} crops at batch 32")
+
+
+if __name__ == "__main__":
+    main()
