@@ -152,16 +152,19 @@ def main() -> None:
     gt = read_mot(args.gt)
     nms = Config().pose.nms_iou
     rows = []
-    print(f"{'input':>5} {'conf':>4} {'distance':<16} {'kp/eu frac':>10} {'thr':>4} {'kpthr':>5} {'init':>4} {'hit':>4} "
+    print(f"{'input':>5} {'conf':>4} {'distance':<16} {'kp/eu frac':>10} {'thr':>4} {'kpthr':>5} {'init':>4} "
+          f"{'hit':>4} "
           f"{'MOTA':>6} {'IDF1':>6} {'IDsw':>5} {'prec':>5} {'rec':>5} {'ids':>4} {'cnt':>4} {'gt':>3}", flush=True)
     for px in args.input_px:
         frames, wh = detections(args.source, px, args.cache, nms)
         for conf, p in settings(GRIDS[args.grid]):
             m = evaluate_tracks(track(frames, wh, p, conf), gt)
             frac = p.keypoint_dist_frac if p.distance == "keypoints_voting" else p.euclidean_dist_frac
-            print(f"{px:>5} {conf:>4.2f} {p.distance:<16} {'1/%g' % round(1 / frac):>10} {p.distance_threshold:>4.2f} {p.detection_threshold:>5.2f} "
-                  f"{p.initialization_delay:>4} {p.hit_counter_max:>4} {m.mota:>6.3f} {m.idf1:>6.3f} "
-                  f"{m.id_switches:>5} {m.precision:>5.3f} {m.recall:>5.3f} {m.distinct_track_ids:>4} {m.counted_track_ids:>4} {m.gt_ids:>3}",
+            print(f"{px:>5} {conf:>4.2f} {p.distance:<16} {f'1/{round(1 / frac)}':>10} {p.distance_threshold:>4.2f} "
+                  f"{p.detection_threshold:>5.2f} {p.initialization_delay:>4} {p.hit_counter_max:>4} "
+                  f"{m.mota:>6.3f} {m.idf1:>6.3f} "
+                  f"{m.id_switches:>5} {m.precision:>5.3f} {m.recall:>5.3f} {m.distinct_track_ids:>4} "
+                  f"{m.counted_track_ids:>4} {m.gt_ids:>3}",
                   flush=True)
             rows.append({"input_px": px, "conf": conf, "tracker": dataclasses.asdict(p), **m.to_dict()})
     if args.json:

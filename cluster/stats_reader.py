@@ -70,16 +70,20 @@ def _pct(v: float | None) -> str:
 
 
 def format_table(stats: dict[str, CameraStats]) -> str:
-    """A text table: one row per camera, running totals and the mask fraction with its Wilson 95% interval."""
-    head = ("camera_id", "people", "masked", "unmasked", "undecided", "mask fraction [95% CI]", "frames", "dropped",
-            "updated (UTC)")
+    """A text table: one row per camera, running totals, the mask fraction with its Wilson 95% interval and the
+    fraction corrected for the classifier's errors with its Lang–Reiczigel 95% interval."""
+    head = ("camera_id", "people", "masked", "unmasked", "undecided", "mask fraction [95% CI]",
+            "corrected [95% CI]", "frames", "dropped", "updated (UTC)")
     rows = [head]
     for cid in sorted(stats):
         s = stats[cid]
         ci = f"{_pct(s.total_mask_fraction)} [{_pct(s.total_mask_fraction_low)}, {_pct(s.total_mask_fraction_high)}]"
+        cc = (f"{_pct(s.total_corrected_mask_fraction)} [{_pct(s.total_corrected_mask_fraction_low)}, "
+              f"{_pct(s.total_corrected_mask_fraction_high)}]")
         when = datetime.fromtimestamp(min(s.window_end_ns, time.time_ns()) / 1e9, UTC).strftime("%Y-%m-%d %H:%M:%S")
         rows.append((cid, str(s.total_people), str(s.total_masked), str(s.total_unmasked), str(s.total_undecided),
-                     ci if s.total_mask_fraction is not None else "-", str(s.frames_processed),
+                     ci if s.total_mask_fraction is not None else "-",
+                     cc if s.total_corrected_mask_fraction is not None else "-", str(s.frames_processed),
                      str(s.frames_dropped), when))
     widths = [max(len(r[i]) for r in rows) for i in range(len(head))]
     return "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in rows)

@@ -13,11 +13,11 @@ import re
 import sys
 import time
 from pathlib import Path
-from typing import Any
 
 import click
 import numpy as np
 
+from maskwatch._click import ErrorLineGroup
 from schemas.errors import MaskwatchError
 
 # Quiet the native libraries before they load: OpenCV/FFmpeg warnings about unreachable streams are reported by
@@ -34,16 +34,7 @@ def _camera_id_for(source: str, index: int) -> str:
     return re.sub(r"[^A-Za-z0-9._:/@-]", "_", stem) or f"cam-{index}"
 
 
-class _Main(click.Group):
-    def invoke(self, ctx: click.Context) -> Any:
-        try:
-            return super().invoke(ctx)
-        except MaskwatchError as exc:
-            click.echo(f"maskwatch: error: {exc}", err=True)
-            sys.exit(2)
-
-
-@click.group(cls=_Main)
+@click.group(cls=ErrorLineGroup)
 @click.option("-v", "--verbose", count=True, help="More logging (-v info, -vv debug).")
 def main(verbose: int) -> None:
     """maskwatch: of the people who walked past each camera, how many wore a mask."""
@@ -232,7 +223,8 @@ def eval_classifier(model_path: str | None, data_path: str, split: str, seed: in
     metrics["model"], metrics["data"], metrics["split"] = str(model.path), str(path), split
     if plot_path:
         plot_metrics(metrics, plot_path, title=model.path.name)
-    click.echo(json.dumps(metrics, indent=1) if as_json else f"{model.path} on {path} ({split})\n" + format_metrics(metrics))
+    text = f"{model.path} on {path} ({split})\n" + format_metrics(metrics)
+    click.echo(json.dumps(metrics, indent=1) if as_json else text)
 
 
 @main.group()
@@ -272,9 +264,9 @@ def train_classifier(ctx: click.Context) -> None:
 @click.option("--port", default=19092, show_default=True)
 def broker(port: int) -> None:
     """Run a local Kafka-protocol broker (Tansu) on 127.0.0.1:PORT until interrupted."""
-    from cluster.broker import start_broker, stop_broker
-
     import signal
+
+    from cluster.broker import start_broker, stop_broker
 
     def _interrupt(signum: int, frame: object) -> None:
         raise KeyboardInterrupt

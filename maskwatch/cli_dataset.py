@@ -6,22 +6,13 @@ Registered on the main command line with ``main.add_command(dataset)``. User err
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 from typing import Any
 
 import click
 
-from schemas.errors import ConfigError, MaskwatchError
-
-
-class _DatasetGroup(click.Group):
-    def invoke(self, ctx: click.Context) -> Any:
-        try:
-            return super().invoke(ctx)
-        except MaskwatchError as exc:
-            click.echo(f"maskwatch: error: {exc}", err=True)
-            sys.exit(2)
+from maskwatch._click import ErrorLineGroup
+from schemas.errors import ConfigError
 
 
 def _classifier_path(model: str | None) -> Path:
@@ -30,7 +21,7 @@ def _classifier_path(model: str | None) -> Path:
     return Path(model) if model else Config().classify.model_path
 
 
-@click.group(cls=_DatasetGroup)
+@click.group(cls=ErrorLineGroup)
 def dataset() -> None:
     """Face-crop datasets for the mask classifier: crops to label from videos, crops from annotated boxes.
 

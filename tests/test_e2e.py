@@ -4,13 +4,13 @@ import json
 import os
 import subprocess
 import sys
-from pathlib import Path
 
 import jsonschema
 import pytest
 
-from cluster.config import KafkaConfig
+from cluster.config import Config, KafkaConfig
 from cluster.stats_reader import latest_stats, read_decisions
+from pipeline.onnx_models import MaskClassifier
 from schemas.messages import PersonDecision
 from tests.conftest import REPO, pose_model, shared_video
 
@@ -81,6 +81,14 @@ def test_statistics_for_every_camera_match_the_decisions(three_cameras):
         assert s.total_people == len(mine)
         assert s.total_masked == sum(d.decision == "mask" for d in mine)
         assert s.frames_processed > 0 and s.frames_dropped == 0  # files never drop frames
+        # The shipped classifier's held-out counts correct the fraction (Rogan-Gladen, Lang-Reiczigel interval).
+        assert (s.classifier_sensitivity, s.classifier_specificity) == tuple(
+            MaskClassifier(Config().classify.model_path, device="cpu").metadata[f"maskwatch.{k}"]
+            for k in ("sensitivity", "specificity"))
+        if s.total_masked + s.total_unmasked:
+            lo, est, hi = (s.total_corrected_mask_fraction_low, s.total_corrected_mask_fraction,
+                           s.total_corrected_mask_fraction_high)
+            assert 0 <= lo <= est <= hi <= 1
     assert {c["camera_id"] for c in summary["cameras"]} == set(stats)
     assert summary["records"] >= len(decisions) + len(stats)
 

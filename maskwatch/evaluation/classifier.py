@@ -95,7 +95,8 @@ def classifier_metrics(
         "balanced_accuracy": bal,
         "sensitivity": _rate(tp, tp + fn),
         "specificity": _rate(tn, tn + fp),
-        "confusion": {"rows_true": ["mask", "no_mask"], "cols_pred": ["mask", "no_mask"], "matrix": [[tp, fn], [fp, tn]]},
+        "confusion": {"rows_true": ["mask", "no_mask"], "cols_pred": ["mask", "no_mask"],
+                      "matrix": [[tp, fn], [fp, tn]]},
         "per_class": {
             "mask": {"precision": _ratio(tp, tp + fp), "recall": _ratio(tp, tp + fn)},
             "no_mask": {"precision": _ratio(tn, tn + fn), "recall": _ratio(tn, tn + fp)},
