@@ -81,7 +81,7 @@ def track(frames: list[dict], wh: tuple[int, int], params: TrackerParams, conf: 
     rows = []
     for f in frames:
         keep = f["score"] >= conf
-        tid = tracker.step(f["frame_idx"], f["keypoints"][keep])
+        tid = tracker.step(f["frame_idx"], f["keypoints"][keep], f["bbox_xyxy"][keep])
         for t, (x1, y1, x2, y2), s in zip(tid, f["bbox_xyxy"][keep], f["score"][keep], strict=True):
             if t >= 0:
                 rows.append([f["frame_idx"] + 1, t, x1 + 1, y1 + 1, x2 - x1, y2 - y1, s])
@@ -98,6 +98,17 @@ GRIDS = {
         "detection_threshold": [0.3],
         "initialization_delay": [3],
         "hit_counter_max": [30],
+    },
+    "height": {
+        "conf": [0.15, 0.2, 0.25],
+        "distance": ["keypoints_voting_height"],
+        "keypoint_height_frac": [0.1, 0.15, 0.2, 0.25, 0.3, 0.4],
+        "keypoint_dist_frac": [1 / 50],
+        "euclidean_dist_frac": [1 / 10],
+        "distance_threshold": [0.75],
+        "detection_threshold": [0.3],
+        "initialization_delay": [3],
+        "hit_counter_max": [30, 60],
     },
     "full": {
         "conf": [0.25, 0.4],
@@ -128,8 +139,13 @@ def settings(grid: dict[str, list]) -> list[tuple[float, TrackerParams]]:
     for values in itertools.product(*grid.values()):
         kw = dict(zip(grid, values, strict=True))
         conf = kw.pop("conf")
+        kw.setdefault("keypoint_height_frac", default.keypoint_height_frac)
+        if kw["distance"] != "keypoints_voting_height":
+            kw["keypoint_height_frac"] = default.keypoint_height_frac
+        if kw["distance"] != "keypoints_voting":
+            kw["keypoint_dist_frac"] = default.keypoint_dist_frac
         if kw["distance"] == "mean_euclidean":
-            kw["keypoint_dist_frac"], kw["distance_threshold"] = default.keypoint_dist_frac, default.distance_threshold
+            kw["distance_threshold"] = default.distance_threshold
         else:
             kw["euclidean_dist_frac"] = default.euclidean_dist_frac
         p = TrackerParams(**kw)
@@ -159,8 +175,10 @@ def main() -> None:
         frames, wh = detections(args.source, px, args.cache, nms)
         for conf, p in settings(GRIDS[args.grid]):
             m = evaluate_tracks(track(frames, wh, p, conf), gt)
-            frac = p.keypoint_dist_frac if p.distance == "keypoints_voting" else p.euclidean_dist_frac
-            print(f"{px:>5} {conf:>4.2f} {p.distance:<16} {f'1/{round(1 / frac)}':>10} {p.distance_threshold:>4.2f} "
+            frac = {"keypoints_voting": f"1/{round(1 / p.keypoint_dist_frac)}",
+                    "mean_euclidean": f"1/{round(1 / p.euclidean_dist_frac)}"}.get(p.distance,
+                                                                                   f"h*{p.keypoint_height_frac:g}")
+            print(f"{px:>5} {conf:>4.2f} {p.distance[:16]:<16} {frac:>10} {p.distance_threshold:>4.2f} "
                   f"{p.detection_threshold:>5.2f} {p.initialization_delay:>4} {p.hit_counter_max:>4} "
                   f"{m.mota:>6.3f} {m.idf1:>6.3f} "
                   f"{m.id_switches:>5} {m.precision:>5.3f} {m.recall:>5.3f} {m.distinct_track_ids:>4} "

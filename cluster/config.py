@@ -58,7 +58,7 @@ class PoseConfig(_Strict):
     """The pose model pool."""
 
     model_path: Path | None = None  # None: <model dir>/yolo11n-pose.onnx from `maskwatch models build`
-    # 0.15, not the usual 0.25: on PETS09 S2L1 at 1280 px it lifts recall 0.905 -> 0.922 and MOTA 0.849 -> 0.857
+    # 0.15, not the usual 0.25: on PETS09 S2L1 at 1280 px it lifts recall 0.905 -> 0.925 and MOTA 0.848 -> 0.856
     # (bench/tune_tracking.py); the tracker's initialization_delay and voting's min_frames_tracked drop flicker.
     conf_threshold: Annotated[float, Field(ge=0, le=1)] = 0.15
     nms_iou: Annotated[float, Field(gt=0, le=1)] = 0.45
@@ -87,8 +87,11 @@ class ClassifyConfig(_Strict):
 class TrackingConfig(_Strict):
     """norfair tracking; see ``pipeline.tracking.TrackerParams``."""
 
-    distance: Literal["keypoints_voting", "mean_euclidean"] = "keypoints_voting"
-    keypoint_dist_frac: Annotated[float, Field(gt=0, le=1)] = 1 / 50
+    # Tuned with bench/tune_tracking.py on PETS09 S2L1 (MOTA 0.856, IDF1 0.892, 21 ids for 19 people) and checked on
+    # the close street videos, where a radius tied to the frame fragments tracks of near people.
+    distance: Literal["keypoints_voting_height", "keypoints_voting", "mean_euclidean"] = "keypoints_voting_height"
+    keypoint_height_frac: Annotated[float, Field(gt=0, le=2)] = 0.25
+    keypoint_dist_frac: Annotated[float, Field(gt=0, le=1)] = 1 / 20
     euclidean_dist_frac: Annotated[float, Field(gt=0, le=1)] = 1 / 10
     distance_threshold: Annotated[float, Field(gt=0)] = 0.75
     detection_threshold: Annotated[float, Field(ge=0, le=1)] = 0.3

@@ -93,7 +93,7 @@ class CameraPipeline:
         if poses.camera_id != self.camera_id:
             msg = f"poses of camera {poses.camera_id!r} sent to camera {self.camera_id!r}"
             raise ValueError(msg)
-        track_id = self.tracker.step(poses.frame_idx, poses.keypoints)
+        track_id = self.tracker.step(poses.frame_idx, poses.keypoints, poses.bbox_xyxy)
         tracked = poses.with_track_ids(track_id)
         self.ledger.observe([int(t) for t in track_id if t != NO_TRACK], poses.frame_idx, capture_time_ns)
         self.windows.frames_processed += 1

@@ -1,17 +1,22 @@
 """One norfair tracker per camera, on COCO-17 keypoints with a Kalman filter.
 
 norfair (Tryolabs, https://github.com/tryolabs/norfair) matches detections to tracks by a distance function. The
-default here is norfair's keypoint-voting distance: a detection matches a track by the number of keypoints closer
-than ``keypoint_dist_frac`` x the frame's longest side, with both keypoint scores above ``detection_threshold``.
-FINDINGS measured it against fixed-pixel euclidean distances: far fewer fragmented tracks (street_5: 7 ids for 5
-people vs 41). Thresholds scale with the frame so the same config works from 360p to 1080p.
+default, ``keypoints_voting_height``, is norfair's keypoint-voting scheme (``create_keypoints_voting_distance``:
+distance ``1 / (1 + number of keypoints that match)``, a keypoint matching when both its scores exceed
+``detection_threshold`` and it lies within a radius of the track's estimate) with the radius scaled to the
+*person*: ``keypoint_height_frac`` x the detection's box height. One camera sees people from 40 px to 400 px tall
+(near and far), and a radius fixed to the frame is either too loose for the far ones (identity swaps in a crowd) or
+too tight for the near ones (fragmented tracks). Measured with ``bench/tune_tracking.py`` on PETS09 S2L1 and on the
+shared street videos (see the README). ``keypoints_voting`` (radius = ``keypoint_dist_frac`` x the frame's longest
+side) and ``mean_euclidean`` remain available.
 """
 
 from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from typing import Literal
+from collections.abc import Callable
+from typing import Any, Literal
 
 import numpy as np
 import numpy.typing as npt
@@ -40,22 +45,45 @@ class TrackerParams:
     """norfair tracker settings, thresholds relative to the frame.
 
     Attributes:
-        distance: ``keypoints_voting`` (norfair ``create_keypoints_voting_distance``) or ``mean_euclidean``.
+        distance: ``keypoints_voting_height`` (keypoint voting, radius scaled to the person's box height),
+            ``keypoints_voting`` (norfair ``create_keypoints_voting_distance``, radius scaled to the frame) or
+            ``mean_euclidean``.
+        keypoint_height_frac: keypoints_voting_height: keypoint match radius as a fraction of the person's box height.
         keypoint_dist_frac: keypoints_voting: keypoint match radius as a fraction of the longest frame side.
         euclidean_dist_frac: mean_euclidean: distance threshold as a fraction of the longest frame side.
-        distance_threshold: keypoints_voting: max distance ``1 / (1 + matched keypoints)`` (0.75 = 1 keypoint).
+        distance_threshold: keypoints_voting*: max distance ``1 / (1 + matched keypoints)`` (0.75 = 1 keypoint).
         detection_threshold: Keypoints below this confidence are ignored by the tracker.
         initialization_delay: Frames a track must match before it gets an id (filters flicker).
         hit_counter_max: Frames a track survives without a match (in source frames: ``period`` scales it).
     """
 
-    distance: Literal["keypoints_voting", "mean_euclidean"] = "keypoints_voting"
-    keypoint_dist_frac: float = 1 / 50
+    distance: Literal["keypoints_voting_height", "keypoints_voting", "mean_euclidean"] = "keypoints_voting_height"
+    keypoint_height_frac: float = 0.25
+    keypoint_dist_frac: float = 1 / 20
     euclidean_dist_frac: float = 1 / 10
     distance_threshold: float = 0.75
     detection_threshold: float = 0.3
     initialization_delay: int = 3
     hit_counter_max: int = 60
+
+
+def person_scaled_voting_distance(height_frac: float, detection_threshold: float) -> Callable[[Any, Any], float]:
+    """norfair's keypoint-voting distance with the match radius scaled to the person.
+
+    Same rule as ``norfair.distances.create_keypoints_voting_distance`` (distance ``1 / (1 + matches)``; a keypoint
+    matches when both the detection's and the track's last scores exceed ``detection_threshold`` and it lies
+    closer than the radius to the track's estimate), but the radius is ``height_frac`` x the detection's person
+    height in pixels (``Detection.data``), so near and far people in one frame are matched alike.
+    """
+
+    def distance(detection: Any, tracked_object: Any) -> float:
+        radius = height_frac * max(float(detection.data), 1.0)
+        d = np.linalg.norm(detection.points - tracked_object.estimate, axis=1)
+        ok = (d < radius) & (detection.scores > detection_threshold)
+        ok &= tracked_object.last_detection.scores > detection_threshold
+        return 1.0 / (1.0 + float(np.count_nonzero(ok)))
+
+    return distance
 
 
 class CameraTracker:
@@ -72,7 +100,10 @@ class CameraTracker:
     def __init__(self, frame_wh: tuple[int, int], params: TrackerParams | None = None) -> None:
         p = params or TrackerParams()
         side = float(max(frame_wh))
-        if p.distance == "keypoints_voting":
+        if p.distance == "keypoints_voting_height":
+            distance = person_scaled_voting_distance(p.keypoint_height_frac, p.detection_threshold)
+            threshold = p.distance_threshold
+        elif p.distance == "keypoints_voting":
             distance = create_keypoints_voting_distance(p.keypoint_dist_frac * side, p.detection_threshold)
             threshold = p.distance_threshold
         else:
@@ -86,13 +117,15 @@ class CameraTracker:
         )
         self._last_frame_idx: int | None = None
 
-    def step(self, frame_idx: int, keypoints: FloatArray) -> IntArray:
+    def step(self, frame_idx: int, keypoints: FloatArray, bbox_xyxy: FloatArray | None = None) -> IntArray:
         """Update with this frame's people; call it for every processed frame, also with no people.
 
         Args:
             frame_idx: Frame index in the camera's stream; a gap since the last call (sampling or drops) is
                 passed to norfair as ``period``.
             keypoints: `(N, 17, 3)` float32 `(x_px, y_px, conf)`, original-frame pixels, conf 0 for missing.
+            bbox_xyxy: `(N, 4)` float32 person boxes, original-frame pixels: their heights scale the
+                ``keypoints_voting_height`` radius (None: the extent of each person's keypoints).
 
         Returns:
             `(N,)` int64 track id per row, ``NO_TRACK`` (-1) for people not (yet) confirmed as a track.
@@ -109,7 +142,13 @@ class CameraTracker:
             raise ValueError(msg)
         period = 1 if self._last_frame_idx is None else frame_idx - self._last_frame_idx
         self._last_frame_idx = frame_idx
-        dets = [Detection(points=k[:, :2].copy(), scores=k[:, 2].copy()) for k in kp]
+        if bbox_xyxy is not None:
+            boxes = np.asarray(bbox_xyxy, np.float32).reshape(-1, 4)
+            height = boxes[:, 3] - boxes[:, 1]
+        else:
+            height = np.array([np.ptp(k[:, :2], axis=0).max() if len(k) else 0.0 for k in kp], np.float32)
+        dets = [Detection(points=k[:, :2].copy(), scores=k[:, 2].copy(), data=float(h))
+                for k, h in zip(kp, height, strict=True)]
         tracked = self._tracker.update(detections=dets, period=period)
         row_of = {id(d): i for i, d in enumerate(dets)}  # coasting tracks keep an older detection
         track_id = np.full(len(dets), NO_TRACK, np.int64)

@@ -13,7 +13,7 @@ def walker(x, y):
     return kp
 
 
-@pytest.mark.parametrize("distance", ["keypoints_voting", "mean_euclidean"])
+@pytest.mark.parametrize("distance", ["keypoints_voting_height", "keypoints_voting", "mean_euclidean"])
 def test_two_walkers_keep_distinct_ids_through_a_gap(distance):
     trk = CameraTracker((640, 360), TrackerParams(distance=distance, initialization_delay=2))
     ids = []
@@ -36,3 +36,29 @@ def test_alive_ids_expire_after_hit_counter_and_frames_must_increase():
     assert trk.alive_track_ids() == set()
     with pytest.raises(ValueError, match="must increase"):
         trk.step(11, np.zeros((0, 17, 3), np.float32))
+
+
+def _scaled_walker(x, y, height):
+    kp = walker(0, 0)
+    kp[:, :2] *= height / 160  # walker() is 160 px tall
+    kp[:, :2] += (x, y)
+    return kp
+
+
+def _ids(params, height, step_px, frames=12):
+    trk = CameraTracker((1280, 720), params)
+    out = []
+    for f in range(frames):
+        kp = _scaled_walker(100 + f * step_px, 360, height)[None]
+        box = np.array([[kp[0, :, 0].min(), kp[0, :, 1].min(), kp[0, :, 0].max(), kp[0, :, 1].max()]], np.float32)
+        out.extend(t for t in trk.step(f, kp, box).tolist() if t != NO_TRACK)
+    return set(out)
+
+
+def test_match_radius_follows_the_person_not_the_frame():
+    # A near person (400 px tall) walking 40 px per sampled frame, and a far one (40 px tall) walking 4 px.
+    by_height = TrackerParams(distance="keypoints_voting_height", keypoint_height_frac=0.25, initialization_delay=1)
+    by_frame = TrackerParams(distance="keypoints_voting", keypoint_dist_frac=1 / 50, initialization_delay=1)
+    assert _ids(by_height, 400, 40) == {1}  # radius 100 px: one track
+    assert _ids(by_frame, 400, 40) != {1}  # radius 1280/50 = 25.6 px: no keypoint matches, no stable track
+    assert _ids(by_height, 40, 4) == {1}
