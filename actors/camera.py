@@ -26,7 +26,6 @@ from pipeline.camera import CameraPipeline
 from pipeline.camera_loop import CameraSpec, run_camera
 from pipeline.headbox import FaceRules
 from pipeline.letterbox import Letterbox
-from pipeline.prevalence import ClassifierValidation
 from pipeline.sinks import Record
 from pipeline.tracking import TrackerParams
 from pipeline.voting import VotingRules
@@ -75,13 +74,7 @@ class CameraShardActor:
 
     async def _run_one(self, i: int, spec: CameraSpec) -> Any:
         cfg = self._cfg
-
-        st = cfg.stats
-        validation = (
-            ClassifierValidation.parse(st.classifier_sensitivity, st.classifier_specificity or "")
-            if st.classifier_sensitivity
-            else None
-        )
+        validation = cfg.stats.classifier_validation()
 
         def make_cam(frame_wh: tuple[int, int]) -> CameraPipeline:
             return CameraPipeline(

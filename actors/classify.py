@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import asyncio
-import time
 
 import numpy as np
 import numpy.typing as npt
 import ray
-from ray.util.metrics import Histogram
 
+from actors._metrics import ModelCallMetrics
 from cluster.config import ClassifyConfig
 from pipeline.batching import MicroBatcher
 from pipeline.onnx_models import MaskClassifier
@@ -24,19 +23,11 @@ class ClassifyActor:
         self._batcher: MicroBatcher[npt.NDArray[np.uint8], npt.NDArray[np.float32]] = MicroBatcher(
             self._run_batch, cfg.max_batch_size, cfg.batch_wait_s
         )
-        self._batch_size = Histogram(
-            "maskwatch_classify_batch_size", "Items per model call", boundaries=[1, 2, 4, 8, 16, 32, 64, 128]
-        )
-        self._latency = Histogram(
-            "maskwatch_classify_latency_s", "Model call time", boundaries=[0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1]
-        )
+        self._metrics = ModelCallMetrics("classify")
 
     async def _run_batch(self, requests: list[npt.NDArray[np.uint8]]) -> list[npt.NDArray[np.float32]]:
-        t0 = time.perf_counter()
-        crops = np.concatenate(requests)
-        scores = await asyncio.to_thread(self._model.predict, crops)
-        self._latency.observe(time.perf_counter() - t0)
-        self._batch_size.observe(len(crops))
+        n = sum(len(r) for r in requests)
+        scores = await self._metrics.timed(n, lambda: asyncio.to_thread(self._model.predict, np.concatenate(requests)))
         bounds = np.cumsum([len(r) for r in requests])[:-1]
         return np.split(scores, bounds)
 

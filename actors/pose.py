@@ -3,21 +3,19 @@
 from __future__ import annotations
 
 import asyncio
-import time
 import logging
 
 import numpy as np
 import numpy.typing as npt
 import pyarrow as pa
 import ray
-from ray.util.metrics import Histogram
 
+from actors._metrics import ModelCallMetrics
 from cluster.config import PoseConfig
 from pipeline.batching import MicroBatcher
 from pipeline.letterbox import Letterbox
 from pipeline.onnx_models import PoseModel
-from pipeline.pose_postprocess import decode_pose
-from schemas.pose import NO_TRACK, Poses
+from pipeline.pose_postprocess import decode_poses
 
 logger = logging.getLogger(__name__)
 
@@ -32,18 +30,10 @@ class PoseActor:
         self._batcher: MicroBatcher[npt.NDArray[np.uint8], npt.NDArray[np.float32]] = MicroBatcher(
             self._run_batch, cfg.max_batch_size, cfg.batch_wait_s
         )
-        self._batch_size = Histogram(
-            "maskwatch_pose_batch_size", "Items per model call", boundaries=[1, 2, 4, 8, 16, 32, 64, 128]
-        )
-        self._latency = Histogram(
-            "maskwatch_pose_latency_s", "Model call time", boundaries=[0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1]
-        )
+        self._metrics = ModelCallMetrics("pose")
 
     async def _run_batch(self, images: list[npt.NDArray[np.uint8]]) -> list[npt.NDArray[np.float32]]:
-        t0 = time.perf_counter()
-        raw = await asyncio.to_thread(self._model.infer, np.stack(images))
-        self._latency.observe(time.perf_counter() - t0)
-        self._batch_size.observe(len(images))
+        raw = await self._metrics.timed(len(images), lambda: asyncio.to_thread(self._model.infer, np.stack(images)))
         return list(raw)
 
     async def infer(
@@ -51,8 +41,7 @@ class PoseActor:
     ) -> pa.RecordBatch:
         """People in one letterboxed `(h, w, 3)` uint8 BGR frame, as a ``POSE_SCHEMA`` batch in original pixels."""
         raw = await self._batcher.submit(image, key=image.shape)
-        score, boxes, kps = decode_pose(raw, lb, self._cfg.conf_threshold, self._cfg.nms_iou)
-        poses = Poses(camera_id, frame_idx, pts_ns, score, boxes, kps, np.full(len(score), NO_TRACK, np.int64))
+        poses = decode_poses(raw, lb, camera_id, frame_idx, pts_ns, self._cfg.conf_threshold, self._cfg.nms_iou)
         return poses.to_arrow()
 
     def info(self) -> dict[str, object]:

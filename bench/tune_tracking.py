@@ -29,11 +29,12 @@ from cluster.config import Config  # noqa: E402
 from cluster.driver import pose_model_path  # noqa: E402
 from maskwatch.evaluation.tracking import evaluate_tracks  # noqa: E402
 from pipeline.letterbox import letterbox  # noqa: E402
-from pipeline.mot import read_mot  # noqa: E402
+from pipeline.mot import mot_rows, read_mot  # noqa: E402
 from pipeline.onnx_models import PoseModel  # noqa: E402
 from pipeline.pose_postprocess import decode_pose  # noqa: E402
 from pipeline.source import read_frames  # noqa: E402
 from pipeline.tracking import CameraTracker, TrackerParams  # noqa: E402
+from schemas.pose import Poses  # noqa: E402
 
 VIDEOS = Path(__file__).resolve().parents[2] / "shared" / "data" / "videos"
 CACHE_CONF = 0.1  # detections are cached above this; the sweep applies the real threshold
@@ -76,16 +77,15 @@ def detections(source: str, input_px: int, cache: Path, nms_iou: float) -> tuple
 
 
 def track(frames: list[dict], wh: tuple[int, int], params: TrackerParams, conf: float) -> np.ndarray:
-    """Replay detections through the tracker; MOT rows `(M, 7)` as pipeline.mot writes them."""
+    """Replay detections through the tracker; MOT rows `(M, 7)` (:func:`pipeline.mot.mot_rows`)."""
     tracker = CameraTracker(wh, params)
     rows = []
     for f in frames:
         keep = f["score"] >= conf
-        tid = tracker.step(f["frame_idx"], f["keypoints"][keep], f["bbox_xyxy"][keep])
-        for t, (x1, y1, x2, y2), s in zip(tid, f["bbox_xyxy"][keep], f["score"][keep], strict=True):
-            if t >= 0:
-                rows.append([f["frame_idx"] + 1, t, x1 + 1, y1 + 1, x2 - x1, y2 - y1, s])
-    return np.asarray(rows, np.float64).reshape(-1, 7)
+        score, bbox, kp = f["score"][keep], f["bbox_xyxy"][keep], f["keypoints"][keep]
+        tid = tracker.step(f["frame_idx"], kp, bbox)
+        rows.append(mot_rows(Poses("tune", f["frame_idx"], 0, score, bbox, kp, tid)))
+    return np.concatenate(rows) if rows else np.zeros((0, 7))
 
 
 GRIDS = {

@@ -141,9 +141,18 @@ class StatsConfig(_Strict):
         if (self.classifier_sensitivity is None) != (self.classifier_specificity is None):
             msg = "stats.classifier_sensitivity and stats.classifier_specificity go together: set both or neither"
             raise ValueError(msg)
-        if self.classifier_sensitivity is not None:
-            ClassifierValidation.parse(self.classifier_sensitivity, self.classifier_specificity or "")
+        self.classifier_validation()  # counts that cannot be corrected for fail at load time
         return self
+
+    def classifier_validation(self) -> ClassifierValidation | None:
+        """The configured validation counts, parsed (None when not set).
+
+        Raises:
+            ValueError: If the counts are invalid (see :class:`~pipeline.prevalence.ClassifierValidation`).
+        """
+        if self.classifier_sensitivity is None or self.classifier_specificity is None:
+            return None
+        return ClassifierValidation.parse(self.classifier_sensitivity, self.classifier_specificity)
 
 
 class KafkaConfig(_Strict):

@@ -46,13 +46,12 @@ from pipeline.camera import CameraPipeline
 from pipeline.headbox import FaceRules, crop_box, cut_crops
 from pipeline.letterbox import default_pose_input_px, letterbox
 from pipeline.onnx_models import MaskClassifier, PoseModel
-from pipeline.pose_postprocess import decode_pose
+from pipeline.pose_postprocess import decode_poses
 from pipeline.source import is_live, probe, read_frames
 from pipeline.tracking import TrackerParams
 from pipeline.voting import VotingRules
 from schemas.coco17 import FACE_KEYPOINTS
 from schemas.errors import ConfigError
-from schemas.pose import NO_TRACK, Poses
 
 logger = logging.getLogger(__name__)
 
@@ -272,7 +271,7 @@ def extract_crops(
 
     Runs what the pipeline runs, in this process: frames sampled to ``target_fps``
     (:func:`~pipeline.source.read_frames`), :func:`~pipeline.letterbox.letterbox` at the camera's pose input size,
-    the pose model, :func:`~pipeline.pose_postprocess.decode_pose` with the config's thresholds, and
+    the pose model, :func:`~pipeline.pose_postprocess.decode_poses` with the config's thresholds, and
     :meth:`~pipeline.camera.CameraPipeline.track` (norfair tracking and the face rules). Of the faces it would
     classify, each track keeps up to ``per_track``: the best by mean facial-keypoint confidence in each of
     ``per_track`` equal time bins of the track (:func:`spread_best`; to bound memory, a track's candidates are
@@ -395,8 +394,9 @@ def _extract_video(
     for frame in read_frames(src, cam_id, target_fps, cc.open_timeout_s, cc.max_reconnects, cc.reconnect_backoff_s):
         frames += 1
         image, lb = letterbox(frame.image, input_px)
-        score, boxes, kps = decode_pose(pose.infer(image[None])[0], lb, cfg.pose.conf_threshold, cfg.pose.nms_iou)
-        poses = Poses(cam_id, frame.frame_idx, frame.pts_ns, score, boxes, kps, np.full(len(score), NO_TRACK, np.int64))
+        raw = pose.infer(image[None])[0]
+        poses = decode_poses(raw, lb, cam_id, frame.frame_idx, frame.pts_ns, cfg.pose.conf_threshold, cfg.pose.nms_iou)
+        score, kps = poses.score, poses.keypoints
         tracked = cam.track(poses, time.time_ns() if live else start_ns + frame.pts_ns)
         sel = tracked.classify_rows
         if len(sel):

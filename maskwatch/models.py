@@ -376,11 +376,8 @@ def _iou(box: npt.NDArray[np.float32], boxes: npt.NDArray[np.float32]) -> npt.ND
 
 
 def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
     with path.open("rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
+        return hashlib.file_digest(f, "sha256").hexdigest()
 
 
 @contextlib.contextmanager

@@ -13,8 +13,8 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
-from pipeline.prevalence import ClassifierValidation
 from pipeline.headbox import FaceRules, crop_box, face_visible, head_boxes
+from pipeline.prevalence import ClassifierValidation
 from pipeline.stats import CameraWindows
 from pipeline.tracking import CameraTracker, TrackerParams
 from pipeline.voting import TrackLedger, VotingRules

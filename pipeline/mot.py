@@ -24,25 +24,28 @@ from schemas.pose import NO_TRACK, Poses
 MOT_COLUMNS = ("frame", "id", "x", "y", "w", "h", "conf", "wx", "wy", "wz")
 
 
-def mot_lines(poses: Poses) -> list[str]:
-    """MOTChallenge lines for the tracked people of one frame (rows with ``track_id == NO_TRACK`` are left out).
+def mot_rows(poses: Poses) -> npt.NDArray[np.float64]:
+    """MOTChallenge rows for the tracked people of one frame (rows with ``track_id == NO_TRACK`` are left out).
 
     Args:
         poses: One frame's people with ``track_id`` set; ``bbox_xyxy`` in original-frame pixels.
 
     Returns:
-        One ``frame,id,x,y,w,h,conf,-1,-1,-1`` line (no newline) per tracked person, pixels with 2 decimals,
-        ``x,y`` 1-based.
+        `(M, 7)` float64 ``frame, id, x, y, w, h, conf``: frame and ``x, y`` 1-based, pixels (what :func:`read_mot`
+        returns for the written lines, up to their rounding).
     """
-    out = []
-    for tid, (x1, y1, x2, y2), conf in zip(poses.track_id.tolist(), poses.bbox_xyxy.tolist(), poses.score.tolist(),
-                                           strict=True):
-        if tid == NO_TRACK:
-            continue
-        out.append(
-            f"{poses.frame_idx + 1},{tid},{x1 + 1:.2f},{y1 + 1:.2f},{x2 - x1:.2f},{y2 - y1:.2f},{conf:.4f},-1,-1,-1"
-        )
-    return out
+    keep = poses.track_id != NO_TRACK
+    box = poses.bbox_xyxy[keep].astype(np.float64)
+    return np.column_stack([
+        np.full(len(box), poses.frame_idx + 1.0), poses.track_id[keep], box[:, :2] + 1.0, box[:, 2:] - box[:, :2],
+        poses.score[keep],
+    ]).reshape(-1, 7)
+
+
+def mot_lines(poses: Poses) -> list[str]:
+    """:func:`mot_rows` as ``frame,id,x,y,w,h,conf,-1,-1,-1`` lines (no newline), pixels with 2 decimals."""
+    rows = mot_rows(poses)
+    return [f"{int(f)},{int(t)},{x:.2f},{y:.2f},{w:.2f},{h:.2f},{c:.4f},-1,-1,-1" for f, t, x, y, w, h, c in rows]
 
 
 def write_mot_lines(fh: IO[str], lines: Iterable[str]) -> None:

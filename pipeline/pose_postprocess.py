@@ -13,9 +13,29 @@ import numpy.typing as npt
 
 from pipeline.letterbox import Letterbox, unletterbox_boxes, unletterbox_points
 from schemas.coco17 import NUM_KEYPOINTS
+from schemas.pose import NO_TRACK, Poses
 
 FloatArray = npt.NDArray[np.float32]
 POSE_ROWS = 5 + NUM_KEYPOINTS * 3  # 56
+
+
+def decode_poses(
+    raw: FloatArray,
+    lb: Letterbox,
+    camera_id: str,
+    frame_idx: int,
+    pts_ns: int,
+    conf_threshold: float = 0.25,
+    nms_iou: float = 0.45,
+) -> Poses:
+    """:func:`decode_pose` of one image, as the frame's :class:`~schemas.pose.Poses` (``track_id`` all ``NO_TRACK``).
+
+    Raises:
+        ValueError: If ``raw`` is not `(56, A)`.
+    """
+    score, bbox_xyxy, keypoints = decode_pose(raw, lb, conf_threshold, nms_iou)
+    track_id = np.full(len(score), NO_TRACK, np.int64)
+    return Poses(camera_id, frame_idx, pts_ns, score, bbox_xyxy, keypoints, track_id)
 
 
 def decode_pose(

@@ -14,8 +14,8 @@ side) and ``mean_euclidean`` remain available.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any, Literal
 
 import numpy as np
@@ -146,7 +146,7 @@ class CameraTracker:
             boxes = np.asarray(bbox_xyxy, np.float32).reshape(-1, 4)
             height = boxes[:, 3] - boxes[:, 1]
         else:
-            height = np.array([np.ptp(k[:, :2], axis=0).max() if len(k) else 0.0 for k in kp], np.float32)
+            height = np.array([np.ptp(k[:, :2], axis=0).max() for k in kp], np.float32)
         dets = [Detection(points=k[:, :2].copy(), scores=k[:, 2].copy(), data=float(h))
                 for k, h in zip(kp, height, strict=True)]
         tracked = self._tracker.update(detections=dets, period=period)

@@ -156,6 +156,14 @@ class Reader:
         assert isinstance(item, Frame)
         return t, item
 
+    def take_until_error(self, timeout_s: float) -> tuple[SourceError, float]:
+        """Read until the reader raises; returns the error and the seconds it took."""
+        t0 = time.monotonic()
+        with pytest.raises(SourceError) as err:
+            while True:
+                self.take(timeout_s=timeout_s)
+        return err.value, time.monotonic() - t0
+
     def close(self, timeout_s: float = 10.0) -> None:
         self._stop.set()
         self._thread.join(timeout_s)
@@ -228,14 +236,10 @@ def test_gives_up_when_the_server_stays_down(rtsp: RtspServer) -> None:
     try:
         reader.take(timeout_s=10)
         rtsp.stop()
-        t_stop = time.monotonic()
-        with pytest.raises(SourceError) as err:
-            while True:
-                reader.take(timeout_s=15)
-        gave_up_s = time.monotonic() - t_stop
+        err, gave_up_s = reader.take_until_error(timeout_s=15)
     finally:
         reader.close()
-    assert rtsp.url in str(err.value) and "gave up after 2 reconnects" in str(err.value), err.value
+    assert rtsp.url in str(err) and "gave up after 2 reconnects" in str(err), err
     # read notices the drop (EOF, or at worst a few read timeouts), then waits 0.2 + 0.4 s for two refused opens.
     assert gave_up_s < 12, gave_up_s
 
@@ -249,15 +253,11 @@ def test_a_frozen_stream_times_out_instead_of_hanging(rtsp: RtspServer) -> None:
         reader.take(timeout_s=10)
         assert rtsp.proc is not None
         os.kill(rtsp.proc.pid, signal.SIGSTOP)
-        t_freeze = time.monotonic()
-        with pytest.raises(SourceError) as err:
-            while True:
-                reader.take(timeout_s=20)
-        gave_up_s = time.monotonic() - t_freeze
+        err, gave_up_s = reader.take_until_error(timeout_s=20)
     finally:
         reader.close()
         rtsp.stop()
-    assert rtsp.url in str(err.value) and "gave up after 1 reconnects" in str(err.value), err.value
+    assert rtsp.url in str(err) and "gave up after 1 reconnects" in str(err), err
     # Each read waits at most the 2 s timeout; OpenCV's decoder hands out the frames it still holds first (one read
     # timeout each, ~3 in all), then one 2 s reopen attempt times out: ~8 s.
     assert gave_up_s < 14, gave_up_s
@@ -271,13 +271,10 @@ def test_camera_loop_waits_for_a_camera_down_at_start_and_drops_oldest_frames_wh
     than queueing when the models are slower than the camera, and reports the camera when it stays down."""
     import asyncio
 
-    import numpy as np
-
     from pipeline.camera import CameraPipeline
     from pipeline.camera_loop import CameraSpec, run_camera
     from pipeline.onnx_models import MaskClassifier, PoseModel
-    from pipeline.pose_postprocess import decode_pose
-    from schemas.pose import NO_TRACK, Poses
+    from pipeline.pose_postprocess import decode_poses
     from tests.conftest import pose_model
 
     pose = PoseModel(pose_model(), device="cpu")
@@ -290,8 +287,7 @@ def test_camera_loop_waits_for_a_camera_down_at_start_and_drops_oldest_frames_wh
 
     async def infer_pose(image, lb, cid, fidx, pts):
         raw = (await asyncio.to_thread(pose.infer, image[None]))[0]
-        score, boxes, kps = decode_pose(raw, lb)
-        return Poses(cid, fidx, pts, score, boxes, kps, np.full(len(score), NO_TRACK, np.int64))
+        return decode_poses(raw, lb, cid, fidx, pts)
 
     async def classify(crops):
         return await asyncio.to_thread(clf.predict, crops)

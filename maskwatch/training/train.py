@@ -45,6 +45,7 @@ from maskwatch.training.data import (
     CropSet,
     load_train_val,
 )
+from pipeline.onnx_models import MaskClassifier, make_session
 
 ARCHS = ("ofm", "efficientnet_lite0")
 LICENCE = "Apache-2.0, trained by the maskwatch project"
@@ -225,17 +226,6 @@ def _predict_torch(model: Any, crops: npt.NDArray[np.uint8], batch: int = 256) -
         for i in range(0, len(crops), batch):
             outs.append(model(torch.from_numpy(np.ascontiguousarray(crops[i : i + batch]))).numpy())
     return np.concatenate(outs).astype(np.float32) if outs else np.zeros(0, np.float32)
-
-
-def ort_session(path: Path, threads: int = 2) -> Any:
-    """A CPU onnxruntime session (quiet about the GPU providers it cannot load)."""
-    import onnxruntime as ort
-
-    ort.set_default_logger_severity(3)
-    so = ort.SessionOptions()
-    so.intra_op_num_threads = threads
-    so.inter_op_num_threads = 1
-    return ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
 
 
 def predict_onnx(sess: Any, crops: npt.NDArray[np.uint8], batch: int = 256) -> npt.NDArray[np.float32]:
@@ -459,7 +449,7 @@ def train_classifier(
         fp32 = Path(tmp) / "fp32.onnx"
         export_onnx(model, fp32, input_px)
         fp32_bytes = fp32.stat().st_size
-        fp32_score = predict_onnx(ort_session(fp32, threads), val.crops)
+        fp32_score = predict_onnx(make_session(fp32, "mask classifier", "cpu", threads), val.crops)
         fp32_metrics = evaluate(fp32_score, val)
         quantized = fp32_bytes >= MAX_ONNX_BYTES
         if quantized:
@@ -467,8 +457,7 @@ def train_classifier(
             quantize_int8(fp32, out_path, train.crops[np.sort(calib_idx)])
         else:
             out_path.write_bytes(fp32.read_bytes())
-    sess = ort_session(out_path, threads)
-    onnx_score = predict_onnx(sess, val.crops)
+    onnx_score = predict_onnx(make_session(out_path, "mask classifier", "cpu", threads), val.crops)
     onnx_metrics = evaluate(onnx_score, val)
     meta = {
         "maskwatch.crop_margin": f"{crop_margin:g}",
@@ -486,9 +475,8 @@ def train_classifier(
     if size >= MAX_ONNX_BYTES:
         msg = f"{out_path} is {size} bytes, over the {MAX_ONNX_BYTES} limit"
         raise RuntimeError(msg)
-    sess = ort_session(out_path, threads)
-    check = val.crops[:32]
-    diff = float(np.max(np.abs(predict_onnx(sess, check) - torch_score[:32])))
+    shipped = MaskClassifier(out_path, device="cpu", threads=threads)  # the runtime's contract checks and metadata
+    diff = float(np.max(np.abs(shipped.predict(val.crops[:32]) - torch_score[:32])))
     diff_fp32 = float(np.max(np.abs(fp32_score[:32] - torch_score[:32])))
     log(
         f"ONNX {out_path} {size / 1e6:.2f} MB (fp32 {fp32_bytes / 1e6:.2f} MB, quantized={quantized}); "
