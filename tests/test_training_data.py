@@ -51,6 +51,23 @@ def test_split_keeps_every_image_on_one_side() -> None:
     assert split_images(boxes, val_fraction=0.2, seed=1)[1] != val
 
 
+def test_cross_validation_folds_hold_out_every_image_exactly_once() -> None:
+    boxes = _fake_boxes(200)
+    images = {b.source for b in boxes}
+    rare = {b.source for b in boxes if b.label == "mask_worn_incorrectly"}
+    held = [split_images(boxes, seed=0, fold=(i, 5)) for i in range(5)]
+    for train, val in held:
+        assert not train & val and train | val == images
+        assert 0.15 < len(val) / len(images) < 0.25
+        assert val & rare, "each fold holds out some images of the rare class"
+    vals = [val for _, val in held]
+    assert sum(len(v) for v in vals) == len(images) and set().union(*vals) == images
+    with pytest.raises(ValueError, match="fold must be"):
+        split_images(boxes, fold=(5, 5))
+    with pytest.raises(ValueError, match="fold must be"):
+        split_images(boxes, fold=(0, 1))
+
+
 @needs_data
 def test_split_of_shared_data_never_shares_a_source_image() -> None:
     boxes = read_boxes(SHARED_DATA, VAL_SET)
@@ -138,3 +155,19 @@ def test_train_config_file_is_checked_before_training(tmp_path, capsys):
     with pytest.raises(SystemExit):
         main(["--config", str(bad), "--data-root", "x", "--out", "y.onnx"])
     assert "unknown key(s) ['epochz']" in capsys.readouterr().err
+
+
+def test_synthetic_worn_incorrectly_leaves_the_nose_free_and_covers_the_mouth():
+    from maskwatch.training.train import paste_low_mask
+
+    s, margin = 96, 1.6
+    face = np.full((s, s, 3), 180, np.uint8)  # skin
+    masked = np.full((s, s, 3), 180, np.uint8)
+    lo, side = s / 2 - s / (2 * margin), s / margin
+    masked[round(lo + 0.42 * side) :, :] = (20, 90, 220)  # a blue mask from the nose bridge down
+    out = paste_low_mask(face, masked, margin, np.random.default_rng(0))
+    assert out.shape == face.shape and out.dtype == np.uint8
+    upper = out[: round(lo + 0.5 * side)]  # eyes and nose: above the lowest top the patch can have (0.52)
+    assert np.array_equal(upper, face[: round(lo + 0.5 * side)])
+    mouth = out[round(lo + 0.8 * side), s // 2]
+    assert mouth[2] > 200 and mouth[0] < 40, f"mouth pixel {mouth} is not the mask's blue"

