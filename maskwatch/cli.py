@@ -181,13 +181,16 @@ def eval_tracking(tracks_path: str, gt_path: str, min_iou: float, min_track_fram
                    "splits), or a folder's manifest split column.")
 @click.option("--seed", default=0, show_default=True, help="Split seed (boxes.csv).")
 @click.option("--val-fraction", default=0.2, show_default=True, help="Held-out share of images (boxes.csv).")
+@click.option("--fold", default=None, metavar="I/K",
+              help="Instead of --val-fraction: fold I (0-based) of a K-fold split, as train-classifier --cv-folds "
+                   "holds it out (boxes.csv).")
 @click.option("--min-face-px", default=16.0, show_default=True,
               help="Leave out faces shorter than this (the pipeline's minimum face); 0 keeps all.")
 @click.option("--threshold", default=0.5, show_default=True, help="Score at or above which a face is 'mask'.")
 @click.option("--json", "as_json", is_flag=True, help="Print the metrics as JSON.")
 @click.option("--plot", "plot_path", type=click.Path(dir_okay=False), help="Write a PNG plot here.")
 def eval_classifier(model_path: str | None, data_path: str, split: str, seed: int, val_fraction: float,
-                    min_face_px: float, threshold: float, as_json: bool, plot_path: str | None) -> None:
+                    fold: str | None, min_face_px: float, threshold: float, as_json: bool, plot_path: str | None) -> None:
     """Accuracy, balanced accuracy, confusion, precision/recall, worn-incorrectly recall, face-height buckets."""
     from cluster.config import ClassifyConfig
     from maskwatch.evaluation.classifier import classifier_metrics, format_metrics, plot_metrics
@@ -195,6 +198,13 @@ def eval_classifier(model_path: str | None, data_path: str, split: str, seed: in
     from pipeline.onnx_models import MaskClassifier
     from schemas.errors import ConfigError
 
+    fold_ik = None
+    if fold is not None:
+        i, _, k = fold.partition("/")
+        if not (i.isdigit() and k.isdigit() and int(k) >= 2 and int(i) < int(k)):
+            msg = f"--fold: expected I/K with 0 <= I < K and K >= 2 (e.g. 0/5), got {fold!r}"
+            raise ConfigError(msg)
+        fold_ik = (int(i), int(k))
     model = MaskClassifier(model_path or ClassifyConfig().model_path, device="cpu")
     path = Path(data_path)
     try:
@@ -205,7 +215,7 @@ def eval_classifier(model_path: str | None, data_path: str, split: str, seed: in
         else:
             boxes = read_boxes_csv(path)
             if split != "all":
-                train_src, val_src = split_images(boxes, val_fraction=val_fraction, seed=seed)
+                train_src, val_src = split_images(boxes, val_fraction=val_fraction, seed=seed, fold=fold_ik)
                 keep = val_src if split == "val" else train_src
                 boxes = [b for b in boxes if b.source in keep]
             boxes = [b for b in boxes if b.face_px >= min_face_px]

@@ -311,9 +311,10 @@ def load_held_out(
     seed: int = 0,
     val_fraction: float = 0.2,
     min_face_px: float = EVAL_MIN_FACE_PX,
+    fold: tuple[int, int] | None = None,
 ) -> CropSet:
     """Crops of the held-out ``andrewmvd_dev`` faces (see :func:`held_out_boxes`)."""
-    boxes = held_out_boxes(data_root, seed=seed, val_fraction=val_fraction, min_face_px=min_face_px)
+    boxes = held_out_boxes(data_root, seed=seed, val_fraction=val_fraction, min_face_px=min_face_px, fold=fold)
     return cut_box_crops(boxes, crop_margin=crop_margin, input_px=input_px)
 
 
