@@ -190,7 +190,8 @@ def eval_tracking(tracks_path: str, gt_path: str, min_iou: float, min_track_fram
 @click.option("--json", "as_json", is_flag=True, help="Print the metrics as JSON.")
 @click.option("--plot", "plot_path", type=click.Path(dir_okay=False), help="Write a PNG plot here.")
 def eval_classifier(model_path: str | None, data_path: str, split: str, seed: int, val_fraction: float,
-                    fold: str | None, min_face_px: float, threshold: float, as_json: bool, plot_path: str | None) -> None:
+                    fold: str | None, min_face_px: float, threshold: float, as_json: bool,
+                    plot_path: str | None) -> None:
     """Accuracy, balanced accuracy, confusion, precision/recall, worn-incorrectly recall, face-height buckets."""
     from cluster.config import ClassifyConfig
     from maskwatch.evaluation.classifier import classifier_metrics, format_metrics, plot_metrics

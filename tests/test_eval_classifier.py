@@ -67,7 +67,8 @@ def test_eval_classifier_command_on_held_out_faces(tmp_path):
     bad = CliRunner().invoke(main, ["eval-classifier", "--data", str(tmp_path / "p.png")])
     assert bad.exit_code == 2 and "p.png" in bad.output
     # A cross-validation fold holds out the faces train-classifier --cv-folds held out (fold 1 of 5: 366 faces).
-    res = CliRunner().invoke(main, ["eval-classifier", "--data", str(boxes), "--split", "val", "--fold", "1/5", "--json"])
+    args = ["eval-classifier", "--data", str(boxes), "--split", "val", "--json"]
+    res = CliRunner().invoke(main, [*args, "--fold", "1/5"])
     assert res.exit_code == 0, res.output
     assert json.loads(res.output)["n"] == 366
     bad = CliRunner().invoke(main, ["eval-classifier", "--data", str(boxes), "--split", "val", "--fold", "5/5"])
