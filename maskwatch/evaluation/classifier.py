@@ -109,7 +109,7 @@ def classifier_metrics(
 
 
 def _pct(v: float | None) -> str:
-    return "  n/a" if v is None else f"{100 * v:5.1f}"
+    return "   n/a" if v is None else f"{100 * v:5.1f}%"
 
 
 def format_metrics(m: dict[str, Any]) -> str:
@@ -124,8 +124,8 @@ def format_metrics(m: dict[str, Any]) -> str:
 
     lines = [
         f"faces {m['n']}, threshold {m['threshold']:g}",
-        f"accuracy           {_pct(m['accuracy'])}%",
-        f"balanced accuracy  {_pct(m['balanced_accuracy'])}%",
+        f"accuracy           {_pct(m['accuracy'])}",
+        f"balanced accuracy  {_pct(m['balanced_accuracy'])}",
         f"sensitivity (mask recall)     {rate(se)}",
         f"specificity (no-mask recall)  {rate(sp)}",
         f"mask_worn_incorrectly recalled as no mask: {rate(inc)}",
@@ -137,11 +137,11 @@ def format_metrics(m: dict[str, Any]) -> str:
         "class     precision  recall",
     ]
     for name, pr in m["per_class"].items():
-        lines.append(f"{name:<9} {_pct(pr['precision'])}%     {_pct(pr['recall'])}%")
+        lines.append(f"{name:<9} {_pct(pr['precision'])}     {_pct(pr['recall'])}")
     lines += ["", "face height   n  (mask/no)  balanced acc  accuracy"]
     for name, b in m["by_face_height"].items():
         lines.append(f"{name + ' px':<9} {b['n']:>5}  ({b['n_mask']}/{b['n_no_mask']})"
-                     f"{'':<4}{_pct(b['balanced_accuracy'])}%      {_pct(b['accuracy'])}%")
+                     f"{'':<4}{_pct(b['balanced_accuracy'])}      {_pct(b['accuracy'])}")
     return "\n".join(lines)
 
 
@@ -172,7 +172,7 @@ def plot_metrics(m: dict[str, Any], path: str | Path, title: str = "mask classif
     ax2.set_yticks([0, 1], ["mask", "no mask"])
     ax2.set_xlabel("predicted")
     ax2.set_ylabel("true")
-    fig.suptitle(f"{title}: balanced accuracy {_pct(m['balanced_accuracy']).strip()}%, n={m['n']}")
+    fig.suptitle(f"{title}: balanced accuracy {_pct(m['balanced_accuracy']).strip()}, n={m['n']}")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
