@@ -171,3 +171,19 @@ def test_synthetic_worn_incorrectly_leaves_the_nose_free_and_covers_the_mouth():
     assert np.array_equal(upper, face[: round(lo + 0.5 * side)])
     mouth = out[round(lo + 0.8 * side), s // 2]
     assert mouth[2] > 200 and mouth[0] < 40, f"mouth pixel {mouth} is not the mask's blue"
+
+
+def test_in_domain_share_splits_each_label_between_street_photos_and_the_rest():
+    from maskwatch.training.train import balanced_weights
+
+    # 1 in-domain and 3 other with_mask samples, 1 in-domain and 9 other without_mask, 2 worn incorrectly (in-domain).
+    label = np.array([0] * 4 + [1] * 10 + [2] * 2, np.int8)
+    in_domain = np.array([1, 0, 0, 0] + [1] + [0] * 9 + [1, 1], bool)
+    share = {0: 0.5, 1: 0.4, 2: 0.1}
+    plain = balanced_weights(label, share)
+    assert plain[4] == pytest.approx(0.4 / 10)  # in proportion to the counts: 1 of 10 without_mask draws
+    w = balanced_weights(label, share, in_domain, in_domain_share=0.5)
+    assert w.sum() == pytest.approx(1.0)
+    assert w[0] == pytest.approx(0.25) and w[1:4] == pytest.approx([0.25 / 3] * 3)
+    assert w[4] == pytest.approx(0.2) and w[5:14] == pytest.approx([0.2 / 9] * 9)
+    assert w[14:] == pytest.approx([0.05, 0.05])  # one domain only: the class share is left as it is

@@ -40,6 +40,7 @@ from maskwatch.training.data import (
     FACE_FOLDERS,
     LABELS,
     MASK_INCORRECT,
+    VAL_SET,
     WITH_MASK,
     WITHOUT_MASK,
     CropSet,
@@ -173,14 +174,35 @@ def paste_low_mask(
     return np.clip(out, 0, 255).astype(np.uint8)
 
 
-def balanced_weights(label: npt.NDArray[np.int8], share: dict[int, float] = CLASS_SHARE) -> npt.NDArray[np.float64]:
-    """Per-sample sampling weights giving each source label its ``share`` of an epoch."""
+def balanced_weights(
+    label: npt.NDArray[np.int8],
+    share: dict[int, float] = CLASS_SHARE,
+    in_domain: npt.NDArray[np.bool_] | None = None,
+    in_domain_share: float = 0.0,
+) -> npt.NDArray[np.float64]:
+    """Per-sample sampling weights giving each source label its ``share`` of an epoch.
+
+    Args:
+        label: `(N,)` int8 index into :data:`LABELS`.
+        share: Share of an epoch per label (labels absent from ``label`` are dropped and the rest renormalised).
+        in_domain: `(N,)` bool, the samples of the target domain (here the ``andrewmvd_dev`` street photos).
+        in_domain_share: Within each label that has both in- and out-of-domain samples, the share of its draws that
+            are in-domain (0: in proportion to the counts, the plain class balance).
+
+    Returns:
+        `(N,)` float64 probabilities summing to 1.
+    """
     w = np.zeros(len(label), np.float64)
     present = {k: v for k, v in share.items() if np.any(label == k)}
     total = sum(present.values())
     for k, v in present.items():
         sel = label == k
         w[sel] = v / total / sel.sum()
+        if in_domain is not None and in_domain_share > 0:
+            inside, outside = sel & in_domain, sel & ~in_domain
+            if inside.any() and outside.any():
+                w[inside] = v / total * in_domain_share / inside.sum()
+                w[outside] = v / total * (1.0 - in_domain_share) / outside.sum()
     return w
 
 
@@ -385,6 +407,7 @@ def train_classifier(
     tta_flip: bool = False,
     three_class: bool = False,
     synth_incorrect: float = 0.0,
+    in_domain_share: float = 0.0,
     fold: tuple[int, int] | None = None,
 ) -> dict[str, Any]:
     """Train the mask classifier, evaluate it on the held-out ``andrewmvd_dev`` images and export ONNX.
@@ -412,6 +435,9 @@ def train_classifier(
         synth_incorrect: Share of each batch replaced by synthetic ``mask_worn_incorrectly`` crops
             (:func:`paste_low_mask` of a ``with_mask`` detection-set face onto a ``without_mask`` one, both at least
             20 px tall; loss weight 1).
+        in_domain_share: Share of each label's draws taken from ``andrewmvd_dev`` training images, the street
+            photos closest to CCTV (0: in proportion to the counts; most ``without_mask`` crops are then
+            ``wider_crowds`` ones, see :func:`balanced_weights`).
         fold: ``(i, k)``: hold out fold ``i`` of a ``k``-fold split of the ``andrewmvd_dev`` images instead of the
             default 20% (cross-validation, see :func:`maskwatch.training.data.split_images`).
 
@@ -457,7 +483,8 @@ def train_classifier(
         WITHOUT_MASK: 1.0 - CLASS_SHARE[WITH_MASK] - incorrect_share,
         MASK_INCORRECT: incorrect_share,
     }
-    weights = balanced_weights(train.label, share)
+    in_domain = np.array([str(src).startswith(VAL_SET + "/") for src in train.source])
+    weights = balanced_weights(train.label, share, in_domain, in_domain_share)
     sample_w = np.where(train.label == MASK_INCORRECT, incorrect_weight, 1.0).astype(np.float32)
     target: npt.NDArray[Any] = train.target
     steps_per_epoch = hp["epoch_samples"] // hp["batch"]
@@ -597,6 +624,7 @@ def train_classifier(
         "tta_flip": tta_flip,
         "three_class": three_class,
         "synth_incorrect": synth_incorrect,
+        "in_domain_share": in_domain_share,
         "fold": list(fold) if fold else None,
         "class_share": {LABELS[k]: v for k, v in share.items()},
         "n_params": int(n_params),
@@ -696,6 +724,12 @@ def main(argv: list[str] | None = None) -> int:
         help="share of each batch replaced by synthetic mask_worn_incorrectly crops (0 = off)",
     )
     p.add_argument(
+        "--in-domain-share",
+        type=float,
+        default=0.0,
+        help="share of each label's draws from andrewmvd_dev training images (0 = in proportion to the counts)",
+    )
+    p.add_argument(
         "--cv-folds",
         type=int,
         default=0,
@@ -743,6 +777,7 @@ def main(argv: list[str] | None = None) -> int:
         tta_flip=a.tta_flip,
         three_class=a.three_class,
         synth_incorrect=a.synth_incorrect,
+        in_domain_share=a.in_domain_share,
     )
     if a.cv_folds:
         report = cross_validate(a.data_root, a.out, a.cv_folds, a.report, log, **settings)
