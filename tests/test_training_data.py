@@ -184,6 +184,8 @@ def test_in_domain_share_splits_each_label_between_street_photos_and_the_rest():
     assert plain[4] == pytest.approx(0.4 / 10)  # in proportion to the counts: 1 of 10 without_mask draws
     w = balanced_weights(label, share, in_domain, in_domain_share=0.5)
     assert w.sum() == pytest.approx(1.0)
-    assert w[0] == pytest.approx(0.25) and w[1:4] == pytest.approx([0.25 / 3] * 3)
-    assert w[4] == pytest.approx(0.2) and w[5:14] == pytest.approx([0.2 / 9] * 9)
+    assert w[0] == pytest.approx(0.25)
+    assert w[1:4] == pytest.approx([0.25 / 3] * 3)
+    assert w[4] == pytest.approx(0.2)
+    assert w[5:14] == pytest.approx([0.2 / 9] * 9)
     assert w[14:] == pytest.approx([0.05, 0.05])  # one domain only: the class share is left as it is
