@@ -1,5 +1,5 @@
-"""The ``maskwatch`` command line: run, stats, eval-tracking, eval-classifier, dataset, models build,
-train-classifier, broker.
+"""The ``maskwatch`` command line: run, stats, eval-tracking, eval-classifier, compare-classifiers, dataset,
+models build, train-classifier, broker.
 
 User errors print one line, ``maskwatch: error: ...``, and exit with status 2; no traceback.
 """
@@ -236,6 +236,58 @@ def eval_classifier(model_path: str | None, data_path: str, split: str, seed: in
         plot_metrics(metrics, plot_path, title=model.path.name)
     text = f"{model.path} on {path} ({split})\n" + format_metrics(metrics)
     click.echo(json.dumps(metrics, indent=1) if as_json else text)
+
+
+def _held_out_of_report(path: Path) -> dict[str, list]:
+    """Per-face held-out scores of a ``train-classifier --report`` file; a ``--cv-folds`` report is read through
+    its ``<stem>.fold<i>.json`` siblings and pooled."""
+    from schemas.errors import ConfigError
+
+    try:
+        report = json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        msg = f"{path}: expected a train-classifier --report JSON file ({exc})"
+        raise ConfigError(msg) from exc
+    if "held_out" in report:
+        return report["held_out"]
+    if "folds" not in report:
+        msg = f"{path}: expected a train-classifier report with 'held_out' or 'folds', got keys {sorted(report)}"
+        raise ConfigError(msg)
+    pooled: dict[str, list] = {}
+    for i in range(int(report["folds"])):
+        fold_path = path.with_name(f"{path.stem}.fold{i}.json")
+        if not fold_path.is_file():
+            msg = f"{path}: cross-validation report of {report['folds']} folds, but {fold_path} is missing"
+            raise ConfigError(msg)
+        for key, values in _held_out_of_report(fold_path).items():
+            pooled.setdefault(key, []).extend(values)
+    return pooled
+
+
+@main.command("compare-classifiers")
+@click.argument("report_a", type=click.Path(dir_okay=False, exists=True))
+@click.argument("report_b", type=click.Path(dir_okay=False, exists=True))
+@click.option("--threshold", default=0.5, show_default=True, help="Score at or above which a face is 'mask'.")
+@click.option("--json", "as_json", is_flag=True, help="Print the comparison as JSON.")
+def compare_classifiers(report_a: str, report_b: str, threshold: float, as_json: bool) -> None:
+    """Two training runs on the same held-out faces, face by face (exact McNemar test).
+
+    REPORT_A and REPORT_B are train-classifier --report files of the same split (or both --cv-folds K runs:
+    their fold reports are pooled). Only faces where the two disagree count; a p-value under 0.05 says the
+    difference in errors is unlikely to be noise.
+    """
+    from maskwatch.evaluation.classifier import LABEL_NAMES, format_comparison, paired_comparison
+    from schemas.errors import ConfigError
+
+    a, b = _held_out_of_report(Path(report_a)), _held_out_of_report(Path(report_b))
+    for key in ("source", "label", "face_px"):
+        if a[key] != b[key]:
+            msg = (f"{report_a} and {report_b} hold out different faces ({key} differs: {len(a[key])} vs "
+                   f"{len(b[key])} faces); compare runs of the same split or the same --cv-folds")
+            raise ConfigError(msg)
+    label = np.array([LABEL_NAMES.index(x) for x in a["label"]])
+    result = paired_comparison(np.array(a["score"]), np.array(b["score"]), label, threshold)
+    click.echo(json.dumps(result, indent=1) if as_json else format_comparison(result, report_a, report_b))
 
 
 @main.group()

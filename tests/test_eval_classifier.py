@@ -73,3 +73,50 @@ def test_eval_classifier_command_on_held_out_faces(tmp_path):
     assert json.loads(res.output)["n"] == 366
     bad = CliRunner().invoke(main, ["eval-classifier", "--data", str(boxes), "--split", "val", "--fold", "5/5"])
     assert bad.exit_code == 2 and "--fold: expected I/K" in bad.output and "'5/5'" in bad.output
+
+
+def test_mcnemar_exact_by_hand():
+    from maskwatch.evaluation.classifier import mcnemar_exact_p
+
+    # 1 vs 9 discordant faces: 2 * P[Bin(10, 1/2) <= 1] = 2 * (1 + 10) / 1024.
+    assert mcnemar_exact_p(1, 9) == pytest.approx(22 / 1024)
+    assert mcnemar_exact_p(9, 1) == mcnemar_exact_p(1, 9)
+    assert mcnemar_exact_p(5, 5) == 1.0
+    assert mcnemar_exact_p(0, 0) == 1.0
+
+
+def test_paired_comparison_counts_the_faces_where_two_models_disagree():
+    from maskwatch.evaluation.classifier import paired_comparison
+
+    other = np.array([0.9, 0.4, 0.7, 0.1, 0.3, 0.8])  # B: misses the .8 mask face, fixes the .3 one and the .6 without
+    c = paired_comparison(SCORE, other, LABEL)
+    # A right / B wrong: face 1 (mask .8 -> .4) and face 5 (incorrect .1 -> .8); B right / A wrong: faces 2 and 4.
+    assert c["all"] == {"n": 6, "errors_a": 2, "errors_b": 2, "only_a_right": 2, "only_b_right": 2, "p_value": 1.0}
+    assert (c["mask"]["only_a_right"], c["mask"]["only_b_right"]) == (1, 1)
+    assert c["mask_worn_incorrectly"] == {"n": 1, "errors_a": 0, "errors_b": 1, "only_a_right": 1,
+                                          "only_b_right": 0, "p_value": 1.0}
+    with pytest.raises(ValueError, match="differ in length"):
+        paired_comparison(SCORE, other[:5], LABEL)
+
+
+def test_compare_classifiers_pools_cross_validation_fold_reports(tmp_path):
+    from maskwatch.cli import main
+
+    names = ["with_mask", "without_mask", "mask_worn_incorrectly"]
+    faces = {"source": [f"img{i}.jpg" for i in range(6)], "label": [names[k] for k in LABEL],
+             "face_px": [20.0] * 6}
+    for run, scores in (("a", SCORE), ("b", np.where(LABEL == 0, 0.9, 0.1))):  # b: every face right
+        (tmp_path / f"{run}.json").write_text(json.dumps({"folds": 2}))
+        for i, part in enumerate((slice(0, 3), slice(3, 6))):
+            held = {k: v[part] for k, v in faces.items()} | {"score": scores[part].tolist()}
+            (tmp_path / f"{run}.fold{i}.json").write_text(json.dumps({"held_out": held}))
+    res = CliRunner().invoke(main, ["compare-classifiers", str(tmp_path / "a.json"), str(tmp_path / "b.json"),
+                                    "--json"])
+    assert res.exit_code == 0, res.output
+    out = json.loads(res.output)
+    assert out["all"]["n"] == 6
+    assert (out["all"]["errors_a"], out["all"]["errors_b"], out["all"]["only_b_right"]) == (2, 0, 2)
+    (tmp_path / "b.fold1.json").unlink()
+    bad = CliRunner().invoke(main, ["compare-classifiers", str(tmp_path / "a.json"), str(tmp_path / "b.json")])
+    assert bad.exit_code == 2
+    assert "b.fold1.json is missing" in bad.output
