@@ -154,7 +154,8 @@ def paired_comparison(
     out = {}
     for name, sel in groups.items():
         only_a, only_b = int(np.sum(sel & right_a & ~right_b)), int(np.sum(sel & ~right_a & right_b))
-        out[name] = {"n": int(sel.sum()), "errors_a": int(np.sum(sel & ~right_a)), "errors_b": int(np.sum(sel & ~right_b)),
+        out[name] = {"n": int(sel.sum()),
+                     "errors_a": int(np.sum(sel & ~right_a)), "errors_b": int(np.sum(sel & ~right_b)),
                      "only_a_right": only_a, "only_b_right": only_b, "p_value": mcnemar_exact_p(only_a, only_b)}
     return out
 
