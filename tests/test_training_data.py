@@ -155,6 +155,9 @@ def test_train_config_file_is_checked_before_training(tmp_path, capsys):
     with pytest.raises(SystemExit):
         main(["--config", str(bad), "--data-root", "x", "--out", "y.onnx"])
     assert "unknown key(s) ['epochz']" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["--data-root", "x", "--out", "y.onnx", "--in-domain-share", "1.5"])
+    assert "--in-domain-share must be in [0, 1), got 1.5" in capsys.readouterr().err
 
 
 def test_synthetic_worn_incorrectly_leaves_the_nose_free_and_covers_the_mouth():

@@ -445,11 +445,18 @@ def train_classifier(
         A report: ``metrics`` (held-out, torch, float), ``onnx_metrics`` (held-out, the shipped file),
         ``held_out`` (per held-out face: ``source``, ``label``, ``face_px``, the shipped file's ``score``),
         ``onnx_max_abs_diff`` (onnxruntime vs torch on 32 val crops), sizes, timings, counts, settings.
+
+    Raises:
+        ValueError: If ``arch`` is unknown or ``in_domain_share`` / ``synth_incorrect`` is outside [0, 1).
     """
     torch = _torch()
     if arch not in ARCHS:
         msg = f"unknown arch {arch!r}; choose one of {ARCHS}"
         raise ValueError(msg)
+    for name, value in (("in_domain_share", in_domain_share), ("synth_incorrect", synth_incorrect)):
+        if not 0.0 <= value < 1.0:
+            msg = f"{name} must be in [0, 1), got {value}"
+            raise ValueError(msg)
     t0 = time.time()
     torch.manual_seed(seed)
     torch.set_num_threads(threads)
@@ -757,6 +764,9 @@ def main(argv: list[str] | None = None) -> int:
     missing = [f"--{k.replace('_', '-')}" for k in ("data_root", "out") if getattr(a, k) is None]
     if missing:
         p.error(f"{' and '.join(missing)} required (on the command line or in --config)")
+    for flag, value in (("--in-domain-share", a.in_domain_share), ("--synth-incorrect", a.synth_incorrect)):
+        if not 0.0 <= value < 1.0:
+            p.error(f"{flag} must be in [0, 1), got {value}")
     input_px = a.input_px or (64 if a.arch == "ofm" else 96)
 
     def log(msg: str) -> None:
