@@ -208,6 +208,14 @@ def balanced_weights(
     return w
 
 
+def check_shares(shares: dict[str, float]) -> None:
+    """Raise ValueError naming the first of ``shares`` (name -> value) outside [0, 1)."""
+    for name, value in shares.items():
+        if not 0.0 <= value < 1.0:
+            msg = f"{name} must be in [0, 1), got {value}"
+            raise ValueError(msg)
+
+
 # ---------------------------------------------------------------------------------------------------------- models
 def _torch() -> Any:
     import torch
@@ -463,10 +471,7 @@ def train_classifier(
     if arch not in ARCHS:
         msg = f"unknown arch {arch!r}; choose one of {ARCHS}"
         raise ValueError(msg)
-    for name, value in (("in_domain_share", in_domain_share), ("synth_incorrect", synth_incorrect)):
-        if not 0.0 <= value < 1.0:
-            msg = f"{name} must be in [0, 1), got {value}"
-            raise ValueError(msg)
+    check_shares({"in_domain_share": in_domain_share, "synth_incorrect": synth_incorrect})
     t0 = time.time()
     torch.manual_seed(seed)
     torch.set_num_threads(threads)
@@ -774,9 +779,10 @@ def main(argv: list[str] | None = None) -> int:
     missing = [f"--{k.replace('_', '-')}" for k in ("data_root", "out") if getattr(a, k) is None]
     if missing:
         p.error(f"{' and '.join(missing)} required (on the command line or in --config)")
-    for flag, value in (("--in-domain-share", a.in_domain_share), ("--synth-incorrect", a.synth_incorrect)):
-        if not 0.0 <= value < 1.0:
-            p.error(f"{flag} must be in [0, 1), got {value}")
+    try:  # here too: values from --config enter through set_defaults, past argparse's type checks
+        check_shares({"--in-domain-share": a.in_domain_share, "--synth-incorrect": a.synth_incorrect})
+    except ValueError as exc:
+        p.error(str(exc))
     input_px = a.input_px or (64 if a.arch == "ofm" else 96)
 
     def log(msg: str) -> None:
