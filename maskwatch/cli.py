@@ -241,6 +241,7 @@ def eval_classifier(model_path: str | None, data_path: str, split: str, seed: in
 def _held_out_of_report(path: Path) -> dict[str, list]:
     """Per-face held-out scores of a ``train-classifier --report`` file; a ``--cv-folds`` report is read through
     its ``<stem>.fold<i>.json`` siblings and pooled."""
+    from maskwatch.training.train import fold_path
     from schemas.errors import ConfigError
 
     try:
@@ -255,11 +256,11 @@ def _held_out_of_report(path: Path) -> dict[str, list]:
         raise ConfigError(msg)
     pooled: dict[str, list] = {}
     for i in range(int(report["folds"])):
-        fold_path = path.with_name(f"{path.stem}.fold{i}.json")
-        if not fold_path.is_file():
-            msg = f"{path}: cross-validation report of {report['folds']} folds, but {fold_path} is missing"
+        fold_report = fold_path(path, i)
+        if not fold_report.is_file():
+            msg = f"{path}: cross-validation report of {report['folds']} folds, but {fold_report} is missing"
             raise ConfigError(msg)
-        for key, values in _held_out_of_report(fold_path).items():
+        for key, values in _held_out_of_report(fold_report).items():
             pooled.setdefault(key, []).extend(values)
     return pooled
 

@@ -49,15 +49,15 @@ from maskwatch.training.data import (
 )
 from pipeline.onnx_models import MaskClassifier, make_session
 
-ARCHS = ("ofm", "efficientnet_lite0", "efficientnet_lite1")
+EFFICIENTNET_ARCHS = ("efficientnet_lite0", "efficientnet_lite1")
+ARCHS = ("ofm", *EFFICIENTNET_ARCHS)
 LICENCE = "Apache-2.0, trained by the maskwatch project"
 MAX_ONNX_BYTES = 5 * 1024 * 1024
 DEFAULTS: dict[str, dict[str, Any]] = {
     # lr, batch, weight decay, samples drawn per epoch
     "ofm": {"lr": 3e-3, "batch": 64, "wd": 1e-4, "epoch_samples": 12000},
     # Fine-tuning a pretrained backbone: a lower rate and shorter epochs (CPU: ~1 s per step of 48 at 96 px).
-    "efficientnet_lite0": {"lr": 6e-4, "batch": 48, "wd": 1e-5, "epoch_samples": 4800},
-    "efficientnet_lite1": {"lr": 6e-4, "batch": 48, "wd": 1e-5, "epoch_samples": 4800},
+    **{a: {"lr": 6e-4, "batch": 48, "wd": 1e-5, "epoch_samples": 4800} for a in EFFICIENTNET_ARCHS},
 }
 # Share of each source label in a class-balanced epoch: half mask, half no mask, and the rare
 # mask_worn_incorrectly faces oversampled (they are the classifier's main error).
@@ -252,7 +252,7 @@ def build_model(
             nn.Linear(64, n_out),
         )
         return net, (0.5, 0.5, 0.5), (0.25, 0.25, 0.25)
-    if arch in ("efficientnet_lite0", "efficientnet_lite1"):
+    if arch in EFFICIENTNET_ARCHS:
         import importlib
 
         from efficientnet_lite_pytorch import EfficientNet
@@ -677,6 +677,11 @@ def train_classifier(
     }
 
 
+def fold_path(path: Path, fold: int) -> Path:
+    """``<stem>.fold<fold><suffix>`` next to ``path``: where :func:`cross_validate` writes that fold's file."""
+    return path.with_name(f"{path.stem}.fold{fold}{path.suffix}")
+
+
 def cross_validate(
     data_root: Path, out_path: Path, folds: int, report_path: Path | None, log: Log, **settings: Any
 ) -> dict[str, Any]:
@@ -696,11 +701,11 @@ def cross_validate(
     out_path = Path(out_path)
     score, label, face_px, fold_metrics = [], [], [], []
     for i in range(folds):
-        fold_out = out_path.with_name(f"{out_path.stem}.fold{i}{out_path.suffix}")
+        fold_out = fold_path(out_path, i)
         log(f"fold {i + 1}/{folds}: {fold_out}")
         r = train_classifier(data_root, fold_out, log=log, fold=(i, folds), **settings)
         if report_path is not None:
-            fold_report = Path(report_path).with_name(f"{Path(report_path).stem}.fold{i}.json")
+            fold_report = fold_path(Path(report_path), i)
             fold_report.parent.mkdir(parents=True, exist_ok=True)
             fold_report.write_text(json.dumps(r, indent=2) + "\n")
         held = r["held_out"]
