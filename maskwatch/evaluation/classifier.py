@@ -114,12 +114,13 @@ def mcnemar_exact_p(b: int, c: int) -> float:
     ``b`` faces only model A gets right, ``c`` only model B; under the null hypothesis each discordant face is a fair
     coin, so the p-value is the two-sided binomial tail ``min(1, 2 * P[X <= min(b, c)])`` with ``X ~ Bin(b + c, 1/2)``
     (McNemar 1947; the exact form as in Fagerland, Lydersen & Laake 2013, "The McNemar test for binary matched-pairs
-    data"). Returns 1.0 when there is no discordant pair.
+    data"), computed by :func:`scipy.stats.binomtest`. Returns 1.0 when there is no discordant pair.
     """
-    n, k = b + c, min(b, c)
-    if n == 0:
+    from scipy.stats import binomtest
+
+    if b + c == 0:
         return 1.0
-    return min(1.0, 2 * sum(math.comb(n, j) for j in range(k + 1)) / 2**n)
+    return float(binomtest(min(b, c), b + c, 0.5).pvalue)
 
 
 def paired_comparison(
