@@ -81,7 +81,8 @@ class CameraShardActor:
                 spec.camera_id,
                 frame_wh,
                 self._crop_margin,
-                TrackerParams(**cfg.tracking.model_dump()),
+                TrackerParams(**(cfg.tracking.model_dump() | ({"camera_motion": spec.camera_motion}
+                                                              if spec.camera_motion else {}))),
                 FaceRules(**cfg.faces.model_dump()),
                 VotingRules(**cfg.voting.model_dump()),
                 cfg.stats.window_s,

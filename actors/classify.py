@@ -1,4 +1,5 @@
-"""The classify pool: the mask classifier on head crops, batched across cameras on ONNX Runtime."""
+"""The classify pool: the mask classifier (ONNX Runtime) and the face gate (YuNet) on head crops, batched across
+cameras."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ import ray
 from actors._metrics import ModelCallMetrics
 from cluster.config import ClassifyConfig
 from pipeline.batching import MicroBatcher
+from pipeline.facegate import CropScorer, load_face_gate
 from pipeline.onnx_models import MaskClassifier
 
 
@@ -20,6 +22,8 @@ class ClassifyActor:
 
     def __init__(self, cfg: ClassifyConfig) -> None:
         self._model = MaskClassifier(cfg.model_path, cfg.device, cfg.threads)
+        gate = load_face_gate(cfg.face_detector_path, cfg.face_detector_input_px) if cfg.face_detector_path else None
+        self._scorer = CropScorer(self._model, gate)
         self._batcher: MicroBatcher[npt.NDArray[np.uint8], npt.NDArray[np.float32]] = MicroBatcher(
             self._run_batch, cfg.max_batch_size, cfg.batch_wait_s
         )
@@ -27,14 +31,14 @@ class ClassifyActor:
 
     async def _run_batch(self, requests: list[npt.NDArray[np.uint8]]) -> list[npt.NDArray[np.float32]]:
         n = sum(len(r) for r in requests)
-        scores = await self._metrics.timed(n, lambda: asyncio.to_thread(self._model.predict, np.concatenate(requests)))
+        scores = await self._metrics.timed(n, lambda: asyncio.to_thread(self._scorer.score, np.concatenate(requests)))
         bounds = np.cumsum([len(r) for r in requests])[:-1]
         return np.split(scores, bounds)
 
     async def predict(self, crops: npt.NDArray[np.uint8]) -> npt.NDArray[np.float32]:
-        """`(K,)` float32 mask scores for one frame's crops."""
+        """`(K, 2)` float32 mask and face scores for one frame's crops (:meth:`CropScorer.score`)."""
         if len(crops) == 0:
-            return np.zeros(0, np.float32)
+            return np.zeros((0, 2), np.float32)
         return await self._batcher.submit(crops)
 
     def info(self) -> dict[str, object]:
@@ -43,5 +47,6 @@ class ClassifyActor:
             "provider": self._model.provider,
             "input_px": self._model.input_px,
             "crop_margin": self._model.crop_margin,
+            "face_gate": str(self._scorer.gate.path) if self._scorer.gate else None,
             "batch_sizes": list(self._batcher.batch_sizes),
         }

@@ -1,4 +1,7 @@
-"""Mask classifier crops/s at batch 1, 8, 32 and 128 next to the pose model's frames/s, same process, one run.
+"""Mask classifier and face gate crops/s next to the pose model's frames/s, same process, one run.
+
+The classifier at batch 1, 8, 32 and 128; the face gate (YuNet via ``cv2.FaceDetectorYN``, one crop per call, as
+``pipeline.facegate`` runs it) per crop.
 
     python bench/classifier_throughput.py [--model M] [--device cpu|cuda] [--seconds 3]
 
@@ -23,6 +26,7 @@ import numpy as np  # noqa: E402
 
 from cluster.config import Config  # noqa: E402
 from cluster.driver import pose_model_path  # noqa: E402
+from pipeline.facegate import load_face_gate  # noqa: E402
 from pipeline.letterbox import letterbox  # noqa: E402
 from pipeline.onnx_models import MaskClassifier, PoseModel  # noqa: E402
 from pipeline.source import read_frames  # noqa: E402
@@ -73,11 +77,20 @@ def main() -> None:
         sec = timed(lambda batch=batch: clf.predict(batch), args.seconds)
         rows[b] = b / sec
         print(f"{f'classifier, batch {b}':<36}{1000 * sec:>10.2f}{b / sec:>10.0f}  crops/s")
+    cfg = Config().classify
+    gate = load_face_gate(cfg.face_detector_path, cfg.face_detector_input_px) if cfg.face_detector_path else None
+    gate_sec = None
+    if gate is not None:
+        batch = np.ascontiguousarray(np.resize(pool, (32, s, s, 3)))
+        gate_sec = timed(lambda: gate.face_scores(batch), args.seconds) / 32
+        print(f"{f'face gate {gate.input_px} px, per crop':<36}{1000 * gate_sec:>10.2f}{1 / gate_sec:>10.0f}  crops/s"
+              f"   = {gate_sec * rows[32]:.1f} classifier crops (batch 32)")
     for px in (640, 1280):
         img, _ = letterbox(frame, px)
         sec = timed(lambda img=img: pose.infer(img[None]), args.seconds)
+        per_gate = f", {sec / gate_sec:.0f} gated crops" if gate_sec else ""
         print(f"{f'pose {img.shape[1]}x{img.shape[0]}, 1 frame':<36}{1000 * sec:>10.2f}{1 / sec:>10.1f}  frames/s"
-              f"   = {rows[32] * sec:.0f} crops at batch 32")
+              f"   = {rows[32] * sec:.0f} crops at batch 32{per_gate}")
 
 
 if __name__ == "__main__":

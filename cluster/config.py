@@ -35,6 +35,8 @@ class CameraConfig(_Strict):
     # Longest side of the pose model input. None: 640 for frames up to 640 px, else 1280 (FINDINGS: letterboxing
     # CCTV to 640 px loses most small people; a close 640x360 street camera needs no more than 640).
     pose_input_px: Annotated[int, Field(ge=128, le=4096, multiple_of=32)] | None = None
+    # Camera-motion compensation for this camera (None: tracking.camera_motion): "off" for a camera known to be fixed.
+    camera_motion: Literal["auto", "on", "off"] | None = None
 
 
 class CaptureConfig(_Strict):
@@ -82,6 +84,10 @@ class ClassifyConfig(_Strict):
     max_batch_size: Annotated[int, Field(ge=1)] = 64
     batch_wait_s: Annotated[float, Field(ge=0)] = 0.005
     device: Literal["auto", "cpu", "cuda"] = "auto"
+    # The face gate (pipeline.facegate): YuNet on each head crop; crops without a face near their centre never vote.
+    # null turns it off (every crop that passes the keypoint rules votes). The pass mark is faces.gate_min_score.
+    face_detector_path: Path | None = ASSETS / "face_detection_yunet_2023mar.onnx"
+    face_detector_input_px: Annotated[int, Field(ge=32, le=640, multiple_of=32)] = 128
 
 
 class TrackingConfig(_Strict):
@@ -97,6 +103,11 @@ class TrackingConfig(_Strict):
     detection_threshold: Annotated[float, Field(ge=0, le=1)] = 0.3
     initialization_delay: Annotated[int, Field(ge=0)] = 3
     hit_counter_max: Annotated[int, Field(ge=1)] = 60
+    # Camera-motion compensation (norfair MotionEstimator): auto = compensate once the camera is seen to move
+    # (handheld, PTZ); a camera may override it (cameras[].camera_motion).
+    camera_motion: Literal["auto", "on", "off"] = "auto"
+    motion_px: Annotated[int, Field(ge=64, le=1920)] = 320
+    moving_frac: Annotated[float, Field(gt=0, le=1)] = 0.02
 
 
 class FacesConfig(_Strict):
@@ -108,6 +119,7 @@ class FacesConfig(_Strict):
     min_face_px: Annotated[float, Field(ge=1)] = 16.0
     area_margin: Annotated[float, Field(ge=0, lt=0.5)] = 0.02
     max_nested_overlap: Annotated[float, Field(gt=0, le=1)] = 0.5
+    gate_min_score: Annotated[float, Field(ge=0, le=1)] = 0.6
 
 
 class VotingConfig(_Strict):
@@ -117,6 +129,7 @@ class VotingConfig(_Strict):
     no_mask_threshold: Annotated[float, Field(ge=0, le=1)] = 0.3
     min_votes: Annotated[int, Field(ge=1)] = 3
     min_frames_tracked: Annotated[int, Field(ge=1)] = 3
+    min_agreement: Annotated[float, Field(ge=0.5, le=1)] = 0.75
 
     @model_validator(mode="after")
     def _ordered(self) -> VotingConfig:
@@ -135,6 +148,9 @@ class StatsConfig(_Strict):
     # (maskwatch.sensitivity / maskwatch.specificity, from its model card). Set both to re-validate on your cameras.
     classifier_sensitivity: Annotated[str, Field(pattern=r"^[0-9]+/[0-9]+$")] | None = None
     classifier_specificity: Annotated[str, Field(pattern=r"^[0-9]+/[0-9]+$")] | None = None
+    # What those counts were measured on, copied into each statistics record (e.g. "per person, 40 labelled tracks
+    # of our cameras, 2026-11"). None: "config" when the counts are set here, the model's own text otherwise.
+    classifier_validation_source: Annotated[str, Field(min_length=1, max_length=300)] | None = None
 
     @model_validator(mode="after")
     def _both_or_neither(self) -> StatsConfig:
@@ -152,7 +168,9 @@ class StatsConfig(_Strict):
         """
         if self.classifier_sensitivity is None or self.classifier_specificity is None:
             return None
-        return ClassifierValidation.parse(self.classifier_sensitivity, self.classifier_specificity)
+        return ClassifierValidation.parse(
+            self.classifier_sensitivity, self.classifier_specificity, self.classifier_validation_source or "config"
+        )
 
 
 class KafkaConfig(_Strict):

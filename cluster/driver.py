@@ -16,6 +16,7 @@ from typing import Any
 
 from cluster.config import Config, default_pose_input_px, model_dir
 from pipeline.camera_loop import CameraSpec
+from pipeline.facegate import load_face_gate
 from pipeline.onnx_models import MaskClassifier, PoseModel
 from pipeline.sinks import ensure_topics
 from pipeline.source import is_live, probe
@@ -79,6 +80,7 @@ def resolve_cameras(
                 annotate_path=annotate.get(c.camera_id),
                 tracks_path=tracks.get(c.camera_id),
                 wait_for_source=cfg.capture.wait_for_unreachable,
+                camera_motion=c.camera_motion,
             )
         )
     return specs
@@ -135,9 +137,14 @@ def run(
     pose_path = pose_model_path(cfg)
     PoseModel(pose_path, device="cpu")  # validates the file and its layout before any actor starts
     classifier = MaskClassifier(cfg.classify.model_path, device="cpu")
+    if cfg.classify.face_detector_path is not None:  # validates the face gate's file before any actor starts
+        load_face_gate(cfg.classify.face_detector_path, cfg.classify.face_detector_input_px)
     if cfg.stats.classifier_sensitivity is None and classifier.validation is not None:
         se, sp = classifier.validation.counts()
-        stats = cfg.stats.model_copy(update={"classifier_sensitivity": se, "classifier_specificity": sp})
+        stats = cfg.stats.model_copy(update={
+            "classifier_sensitivity": se, "classifier_specificity": sp,
+            "classifier_validation_source": classifier.validation.source,
+        })
         cfg = cfg.model_copy(update={"stats": stats})
     if cfg.kafka.bootstrap_servers:
         ensure_topics(cfg.kafka)

@@ -43,6 +43,7 @@ from maskwatch.training.data import (
     split_images,
 )
 from pipeline.camera import CameraPipeline
+from pipeline.facegate import CropScorer, load_face_gate
 from pipeline.headbox import FaceRules, crop_box, cut_crops
 from pipeline.letterbox import default_pose_input_px, letterbox
 from pipeline.onnx_models import MaskClassifier, PoseModel
@@ -60,7 +61,8 @@ UNLABELLED = "unlabelled"
 IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".webp"})
 EXTRACT_COLUMNS = (
     "file", "camera_id", "source", "track_id", "frame_idx", "pts_ns", "x1", "y1", "x2", "y2",
-    "crop_x1", "crop_y1", "crop_x2", "crop_y2", "face_px", "pose_score", "face_keypoint_conf", "mask_score", "label",
+    "crop_x1", "crop_y1", "crop_x2", "crop_y2", "face_px", "pose_score", "face_keypoint_conf", "mask_score",
+    "face_score", "label",
 )
 IMPORT_COLUMNS = ("file", "label", "source", "x1", "y1", "x2", "y2", "face_px", "split")
 
@@ -197,6 +199,7 @@ class _Candidate:
     pose_score: float
     quality: float
     mask_score: float
+    face_score: float
     crop: npt.NDArray[np.uint8]
 
 
@@ -280,7 +283,8 @@ def extract_crops(
     with the classifier's geometry, saved as PNG to ``<out_dir>/unlabelled/<camera_id>_t<track>_f<frame>.png``;
     ``<out_dir>/manifest.csv`` gets one row per crop (:data:`EXTRACT_COLUMNS`: boxes in original-frame pixels,
     ``face_px`` = head box height, ``pose_score`` the person score, ``face_keypoint_conf`` the quality,
-    ``mask_score`` the classifier's score, ``label`` empty) and is rewritten after each video. The empty label
+    ``mask_score`` the classifier's score, ``face_score`` the face gate's (``pipeline.facegate``; 1 without a
+    gate: a crop below ``faces.gate_min_score`` would not vote in ``maskwatch run``), ``label`` empty) and is rewritten after each video. The empty label
     folders are created for the person to sort into. Every source is opened once before any work starts.
 
     Args:
@@ -334,12 +338,14 @@ def extract_crops(
             old_rows = list(reader)
     pose = PoseModel(pose_model_path, cfg.pose.device, cfg.pose.threads)
     clf = MaskClassifier(classifier_path, cfg.classify.device, cfg.classify.threads)
+    gate_path = cfg.classify.face_detector_path
+    scorer = CropScorer(clf, load_face_gate(gate_path, cfg.classify.face_detector_input_px) if gate_path else None)
     _make_dirs(out, unlabelled=True)
     rows: list[dict[str, str]] = []
     summaries: list[ExtractSummary] = []
     for src, cam_id, wh in zip(sources, ids, sizes, strict=True):
         px = pose_input_px or default_pose_input_px(wh)
-        summary, video_rows = _extract_video(src, cam_id, wh, px, pose, clf, cfg, target_fps, per_track, unl)
+        summary, video_rows = _extract_video(src, cam_id, wh, px, pose, scorer, cfg, target_fps, per_track, unl)
         rows += video_rows
         summaries.append(summary)
         new = {Path(r["file"]).name for r in rows}
@@ -356,7 +362,7 @@ def _extract_video(
     frame_wh: tuple[int, int],
     input_px: int,
     pose: PoseModel,
-    clf: MaskClassifier,
+    scorer: CropScorer,
     cfg: Config,
     target_fps: float | None,
     per_track: int,
@@ -364,6 +370,7 @@ def _extract_video(
 ) -> tuple[ExtractSummary, list[dict[str, str]]]:
     """One video of :func:`extract_crops`: its summary and manifest rows (crops written to ``unl``)."""
     t0, start_ns, live = time.monotonic(), time.time_ns(), is_live(src)
+    clf: MaskClassifier = scorer.classifier  # type: ignore[assignment]
     cam = CameraPipeline(cam_id, frame_wh, clf.crop_margin, TrackerParams(**cfg.tracking.model_dump()),
                          FaceRules(**cfg.faces.model_dump()), VotingRules(**cfg.voting.model_dump()))
     cap = max(64, 16 * per_track)
@@ -387,7 +394,8 @@ def _extract_video(
                 **dict(zip(("x1", "y1", "x2", "y2"), h, strict=True)),
                 **dict(zip(("crop_x1", "crop_y1", "crop_x2", "crop_y2"), b, strict=True)),
                 "face_px": _f(c.head_xyxy[3] - c.head_xyxy[1]), "pose_score": f"{c.pose_score:.4f}",
-                "face_keypoint_conf": f"{c.quality:.4f}", "mask_score": f"{c.mask_score:.4f}", "label": "",
+                "face_keypoint_conf": f"{c.quality:.4f}", "mask_score": f"{c.mask_score:.4f}",
+                "face_score": f"{c.face_score:.4f}", "label": "",
             })
 
     cc = cfg.capture
@@ -397,17 +405,18 @@ def _extract_video(
         raw = pose.infer(image[None])[0]
         poses = decode_poses(raw, lb, cam_id, frame.frame_idx, frame.pts_ns, cfg.pose.conf_threshold, cfg.pose.nms_iou)
         score, kps = poses.score, poses.keypoints
-        tracked = cam.track(poses, time.time_ns() if live else start_ns + frame.pts_ns)
+        tracked = cam.track(poses, time.time_ns() if live else start_ns + frame.pts_ns, frame.image)
         sel = tracked.classify_rows
         if len(sel):
             crops = cut_crops(frame.image, tracked.crop_xyxy, clf.input_px)
-            mask = clf.predict(crops)
+            scores = scorer.score(crops)
+            mask, face = scores[:, 0], scores[:, 1]
             quality = kps[sel][:, list(FACE_KEYPOINTS), 2].mean(axis=1)
             faces += len(sel)
             for k, (r, tid) in enumerate(zip(sel, tracked.classify_track_ids, strict=True)):
                 cands[tid].append(_Candidate(frame.frame_idx, frame.pts_ns, tracked.head_xyxy[r].copy(),
                                              tracked.crop_xyxy[k].copy(), float(score[r]), float(quality[k]),
-                                             float(mask[k]), crops[k]))
+                                             float(mask[k]), float(face[k]), crops[k]))
                 if len(cands[tid]) > cap:
                     cands[tid] = _thin(cands[tid])
         alive = cam.tracker.alive_track_ids()

@@ -80,12 +80,14 @@ class CameraPipeline:
         self.windows = CameraWindows(camera_id, window_s, validation)
         self._alive: set[int] = set()
 
-    def track(self, poses: Poses, capture_time_ns: int) -> TrackedFrame:
+    def track(self, poses: Poses, capture_time_ns: int, frame_bgr: npt.NDArray[np.uint8] | None = None) -> TrackedFrame:
         """Track this frame's people and choose the faces to classify.
 
         Args:
             poses: The frame's people (``track_id`` ignored), original-frame pixels.
             capture_time_ns: UTC epoch ns of the frame.
+            frame_bgr: The full-resolution `(H, W, 3)` uint8 BGR frame, for camera-motion compensation (None: the
+                tracker assumes a fixed camera).
 
         Raises:
             ValueError: If ``poses`` belongs to another camera or frames go backwards.
@@ -93,7 +95,7 @@ class CameraPipeline:
         if poses.camera_id != self.camera_id:
             msg = f"poses of camera {poses.camera_id!r} sent to camera {self.camera_id!r}"
             raise ValueError(msg)
-        track_id = self.tracker.step(poses.frame_idx, poses.keypoints, poses.bbox_xyxy)
+        track_id = self.tracker.step(poses.frame_idx, poses.keypoints, poses.bbox_xyxy, frame_bgr)
         tracked = poses.with_track_ids(track_id)
         self.ledger.observe([int(t) for t in track_id if t != NO_TRACK], poses.frame_idx, capture_time_ns)
         self.windows.frames_processed += 1
@@ -102,9 +104,25 @@ class CameraPipeline:
         rows = np.flatnonzero(ok).astype(np.int64)
         return TrackedFrame(tracked, heads, rows, crop_box(heads[rows], self.crop_margin))
 
-    def add_scores(self, track_ids: list[int], scores: list[float]) -> None:
-        """Add the classifier's scores (0-1) for the faces chosen by :meth:`track`."""
-        self.ledger.add_scores(track_ids, scores)
+    def add_scores(self, track_ids: list[int], scores: npt.NDArray[np.float32]) -> None:
+        """Add the classify stage's scores for the faces chosen by :meth:`track`.
+
+        Args:
+            track_ids: The faces' tracks (:attr:`TrackedFrame.classify_track_ids`).
+            scores: `(K, 2)` float32 from :meth:`pipeline.facegate.CropScorer.score`: mask score and face score.
+                A face score below ``faces.gate_min_score`` rejects the crop: no vote, counted in ``faces_rejected``.
+
+        Raises:
+            ValueError: If ``scores`` is not `(len(track_ids), 2)`, or a track is unknown.
+        """
+        sc = np.asarray(scores, np.float32)
+        if sc.shape != (len(track_ids), 2):
+            msg = f"scores must have shape ({len(track_ids)}, 2) (mask score, face score), got {sc.shape}"
+            raise ValueError(msg)
+        accepted = sc[:, 1] >= self.faces.gate_min_score
+        self.ledger.add_scores(track_ids, sc[:, 0].tolist(), accepted.tolist())
+        self.windows.faces_classified += int(accepted.sum())
+        self.windows.faces_rejected += int((~accepted).sum())
 
     def collect(self, now_ns: int) -> tuple[list[PersonDecision], list[CameraStats]]:
         """Decisions for tracks the tracker dropped since the last call, and statistics of closed windows."""

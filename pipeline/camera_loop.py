@@ -35,7 +35,7 @@ from schemas.pose import Poses
 logger = logging.getLogger(__name__)
 
 PoseFn = Callable[[npt.NDArray[np.uint8], Letterbox, str, int, int], Awaitable[Poses]]
-ClassifyFn = Callable[[npt.NDArray[np.uint8]], Awaitable[npt.NDArray[np.float32]]]
+ClassifyFn = Callable[[npt.NDArray[np.uint8]], Awaitable[npt.NDArray[np.float32]]]  # crops -> (K, 2) scores
 EmitFn = Callable[[list[Record]], Awaitable[Any]]
 
 
@@ -55,6 +55,7 @@ class CameraSpec:
     annotate_path: str | None = None
     tracks_path: str | None = None  # MOTChallenge person tracks (pipeline.mot), written as frames are processed
     wait_for_source: bool = False  # live camera down at start: retry (backoff up to 60 s) instead of failing
+    camera_motion: str | None = None  # "auto" / "on" / "off" for this camera; None: the tracking setting
 
 
 @dataclass(slots=True)
@@ -67,6 +68,7 @@ class CameraSummary:
     people: int = 0
     decisions: dict[str, int] = field(default_factory=lambda: {"mask": 0, "no_mask": 0, "undecided": 0})
     faces_classified: int = 0
+    faces_rejected: int = 0
     error: str | None = None
     wall_s: float = 0.0
 
@@ -98,7 +100,8 @@ async def run_camera(
         make_cam: Builds the camera's state from its frame size `(width_px, height_px)` at the first frame.
         classifier_input_px: Side of the classifier's input crops.
         infer_pose: Letterboxed frame -> poses in original-frame pixels.
-        classify: `(K, S, S, 3)` uint8 RGB crops -> `(K,)` mask scores.
+        classify: `(K, S, S, 3)` uint8 RGB crops -> `(K, 2)` float32 mask and face scores
+            (:meth:`pipeline.facegate.CropScorer.score`).
         emit: Delivers records (decisions, statistics).
         topics: `(decisions_topic, stats_topic)`.
         executor: Thread pool for blocking reads (None: asyncio's default).
@@ -196,14 +199,15 @@ async def run_camera(
             assert cam is not None  # noqa: S101 - created before the first pose request
             cam.windows.frames_dropped = dropped
             now_ns = last_ns = max(capture_ns(frame), last_ns)
-            tracked = cam.track(poses, now_ns)
+            tracked = cam.track(poses, now_ns, frame.image)
             if tracks_fh is not None:
                 write_mot_lines(tracks_fh, mot_lines(tracked.poses))
             if len(tracked.classify_rows):
                 crops = cut_crops(frame.image, tracked.crop_xyxy, classifier_input_px)
                 scores = await classify(crops)
-                cam.add_scores(tracked.classify_track_ids, [float(s) for s in scores])
-                summary.faces_classified += len(scores)
+                cam.add_scores(tracked.classify_track_ids, scores)
+                summary.faces_classified = cam.windows.faces_classified
+                summary.faces_rejected = cam.windows.faces_rejected
             decisions, stats = cam.collect(now_ns)
             if decisions or stats:
                 await emit(to_records(decisions, stats, *topics))

@@ -61,6 +61,8 @@ class FaceRules:
         max_nested_overlap: A face box covered by a larger visible face box over more than this fraction of its
             own area is not classified: on close-up cameras the pose model sometimes adds a second, spurious
             person whose facial keypoints land on the real face (seen on ``single_unmasked.mp4``).
+        gate_min_score: A crop votes only if its face score (:mod:`pipeline.facegate`, YuNet) reaches this (0-1);
+            0 lets every crop vote.
     """
 
     keypoint_min_score: float = 0.5
@@ -69,6 +71,7 @@ class FaceRules:
     min_face_px: float = 16.0
     area_margin: float = 0.02
     max_nested_overlap: float = 0.5
+    gate_min_score: float = 0.6
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.keypoint_min_score <= 1.0:
@@ -79,6 +82,9 @@ class FaceRules:
             raise ValueError(msg)
         if not 0.0 < self.max_nested_overlap <= 1.0:
             msg = f"max_nested_overlap must be in (0, 1], got {self.max_nested_overlap}"
+            raise ValueError(msg)
+        if not 0.0 <= self.gate_min_score <= 1.0:
+            msg = f"gate_min_score must be in [0, 1], got {self.gate_min_score}"
             raise ValueError(msg)
         if not 0.0 <= self.area_margin < 0.5:
             msg = f"area_margin must be in [0, 0.5), got {self.area_margin}"

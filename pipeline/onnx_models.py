@@ -129,7 +129,8 @@ class MaskClassifier:
     ``mask_score`` float32 `(N,)`, the probability that the face wears a mask correctly. Metadata
     ``maskwatch.crop_margin`` tells how the crops were cut at training time; inference cuts them the same way.
     Optional metadata ``maskwatch.sensitivity`` / ``maskwatch.specificity`` (``"correct/n"`` on held-out faces,
-    see the model card) become :attr:`validation`, which corrects the camera statistics.
+    see the model card) become :attr:`validation`, which corrects the camera statistics; optional
+    ``maskwatch.validation_source`` says what they were measured on.
 
     Raises:
         ModelError: If the file breaks the contract.
@@ -162,7 +163,10 @@ class MaskClassifier:
         if "maskwatch.sensitivity" in meta or "maskwatch.specificity" in meta:
             try:
                 self.validation = ClassifierValidation.parse(
-                    meta.get("maskwatch.sensitivity", ""), meta.get("maskwatch.specificity", "")
+                    meta.get("maskwatch.sensitivity", ""),
+                    meta.get("maskwatch.specificity", ""),
+                    f"{self.path.name} metadata: "
+                    + meta.get("maskwatch.validation_source", "per face, held-out annotated faces (model card)"),
                 )
             except ValueError as exc:
                 msg = f"mask classifier {self.path}: metadata maskwatch.sensitivity/specificity: {exc}"

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import math
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 Z_95 = 1.959963984540054  # two-sided 95% normal quantile
 
@@ -39,6 +39,8 @@ class ClassifierValidation:
         mask_n: Faces with a mask.
         no_mask_correct: Faces without a mask (or worn incorrectly) that it called no mask (true negatives).
         no_mask_n: Faces without a mask.
+        source: Where the counts come from and what they were measured on (per face or per person), for the
+            statistics record; None when unknown.
 
     Raises:
         ValueError: If a count is negative, a ``*_correct`` exceeds its ``*_n``, a set is empty, or
@@ -49,6 +51,7 @@ class ClassifierValidation:
     mask_n: int
     no_mask_correct: int
     no_mask_n: int
+    source: str | None = field(default=None, compare=False)
 
     def __post_init__(self) -> None:
         for name, k, n in (("sensitivity", self.mask_correct, self.mask_n),
@@ -72,8 +75,8 @@ class ClassifierValidation:
         return self.no_mask_correct / self.no_mask_n
 
     @classmethod
-    def parse(cls, sensitivity: str, specificity: str) -> ClassifierValidation:
-        """From ``"correct/n"`` strings, e.g. ``parse("308/314", "50/53")``.
+    def parse(cls, sensitivity: str, specificity: str, source: str | None = None) -> ClassifierValidation:
+        """From ``"correct/n"`` strings, e.g. ``parse("308/314", "50/53")``; ``source`` as the attribute.
 
         Raises:
             ValueError: Naming the string, if one is not ``"<int>/<int>"`` (or the counts are invalid, see above).
@@ -85,7 +88,7 @@ class ClassifierValidation:
                 msg = f"classifier {name} must be 'correct/n' (e.g. '308/314'), got {text!r}"
                 raise ValueError(msg)
             parts += [int(m.group(1)), int(m.group(2))]
-        return cls(parts[0], parts[1], parts[2], parts[3])
+        return cls(parts[0], parts[1], parts[2], parts[3], source)
 
     def counts(self) -> tuple[str, str]:
         """``("correct/n", "correct/n")`` for sensitivity and specificity (the :meth:`parse` format)."""

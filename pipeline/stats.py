@@ -102,6 +102,8 @@ class CameraWindows:
         self._total = _Counts()
         self.frames_processed = 0
         self.frames_dropped = 0
+        self.faces_classified = 0
+        self.faces_rejected = 0
 
     def _record(self, final: bool) -> CameraStats:
         assert self._start_ns is not None  # noqa: S101 - internal invariant, callers check
@@ -137,8 +139,11 @@ class CameraWindows:
             total_corrected_mask_fraction_high=cthigh,
             classifier_sensitivity=se,
             classifier_specificity=sp,
+            classifier_validation_source=self.validation.source if self.validation else None,
             frames_processed=self.frames_processed,
             frames_dropped=self.frames_dropped,
+            faces_classified=self.faces_classified,
+            faces_rejected=self.faces_rejected,
         )
 
     def advance(self, now_ns: int) -> list[CameraStats]:

@@ -9,6 +9,12 @@ distance ``1 / (1 + number of keypoints that match)``, a keypoint matching when 
 too tight for the near ones (fragmented tracks). Measured with ``bench/tune_tracking.py`` on PETS09 S2L1 and on the
 shared street videos (see the README). ``keypoints_voting`` (radius = ``keypoint_dist_frac`` x the frame's longest
 side) and ``mean_euclidean`` remain available.
+
+A moving camera (handheld, PTZ panning) shifts everyone in the frame at once, faster than the match radius allows,
+and tracks break or jump to a neighbour. :class:`CameraMotion` estimates the camera's motion with norfair's
+``MotionEstimator`` (sparse optical flow of background corners, a homography per frame; people masked out) and the
+tracker then matches in the scene's coordinates (norfair's ``coord_transformations``). ``camera_motion="auto"``
+estimates on every frame but compensates only once the camera is seen to move.
 """
 
 from __future__ import annotations
@@ -18,9 +24,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Literal
 
+import cv2
 import numpy as np
 import numpy.typing as npt
 from norfair import Detection, Tracker
+from norfair.camera_motion import CoordinatesTransformation, MotionEstimator
 from norfair.distances import create_keypoints_voting_distance
 
 from schemas.pose import NO_TRACK
@@ -37,6 +45,7 @@ class _ScalarDistanceNotice(logging.Filter):
 
 
 logging.getLogger().addFilter(_ScalarDistanceNotice())
+logger = logging.getLogger(__name__)
 IntArray = npt.NDArray[np.int64]
 
 
@@ -55,6 +64,10 @@ class TrackerParams:
         detection_threshold: Keypoints below this confidence are ignored by the tracker.
         initialization_delay: Frames a track must match before it gets an id (filters flicker).
         hit_counter_max: Frames a track survives without a match (in source frames: ``period`` scales it).
+        camera_motion: ``auto`` (compensate once the camera is seen to move), ``on`` or ``off``.
+        motion_px: Side of the downscaled grey frame the camera motion is estimated on (longest side, pixels).
+        moving_frac: ``auto``: the camera moves once the frame centre has moved more than this fraction of the
+            frame's longest side since the estimator's reference frame.
     """
 
     distance: Literal["keypoints_voting_height", "keypoints_voting", "mean_euclidean"] = "keypoints_voting_height"
@@ -65,6 +78,9 @@ class TrackerParams:
     detection_threshold: float = 0.3
     initialization_delay: int = 3
     hit_counter_max: int = 60
+    camera_motion: Literal["auto", "on", "off"] = "auto"
+    motion_px: int = 320
+    moving_frac: float = 0.02
 
 
 def person_scaled_voting_distance(height_frac: float, detection_threshold: float) -> Callable[[Any, Any], float]:
@@ -84,6 +100,78 @@ def person_scaled_voting_distance(height_frac: float, detection_threshold: float
         return 1.0 / (1.0 + float(np.count_nonzero(ok)))
 
     return distance
+
+
+class _ScaledTransformation(CoordinatesTransformation):
+    """A transformation estimated on a frame downscaled by ``scale``, applied to full-resolution pixels."""
+
+    def __init__(self, inner: CoordinatesTransformation, scale: float) -> None:
+        self._inner, self._scale = inner, scale
+
+    def abs_to_rel(self, points: np.ndarray) -> np.ndarray:
+        return self._inner.abs_to_rel(points * self._scale) / self._scale
+
+    def rel_to_abs(self, points: np.ndarray) -> np.ndarray:
+        return self._inner.rel_to_abs(points * self._scale) / self._scale
+
+
+class CameraMotion:
+    """Camera-motion estimate of one camera, for norfair's ``coord_transformations``.
+
+    norfair's ``MotionEstimator`` (default homography getter) runs on the frame in grey, downscaled to
+    ``motion_px`` on its longest side, with the people's boxes masked out so that only the background counts.
+
+    Args:
+        frame_wh: `(width_px, height_px)` of the camera's frames.
+        mode: ``auto``, ``on`` or ``off`` (see :class:`TrackerParams`).
+        motion_px: Longest side of the frame the motion is estimated on.
+        moving_frac: ``auto`` switch point, a fraction of the longest side.
+    """
+
+    def __init__(self, frame_wh: tuple[int, int], mode: str = "auto", motion_px: int = 320,
+                 moving_frac: float = 0.02) -> None:
+        if mode not in ("auto", "on", "off"):
+            msg = f"camera_motion must be 'auto', 'on' or 'off', got {mode!r}"
+            raise ValueError(msg)
+        w, h = frame_wh
+        self.mode = mode
+        self.scale = min(1.0, motion_px / max(w, h))
+        self._small_wh = (max(1, round(w * self.scale)), max(1, round(h * self.scale)))
+        self._moving_px = moving_frac * max(self._small_wh)
+        self.moving = mode == "on"
+        self._est = MotionEstimator()
+        self._last: CoordinatesTransformation | None = None
+
+    def update(self, frame_bgr: npt.NDArray[np.uint8], person_xyxy: FloatArray) -> CoordinatesTransformation | None:
+        """This frame's transformation (current-frame pixels <-> scene), or None while the camera is not moving.
+
+        Args:
+            frame_bgr: `(H, W, 3)` uint8 BGR full-resolution frame.
+            person_xyxy: `(N, 4)` float32 person boxes in original-frame pixels (masked out of the estimate).
+        """
+        if self.mode == "off":
+            return None
+        small = cv2.resize(frame_bgr, self._small_wh, interpolation=cv2.INTER_AREA)
+        mask = np.ones(small.shape[:2], np.uint8)
+        for x0, y0, x1, y1 in np.round(np.asarray(person_xyxy, np.float32).reshape(-1, 4) * self.scale).astype(int):
+            mask[max(y0, 0) : max(y1, 0), max(x0, 0) : max(x1, 0)] = 0
+        t = self._est.update(small, mask)
+        if not self.moving:
+            if t is None:
+                return None
+            centre = np.array([[self._small_wh[0] / 2, self._small_wh[1] / 2]], np.float64)
+            if float(np.linalg.norm(t.rel_to_abs(centre) - centre)) <= self._moving_px:
+                return None
+            # From now on compensate, from a fresh reference: this frame's coordinates are the scene's, so the
+            # tracks built so far (in frame coordinates) stay where they are.
+            self.moving = True
+            logger.info("camera moves (frame centre moved %.0f px at %.2f scale): motion compensation on",
+                        float(np.linalg.norm(t.rel_to_abs(centre) - centre)), self.scale)
+            self._est = MotionEstimator()
+            t = self._est.update(small, mask)
+        if t is not None:
+            self._last = _ScaledTransformation(t, self.scale)
+        return self._last
 
 
 class CameraTracker:
@@ -116,8 +204,15 @@ class CameraTracker:
             hit_counter_max=p.hit_counter_max,
         )
         self._last_frame_idx: int | None = None
+        self.motion = CameraMotion(frame_wh, p.camera_motion, p.motion_px, p.moving_frac)
 
-    def step(self, frame_idx: int, keypoints: FloatArray, bbox_xyxy: FloatArray | None = None) -> IntArray:
+    def step(
+        self,
+        frame_idx: int,
+        keypoints: FloatArray,
+        bbox_xyxy: FloatArray | None = None,
+        frame_bgr: npt.NDArray[np.uint8] | None = None,
+    ) -> IntArray:
         """Update with this frame's people; call it for every processed frame, also with no people.
 
         Args:
@@ -126,6 +221,7 @@ class CameraTracker:
             keypoints: `(N, 17, 3)` float32 `(x_px, y_px, conf)`, original-frame pixels, conf 0 for missing.
             bbox_xyxy: `(N, 4)` float32 person boxes, original-frame pixels: their heights scale the
                 ``keypoints_voting_height`` radius (None: the extent of each person's keypoints).
+            frame_bgr: `(H, W, 3)` uint8 BGR full-resolution frame, for camera-motion compensation (None: none).
 
         Returns:
             `(N,)` int64 track id per row, ``NO_TRACK`` (-1) for people not (yet) confirmed as a track.
@@ -149,7 +245,12 @@ class CameraTracker:
             height = np.array([np.ptp(k[:, :2], axis=0).max() for k in kp], np.float32)
         dets = [Detection(points=k[:, :2].copy(), scores=k[:, 2].copy(), data=float(h))
                 for k, h in zip(kp, height, strict=True)]
-        tracked = self._tracker.update(detections=dets, period=period)
+        transform = None
+        if frame_bgr is not None:
+            boxes_xyxy = (np.asarray(bbox_xyxy, np.float32).reshape(-1, 4) if bbox_xyxy is not None
+                          else np.array([[*k[:, :2].min(0), *k[:, :2].max(0)] for k in kp], np.float32).reshape(-1, 4))
+            transform = self.motion.update(frame_bgr, boxes_xyxy)
+        tracked = self._tracker.update(detections=dets, period=period, coord_transformations=transform)
         row_of = {id(d): i for i, d in enumerate(dets)}  # coasting tracks keep an older detection
         track_id = np.full(len(dets), NO_TRACK, np.int64)
         for obj in tracked:

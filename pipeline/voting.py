@@ -3,11 +3,19 @@
 Seed design (Neuralet face-mask detector): a face score above ``mask_threshold`` is a mask vote, below
 ``no_mask_threshold`` a no-mask vote, in between no vote. A track's decision is the majority of its votes once it has
 ``min_votes`` of them, else ``undecided``; a tie is ``undecided``.
+
+Two additions of our own for what the pipeline sees on real crowds:
+
+- A crop whose face score (:mod:`pipeline.facegate`) is below the face rules' ``gate_min_score`` is not a usable face
+  (a back of a head, a blur): it casts no vote and is counted in ``faces_rejected``.
+- One track, one person: a track whose votes strongly disagree (the majority holds less than ``min_agreement`` of
+  them) is ``undecided``. On a moving camera a track can pass from one person to another, and the votes of a masked
+  and an unmasked face then mix; a majority of such a track would count one of them wrongly.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from schemas.messages import Decision, PersonDecision
 
@@ -21,12 +29,14 @@ class VotingRules:
         no_mask_threshold: A score below this is a no-mask vote (0-1, <= mask_threshold).
         min_votes: Votes needed before a decision is made.
         min_frames_tracked: Tracks matched in fewer frames are dropped as spurious (not counted as people).
+        min_agreement: The majority must hold at least this share of the votes (0.5-1; 0.5 = plain majority).
     """
 
     mask_threshold: float = 0.7
     no_mask_threshold: float = 0.3
     min_votes: int = 3
     min_frames_tracked: int = 3
+    min_agreement: float = 0.75
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.no_mask_threshold <= self.mask_threshold <= 1.0:
@@ -38,11 +48,23 @@ class VotingRules:
         if self.min_votes < 1:
             msg = f"min_votes must be >= 1, got {self.min_votes}"
             raise ValueError(msg)
+        if not 0.5 <= self.min_agreement <= 1.0:
+            msg = f"min_agreement must be in [0.5, 1], got {self.min_agreement}"
+            raise ValueError(msg)
 
 
-def decide(votes_mask: int, votes_no_mask: int, min_votes: int) -> Decision:
-    """Majority decision of a track's votes (``undecided`` below ``min_votes`` or on a tie)."""
-    if votes_mask + votes_no_mask < min_votes or votes_mask == votes_no_mask:
+def decide(votes_mask: int, votes_no_mask: int, min_votes: int, min_agreement: float = 0.5) -> Decision:
+    """Majority decision of a track's votes.
+
+    ``undecided`` below ``min_votes`` votes, on a tie, or when the majority holds less than ``min_agreement`` of
+    the votes (the track's faces disagree: likely more than one person).
+
+    Examples:
+        >>> decide(5, 1, 3, 0.75), decide(5, 3, 3, 0.75), decide(5, 3, 3, 0.5), decide(1, 1, 1)
+        ('mask', 'undecided', 'mask', 'undecided')
+    """
+    n = votes_mask + votes_no_mask
+    if n < min_votes or votes_mask == votes_no_mask or max(votes_mask, votes_no_mask) < min_agreement * n:
         return "undecided"
     return "mask" if votes_mask > votes_no_mask else "no_mask"
 
@@ -57,13 +79,16 @@ class TrackVotes:
     first_frame_idx: int
     last_frame_idx: int
     frames_tracked: int = 0
-    scores: list[float] = field(default_factory=list)
+    faces_classified: int = 0
+    score_sum: float = 0.0
     votes_mask: int = 0
     votes_no_mask: int = 0
+    faces_rejected: int = 0
 
     def add_score(self, score: float, rules: VotingRules) -> None:
-        """Record one classifier score (0-1) and its vote, if any."""
-        self.scores.append(float(score))
+        """Record one classifier score (0-1) of a face that passed the gate, and its vote, if any."""
+        self.faces_classified += 1
+        self.score_sum += float(score)
         if score > rules.mask_threshold:
             self.votes_mask += 1
         elif score < rules.no_mask_threshold:
@@ -85,11 +110,12 @@ class TrackVotes:
             first_frame_idx=self.first_frame_idx,
             last_frame_idx=self.last_frame_idx,
             frames_tracked=self.frames_tracked,
-            faces_classified=len(self.scores),
+            faces_classified=self.faces_classified,
+            faces_rejected=self.faces_rejected,
             votes_mask=self.votes_mask,
             votes_no_mask=self.votes_no_mask,
-            mean_mask_score=round(sum(self.scores) / len(self.scores), 6) if self.scores else None,
-            decision=decide(self.votes_mask, self.votes_no_mask, rules.min_votes),
+            mean_mask_score=round(self.score_sum / self.faces_classified, 6) if self.faces_classified else None,
+            decision=decide(self.votes_mask, self.votes_no_mask, rules.min_votes, rules.min_agreement),
         )
 
 
@@ -115,20 +141,33 @@ class TrackLedger:
             tv.last_seen_ns, tv.last_frame_idx = capture_time_ns, frame_idx
             tv.frames_tracked += 1
 
-    def add_scores(self, track_ids: list[int], scores: list[float]) -> None:
+    def add_scores(self, track_ids: list[int], scores: list[float], accepted: list[bool] | None = None) -> None:
         """Add classifier scores (0-1) of faces, one per track id.
+
+        Args:
+            track_ids: The faces' tracks.
+            scores: Their mask scores.
+            accepted: Whether each crop passed the face gate (None: all did); a rejected crop casts no vote and
+                counts in the track's ``faces_rejected``.
 
         Raises:
             ValueError: If lengths differ or a track was never observed.
         """
-        if len(track_ids) != len(scores):
-            msg = f"track_ids and scores must have the same length, got {len(track_ids)} and {len(scores)}"
+        ok = [True] * len(track_ids) if accepted is None else accepted
+        if not len(track_ids) == len(scores) == len(ok):
+            msg = (
+                "track_ids, scores and accepted must have the same length, got "
+                f"{len(track_ids)}, {len(scores)} and {len(ok)}"
+            )
             raise ValueError(msg)
-        for tid, s in zip(track_ids, scores, strict=True):
+        for tid, s, a in zip(track_ids, scores, ok, strict=True):
             if tid not in self._tracks:
                 msg = f"camera {self.camera_id!r}: score for unknown track {tid}"
                 raise ValueError(msg)
-            self._tracks[tid].add_score(s, self.rules)
+            if a:
+                self._tracks[tid].add_score(s, self.rules)
+            else:
+                self._tracks[tid].faces_rejected += 1
 
     def get(self, track_id: int) -> TrackVotes | None:
         """The live track's votes, if any."""

@@ -73,14 +73,17 @@ class PersonDecision(_Message):
         first_seen_ns, last_seen_ns: Capture time (UTC epoch ns) of the first and last frame of the track.
         first_frame_idx, last_frame_idx: Frame indices of the first and last frame of the track.
         frames_tracked: Frames in which the track matched a detection.
-        faces_classified: Frames in which the face was visible and classified.
+        faces_classified: Frames in which the face was visible, passed the face gate and was classified.
+        faces_rejected: Frames in which the face passed the keypoint rules but not the face gate (not a usable
+            face: a back of a head, a blur); they cast no vote.
         votes_mask, votes_no_mask: Votes after thresholding the classifier scores.
         mean_mask_score: Mean classifier score over the classified faces (null if none).
-        decision: ``mask``, ``no_mask`` or ``undecided`` (fewer than ``min_votes`` votes, or a tie).
+        decision: ``mask``, ``no_mask`` or ``undecided`` (fewer than ``min_votes`` votes, a tie, or votes that
+            disagree: the majority holds less than ``min_agreement`` of them).
     """
 
-    schema_version: ClassVar[int] = 1
-    schema_file: ClassVar[str] = "decision.v1.json"
+    schema_version: ClassVar[int] = 2
+    schema_file: ClassVar[str] = "decision.v2.json"
 
     decision_id: str
     camera_id: str
@@ -91,6 +94,7 @@ class PersonDecision(_Message):
     last_frame_idx: int
     frames_tracked: int
     faces_classified: int
+    faces_rejected: int
     votes_mask: int
     votes_no_mask: int
     mean_mask_score: float | None
@@ -119,11 +123,15 @@ class CameraStats(_Message):
         total_mask_fraction, total_mask_fraction_low, total_mask_fraction_high: Same over the totals.
         total_corrected_mask_fraction, total_corrected_mask_fraction_low, total_corrected_mask_fraction_high: Same.
         classifier_sensitivity, classifier_specificity: The validation counts used, ``"correct/n"`` (null: none).
+        classifier_validation_source: Where those counts come from and what they were measured on (the model
+            file's metadata, or the config); null when the fraction is not corrected.
         frames_processed, frames_dropped: Since start; dropped = live frames discarded under backpressure.
+        faces_classified, faces_rejected: Since start: face crops that passed the face gate and were classified,
+            and crops the gate rejected (no vote).
     """
 
-    schema_version: ClassVar[int] = 2
-    schema_file: ClassVar[str] = "camera_stats.v2.json"
+    schema_version: ClassVar[int] = 3
+    schema_file: ClassVar[str] = "camera_stats.v3.json"
 
     camera_id: str
     window_start_ns: int
@@ -151,8 +159,11 @@ class CameraStats(_Message):
     total_corrected_mask_fraction_high: float | None
     classifier_sensitivity: str | None
     classifier_specificity: str | None
+    classifier_validation_source: str | None
     frames_processed: int
     frames_dropped: int
+    faces_classified: int
+    faces_rejected: int
 
 
 TOPIC_MESSAGES: dict[str, type[_Message]] = {"decisions": PersonDecision, "camera_stats": CameraStats}

@@ -54,8 +54,8 @@ def test_poses_validation():
 
 DECISION = PersonDecision(
     decision_id="cam/3/100", camera_id="cam", track_id=3, first_seen_ns=100, last_seen_ns=900, first_frame_idx=0,
-    last_frame_idx=24, frames_tracked=9, faces_classified=6, votes_mask=5, votes_no_mask=0, mean_mask_score=0.91,
-    decision="mask",
+    last_frame_idx=24, frames_tracked=9, faces_classified=6, faces_rejected=2, votes_mask=5, votes_no_mask=0,
+    mean_mask_score=0.91, decision="mask",
 )
 STATS = CameraStats(
     camera_id="cam", window_start_ns=0, window_end_ns=60 * 10**9, final=True, people=2, masked=1, unmasked=1,
@@ -64,7 +64,8 @@ STATS = CameraStats(
     total_unmasked=1, total_undecided=0, total_mask_fraction=0.5, total_mask_fraction_low=0.09,
     total_mask_fraction_high=0.91, total_corrected_mask_fraction=0.49, total_corrected_mask_fraction_low=0.05,
     total_corrected_mask_fraction_high=0.95, classifier_sensitivity="308/314", classifier_specificity="50/53",
-    frames_processed=100, frames_dropped=0,
+    classifier_validation_source="mask_classifier.onnx metadata: per face, held-out annotated faces (model card)",
+    frames_processed=100, frames_dropped=0, faces_classified=40, faces_rejected=7,
 )
 
 
@@ -82,10 +83,25 @@ def test_json_schema_rejects_what_decode_rejects():
     bad["decision"] = "maybe"
     with pytest.raises(jsonschema.ValidationError):
         jsonschema.validate(bad, PersonDecision.json_schema())
-    wrong_version = dict(json.loads(DECISION.encode()), schema_version=2)
+    wrong_version = dict(json.loads(DECISION.encode()), schema_version=1)
     with pytest.raises(ValueError, match="schema_version"):
         PersonDecision.decode(json.dumps(wrong_version))
     with pytest.raises(ValueError, match="unexpected"):
         PersonDecision.decode(dict(json.loads(DECISION.encode()), extra=1))
     with pytest.raises(ValueError, match="not JSON"):
         CameraStats.decode(b"{")
+
+
+def test_faces_rejected_is_required_and_counted_by_the_stats_schema():
+    import json
+
+    schema = CameraStats.json_schema()
+    assert {"faces_classified", "faces_rejected", "classifier_validation_source"} <= set(schema["required"])
+    value = json.loads(STATS.encode())
+    for bad in ({"faces_rejected": -1}, {"faces_rejected": 1.5}, {"classifier_validation_source": 3}):
+        with pytest.raises(jsonschema.ValidationError):
+            jsonschema.validate(value | bad, schema)
+    without = {k: v for k, v in value.items() if k != "faces_rejected"}
+    with pytest.raises(jsonschema.ValidationError, match="faces_rejected"):
+        jsonschema.validate(without, schema)
+    assert "faces_rejected" in PersonDecision.json_schema()["required"]

@@ -1,3 +1,4 @@
+import cv2
 import numpy as np
 import pytest
 
@@ -62,3 +63,41 @@ def test_match_radius_follows_the_person_not_the_frame():
     assert _ids(by_height, 400, 40) == {1}  # radius 100 px: one track
     assert _ids(by_frame, 400, 40) != {1}  # radius 1280/50 = 25.6 px: no keypoint matches, no stable track
     assert _ids(by_height, 40, 4) == {1}
+
+
+def _shaky_pan_ids(camera_motion, frames=30):
+    """Two people standing still in a static textured scene, filmed by a hand-held camera that jumps by 20-30 px per
+    frame (a known offset per frame). Returns the set of track ids given to them."""
+    rng = np.random.default_rng(7)
+    scene = np.full((800, 1200, 3), 90, np.uint8)  # a static scene with corners to follow: 300 coloured boxes
+    for x, y, w, h in zip(*(rng.integers(0, n, 300) for n in (1200, 800, 60, 60)), strict=True):
+        cv2.rectangle(scene, (int(x), int(y)), (int(x + 10 + w), int(y + 10 + h)), rng.integers(0, 256, 3).tolist(), -1)
+    # The 640x360 view shakes around a point: a new offset of 20-30 px in x and y every frame, never predictable.
+    offsets = 200 + rng.choice([-30, -20, 20, 30], size=(frames, 2))
+    people = [(300.0, 250.0), (500.0, 250.0)]  # scene coordinates, 160 px tall
+    trk = CameraTracker((640, 360), TrackerParams(initialization_delay=1, camera_motion=camera_motion))
+    ids = []
+    for f, (dx, dy) in enumerate(offsets):
+        frame = np.ascontiguousarray(scene[dy : dy + 360, dx : dx + 640])
+        kp = np.stack([walker(x - dx, y - dy) for x, y in people])
+        boxes = np.array([[k[:, 0].min(), k[:, 1].min(), k[:, 0].max(), k[:, 1].max()] for k in kp], np.float32)
+        ids += [t for t in trk.step(f, kp, boxes, frame).tolist() if t != NO_TRACK]
+    return set(ids), trk.motion.moving
+
+
+def test_motion_compensation_keeps_ids_on_a_shaking_camera():
+    ids, moving = _shaky_pan_ids("auto")
+    assert moving and ids == {1, 2}
+    ids_off, _ = _shaky_pan_ids("off")
+    assert len(ids_off) > 2  # without compensation the same two people break into more tracks
+
+
+def test_fixed_camera_is_not_compensated():
+    rng = np.random.default_rng(3)
+    frame = cv2.GaussianBlur(rng.integers(0, 256, (360, 640, 3), dtype=np.uint8), (0, 0), 3)
+    trk = CameraTracker((640, 360), TrackerParams(initialization_delay=1))
+    for f in range(10):
+        trk.step(f, walker(100 + 5 * f, 180)[None], None, frame)
+    assert not trk.motion.moving and trk.alive_track_ids() == {1}
+    with pytest.raises(ValueError, match="camera_motion"):
+        CameraTracker((640, 360), TrackerParams(camera_motion="sometimes"))

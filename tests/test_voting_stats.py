@@ -26,6 +26,40 @@ def test_scores_between_thresholds_do_not_vote():
     assert d.mean_mask_score == pytest.approx(0.67)
 
 
+def _track(ledger, tid, scores, accepted=None):
+    for i in range(max(3, len(scores))):
+        ledger.observe([tid], i, i * 100_000_000)
+    ledger.add_scores([tid] * len(scores), scores, accepted)
+    (d,) = ledger.end({tid})
+    return d
+
+
+def test_a_track_whose_faces_disagree_is_undecided():
+    # A moving camera hands a track from a masked person (5 frames) to an unmasked one (4 frames): a plain
+    # majority would count one "mask" person; the default rules leave it undecided.
+    ledger = TrackLedger("cam")
+    mixed = _track(ledger, 1, [0.95] * 5 + [0.05] * 4)
+    assert (mixed.votes_mask, mixed.votes_no_mask, mixed.decision) == (5, 4, "undecided")
+    # One person with a noisy classifier: 9 of 10 votes agree, so the decision stands.
+    noisy = _track(ledger, 2, [0.95] * 9 + [0.05])
+    assert noisy.decision == "mask"
+    plain = TrackLedger("cam", VotingRules(min_agreement=0.5))
+    assert _track(plain, 3, [0.95] * 5 + [0.05] * 4).decision == "mask"
+    with pytest.raises(ValueError, match="min_agreement"):
+        VotingRules(min_agreement=0.4)
+
+
+def test_rejected_crops_cast_no_vote_and_are_counted():
+    # Three backs of heads scored "no mask" by the classifier, rejected by the face gate: they must not turn a
+    # masked person into an unmasked one.
+    ledger = TrackLedger("cam")
+    d = _track(ledger, 4, [0.9, 0.05, 0.95, 0.02, 0.9, 0.01], [True, False, True, False, True, False])
+    assert (d.votes_mask, d.votes_no_mask, d.faces_classified, d.faces_rejected) == (3, 0, 3, 3)
+    assert d.decision == "mask" and d.mean_mask_score == pytest.approx(0.91667, abs=1e-5)
+    with pytest.raises(ValueError, match="same length"):
+        ledger.add_scores([4], [0.5], [True, False])
+
+
 def test_short_tracks_are_dropped_and_unknown_scores_raise():
     ledger = TrackLedger("cam", VotingRules(min_frames_tracked=3))
     ledger.observe([1], 0, 0)
