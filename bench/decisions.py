@@ -20,8 +20,8 @@ from pathlib import Path
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 os.environ.setdefault("OPENCV_LOG_LEVEL", "ERROR")
 
-from cluster.config import CameraConfig, load_config  # noqa: E402
-from cluster.driver import run  # noqa: E402
+from cluster.config import CameraConfig, load_config
+from cluster.driver import run
 
 VIDEOS = Path(__file__).resolve().parents[2] / "shared" / "data" / "videos"
 # What is known of each video (../shared/data/SOURCES.md) and the decision target that follows from it.

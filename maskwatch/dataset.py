@@ -284,8 +284,9 @@ def extract_crops(
     ``<out_dir>/manifest.csv`` gets one row per crop (:data:`EXTRACT_COLUMNS`: boxes in original-frame pixels,
     ``face_px`` = head box height, ``pose_score`` the person score, ``face_keypoint_conf`` the quality,
     ``mask_score`` the classifier's score, ``face_score`` the face gate's (``pipeline.facegate``; 1 without a
-    gate: a crop below ``faces.gate_min_score`` would not vote in ``maskwatch run``), ``label`` empty) and is rewritten after each video. The empty label
-    folders are created for the person to sort into. Every source is opened once before any work starts.
+    gate: a crop below ``faces.gate_min_score`` would not vote in ``maskwatch run``), ``label`` empty) and is
+    rewritten after each video. The empty label folders are created for the person to sort into. Every source is
+    opened once before any work starts.
 
     Args:
         sources: Video files (or stream URLs); camera id = file stem (``cam-<i>`` for URLs), made unique.

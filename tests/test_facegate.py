@@ -106,7 +106,8 @@ def test_scorer_columns_and_gate_off():
     assert CropScorer(Fixed(), None).score(crops).tolist() == [[0.25, 1.0], [0.25, 1.0]]
     assert CropScorer(Fixed(), None).score(crops[:0]).shape == (0, 2)
     cfg = parse_config({"classify": {"face_detector_path": None}, "faces": {"gate_min_score": 0.7}})
-    assert cfg.classify.face_detector_path is None and cfg.faces.gate_min_score == 0.7
+    assert cfg.classify.face_detector_path is None
+    assert cfg.faces.gate_min_score == 0.7
 
 
 def test_camera_counts_rejected_faces_in_its_statistics():
@@ -123,3 +124,38 @@ def test_camera_counts_rejected_faces_in_its_statistics():
     decisions, stats = cam.close(10**9)
     assert (decisions[0].faces_rejected, decisions[0].votes_no_mask, decisions[0].votes_mask) == (1, 0, 1)
     assert (stats[-1].faces_rejected, stats[-1].faces_classified) == (1, 1)
+
+
+def test_gate_on_labelled_crowd_crops(gate):
+    """The face gate on the 510 hand-labelled crops of data/labels/face_gate_crops.csv (two masked-crowd videos).
+
+    Measured on 2026-11-29: 94.6% of faces kept, 80.0% of non-faces rejected (maskwatch/assets/FACE_GATE.md). The
+    floors below hold the gate to that; neither reaches the issue's 97% / 95% targets yet.
+    """
+    import csv
+
+    from tests.conftest import REPO
+
+    rows = list(csv.DictReader((REPO / "data" / "labels" / "face_gate_crops.csv").open()))
+    kept: dict[str, list[bool]] = {"face": [], "not_a_face": [], "unusable": []}
+    for video in sorted({r["video"] for r in rows}):
+        by_frame: dict[int, list[dict[str, str]]] = {}
+        for r in rows:
+            if r["video"] == video:
+                by_frame.setdefault(int(r["frame_idx"]), []).append(r)
+        cap = cv2.VideoCapture(str(shared_video(video)))
+        try:
+            for idx in range(max(by_frame) + 1):
+                ok, frame = cap.read()
+                assert ok, f"{video}: no frame {idx}"
+                if idx in by_frame:
+                    boxes = np.array([[float(r[k]) for k in ("crop_x1", "crop_y1", "crop_x2", "crop_y2")]
+                                      for r in by_frame[idx]], np.float32)
+                    scores = gate.face_scores(cut_crops(frame, boxes, 96))
+                    for r, s in zip(by_frame[idx], scores, strict=True):
+                        kept[r["label"]].append(bool(s >= GATE_MIN))
+        finally:
+            cap.release()
+    assert [len(v) for v in kept.values()] == [423, 65, 22]
+    assert np.mean(kept["face"]) >= 0.93
+    assert 1 - np.mean(kept["not_a_face"]) >= 0.75

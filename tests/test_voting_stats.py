@@ -55,7 +55,8 @@ def test_rejected_crops_cast_no_vote_and_are_counted():
     ledger = TrackLedger("cam")
     d = _track(ledger, 4, [0.9, 0.05, 0.95, 0.02, 0.9, 0.01], [True, False, True, False, True, False])
     assert (d.votes_mask, d.votes_no_mask, d.faces_classified, d.faces_rejected) == (3, 0, 3, 3)
-    assert d.decision == "mask" and d.mean_mask_score == pytest.approx(0.91667, abs=1e-5)
+    assert d.decision == "mask"
+    assert d.mean_mask_score == pytest.approx(0.91667, abs=1e-5)
     with pytest.raises(ValueError, match="same length"):
         ledger.add_scores([4], [0.5], [True, False])
 
