@@ -271,9 +271,9 @@ def test_camera_loop_waits_for_a_camera_down_at_start_and_drops_oldest_frames_wh
     than queueing when the models are slower than the camera, and reports the camera when it stays down."""
     import asyncio
 
+    from cluster.config import ClassifyConfig
     from pipeline.camera import CameraPipeline
     from pipeline.camera_loop import CameraSpec, run_camera
-    from cluster.config import ClassifyConfig
     from pipeline.facegate import CropScorer, load_face_gate
     from pipeline.onnx_models import MaskClassifier, PoseModel
     from pipeline.pose_postprocess import decode_poses
