@@ -109,6 +109,10 @@ class TrackingConfig(_Strict):
     camera_motion: Literal["auto", "on", "off"] = "off"
     motion_px: Annotated[int, Field(ge=64, le=1920)] = 320
     moving_frac: Annotated[float, Field(gt=0, le=1)] = 0.02
+    # Shot cuts (edited footage, PTZ preset jumps) end every track: consecutive frames' hue-saturation histograms
+    # differ by more than cut_distance (Bhattacharyya; 1 = off) and cut_ratio x the recent median (pipeline.tracking).
+    cut_distance: Annotated[float, Field(gt=0, le=1)] = 0.25
+    cut_ratio: Annotated[float, Field(ge=1)] = 3.0
 
 
 class FacesConfig(_Strict):

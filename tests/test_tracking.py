@@ -103,3 +103,38 @@ def test_fixed_camera_is_not_compensated():
     assert trk.alive_track_ids() == {1}
     with pytest.raises(ValueError, match="camera_motion"):
         CameraTracker((640, 360), TrackerParams(camera_motion="sometimes"))
+
+
+def test_shot_cut_ends_every_track_and_ids_keep_increasing():
+    # Two "shots": a textured view, then a different one. The same keypoints before and after the cut are different
+    # people (edited footage), so the tracker must not carry a track across.
+    rng = np.random.default_rng(5)
+    shot_a = cv2.GaussianBlur(rng.integers(0, 256, (360, 640, 3), dtype=np.uint8), (0, 0), 2)
+    shot_b = np.clip(shot_a * np.array([1.0, 0.5, 0.3]) + (60, 0, 0), 0, 255).astype(np.uint8)  # bluish, darker
+    trk = CameraTracker((640, 360), TrackerParams(initialization_delay=1))
+    ids = []
+    for f in range(16):
+        frame = shot_a if f < 8 else shot_b
+        ids.append(trk.step(f, walker(200 + 2 * f, 180)[None], None, frame).tolist())
+        if f == 7:
+            assert trk.alive_track_ids() == {1}
+    assert trk.cuts_seen == 1
+    assert ids[3] == [1]
+    assert ids[-1] == [2]  # a new id after the cut, never 1 again
+    assert trk.alive_track_ids() == {2}
+    steady = CameraTracker((640, 360), TrackerParams(initialization_delay=1))
+    for f in range(16):
+        steady.step(f, walker(200 + 2 * f, 180)[None], None, shot_a)
+    assert steady.cuts_seen == 0
+
+
+def test_shot_cuts_rule():
+    from pipeline.tracking import ShotCuts
+
+    grey = np.full((90, 160, 3), 100, np.uint8)
+    red = np.zeros((90, 160, 3), np.uint8)
+    red[..., 2] = 200
+    cuts = ShotCuts()
+    assert [cuts.update(f) for f in (grey, grey, grey, red, red)] == [False, False, False, True, False]
+    with pytest.raises(ValueError, match="min_distance"):
+        ShotCuts(min_distance=0)

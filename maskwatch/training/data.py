@@ -296,11 +296,16 @@ def held_out_boxes(
     val_fraction: float = 0.2,
     min_face_px: float = EVAL_MIN_FACE_PX,
     fold: tuple[int, int] | None = None,
+    val_sets: Sequence[str] = (VAL_SET,),
 ) -> list[FaceBox]:
-    """The held-out ``andrewmvd_dev`` faces (validation images, faces at least ``min_face_px`` tall)."""
-    boxes = read_boxes(data_root, VAL_SET)
-    _, val_src = split_images(boxes, val_fraction=val_fraction, seed=seed, fold=fold)
-    return [b for b in boxes if b.source in val_src and b.face_px >= min_face_px]
+    """The held-out faces of each of ``val_sets`` (validation images, faces at least ``min_face_px`` tall); each set
+    is split on its own by :func:`split_images` with the same ``seed`` / ``fold``."""
+    out: list[FaceBox] = []
+    for set_name in val_sets:
+        boxes = read_boxes(data_root, set_name)
+        _, val_src = split_images(boxes, val_fraction=val_fraction, seed=seed, fold=fold)
+        out += [b for b in boxes if b.source in val_src and b.face_px >= min_face_px]
+    return out
 
 
 def load_held_out(
@@ -330,6 +335,7 @@ def load_train_val(
     min_train_face_px: float = 10.0,
     eval_min_face_px: float = EVAL_MIN_FACE_PX,
     fold: tuple[int, int] | None = None,
+    val_sets: Sequence[str] = (VAL_SET,),
 ) -> TrainValData:
     """Load training crops and the held-out validation crops.
 
@@ -337,21 +343,27 @@ def load_train_val(
     faces at least ``eval_min_face_px`` tall. Training: the remaining ``andrewmvd_dev`` images, every image of the
     other ``detection_sets``, and the photos of ``face_folders`` (pass ``()`` to leave them out); annotated faces
     under ``min_train_face_px`` tall are dropped (too few pixels to show a mask). ``fold=(i, k)`` holds out fold
-    ``i`` of ``k`` instead of the ``val_fraction`` split (see :func:`split_images`).
+    ``i`` of ``k`` instead of the ``val_fraction`` split (see :func:`split_images`). Each set of ``val_sets`` (they
+    must be among ``detection_sets``) is split so, each on its own, and its held-out faces join the validation.
     """
     data_root = Path(data_root)
     train_boxes: list[FaceBox] = []
     val_boxes: list[FaceBox] = []
+    missing = [s for s in val_sets if s not in detection_sets]
+    if missing:
+        msg = f"val_sets {missing} must also be in detection_sets {list(detection_sets)}"
+        raise ValueError(msg)
     for set_name in detection_sets:
         boxes = read_boxes(data_root, set_name)
-        if set_name == VAL_SET:
+        if set_name in val_sets:
             train_src, val_src = split_images(boxes, val_fraction=val_fraction, seed=seed, fold=fold)
-            val_boxes = [b for b in boxes if b.source in val_src and b.face_px >= eval_min_face_px]
+            val_boxes += [b for b in boxes if b.source in val_src and b.face_px >= eval_min_face_px]
             boxes = [b for b in boxes if b.source in train_src]
         train_boxes += [b for b in boxes if b.face_px >= min_train_face_px]
     if not val_boxes:
         val_boxes = held_out_boxes(
-            data_root, seed=seed, val_fraction=val_fraction, min_face_px=eval_min_face_px, fold=fold
+            data_root, seed=seed, val_fraction=val_fraction, min_face_px=eval_min_face_px, fold=fold,
+            val_sets=val_sets,
         )
     train_boxes += read_face_folders(data_root, face_folders) if face_folders else []
     val_sources = {b.source for b in val_boxes}

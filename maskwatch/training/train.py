@@ -427,8 +427,9 @@ def train_classifier(
     synth_incorrect: float = 0.0,
     in_domain_share: float = 0.0,
     fold: tuple[int, int] | None = None,
+    val_sets: tuple[str, ...] = (VAL_SET,),
 ) -> dict[str, Any]:
-    """Train the mask classifier, evaluate it on the held-out ``andrewmvd_dev`` images and export ONNX.
+    """Train the mask classifier, evaluate it on the held-out images of ``val_sets`` and export ONNX.
 
     Args:
         data_root: The shared data folder (``detection/``, ``faces/``).
@@ -458,6 +459,9 @@ def train_classifier(
             ``wider_crowds`` ones, see :func:`balanced_weights`).
         fold: ``(i, k)``: hold out fold ``i`` of a ``k``-fold split of the ``andrewmvd_dev`` images instead of the
             default 20% (cross-validation, see :func:`maskwatch.training.data.split_images`).
+        val_sets: Detection sets split by source image into training and held-out images (each on its own, same
+            ``seed`` / ``fold``); their training images are the "in-domain" ones of ``in_domain_share``. Default
+            ``andrewmvd_dev`` alone (the shipped recipe); add ``jolignier_dev`` to train and validate on both.
 
     Returns:
         A report: ``metrics`` (held-out, torch, float), ``onnx_metrics`` (held-out, the shipped file),
@@ -479,7 +483,7 @@ def train_classifier(
     hp = dict(DEFAULTS[arch])
     hp.update({k: v for k, v in (("lr", lr), ("batch", batch_size), ("epoch_samples", epoch_samples)) if v})
 
-    sets = ("andrewmvd_dev", "wider_crowds") if use_wider else ("andrewmvd_dev",)
+    sets = (*val_sets, "wider_crowds") if use_wider else tuple(val_sets)
     data = load_train_val(
         Path(data_root),
         crop_margin=crop_margin,
@@ -488,6 +492,7 @@ def train_classifier(
         detection_sets=sets,
         face_folders=face_folders,
         fold=fold,
+        val_sets=val_sets,
     )
     train, val = data.train, data.val
     counts = {name: int(np.sum(train.label == k)) for k, name in enumerate(LABELS)}
@@ -505,7 +510,7 @@ def train_classifier(
         WITHOUT_MASK: 1.0 - CLASS_SHARE[WITH_MASK] - incorrect_share,
         MASK_INCORRECT: incorrect_share,
     }
-    in_domain = np.array([str(src).startswith(VAL_SET + "/") for src in train.source])
+    in_domain = np.array([str(src).startswith(tuple(f"{s}/" for s in val_sets)) for src in train.source])
     weights = balanced_weights(train.label, share, in_domain, in_domain_share)
     sample_w = np.where(train.label == MASK_INCORRECT, incorrect_weight, 1.0).astype(np.float32)
     target: npt.NDArray[Any] = train.target
@@ -648,6 +653,7 @@ def train_classifier(
         "synth_incorrect": synth_incorrect,
         "in_domain_share": in_domain_share,
         "fold": list(fold) if fold else None,
+        "val_sets": list(val_sets),
         "class_share": {LABELS[k]: v for k, v in share.items()},
         "n_params": int(n_params),
         "n_train": len(train),
@@ -763,6 +769,12 @@ def main(argv: list[str] | None = None) -> int:
         help="cross-validate: train K models, each holding out one fold of the andrewmvd_dev images, write "
         "OUT.foldI.onnx (and REPORT.foldI.json), and report the metrics pooled over every held-out face",
     )
+    p.add_argument(
+        "--val-sets",
+        default=VAL_SET,
+        help="comma-separated detection sets split by source image into training and held-out images, each on its "
+        "own (default andrewmvd_dev; e.g. andrewmvd_dev,jolignier_dev)",
+    )
     p.add_argument("--report", type=Path, default=None, help="also write the JSON report here")
     p.add_argument(
         "--config",
@@ -809,6 +821,7 @@ def main(argv: list[str] | None = None) -> int:
         three_class=a.three_class,
         synth_incorrect=a.synth_incorrect,
         in_domain_share=a.in_domain_share,
+        val_sets=tuple(s.strip() for s in str(a.val_sets).split(",") if s.strip()),
     )
     if a.cv_folds:
         report = cross_validate(a.data_root, a.out, a.cv_folds, a.report, log, **settings)
