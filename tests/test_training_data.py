@@ -86,6 +86,28 @@ def test_split_of_shared_data_never_shares_a_source_image() -> None:
     assert any(b.label == "mask_worn_incorrectly" for b in train_faces)
 
 
+@needs_data
+def test_several_val_sets_are_each_split_by_source_image() -> None:
+    from maskwatch.training.data import load_train_val
+
+    sets = ("andrewmvd_dev", "jolignier_dev")
+    if not (SHARED_DATA / "detection" / sets[1] / "boxes.csv").is_file():
+        pytest.skip("needs ../shared/data/detection/jolignier_dev")
+    held = held_out_boxes(SHARED_DATA, seed=0, fold=(1, 5), val_sets=sets)
+    assert {b.source.split("/")[0] for b in held} == set(sets)
+    for name in sets:  # each set's own fold 1 of 5, as split_images gives it
+        _, val = split_images(read_boxes(SHARED_DATA, name), seed=0, fold=(1, 5))
+        assert {b.source for b in held if b.source.startswith(name + "/")} <= val
+    data = load_train_val(SHARED_DATA, crop_margin=1.6, input_px=32, fold=(1, 5), val_sets=sets,
+                          detection_sets=sets, face_folders=())
+    assert not set(data.train.source) & set(data.val.source)
+    assert len(data.val) == len(held)
+    assert sum(data.val.label == MASK_INCORRECT) > sum(b.label == "mask_worn_incorrectly" for b in held
+                                                      if b.source.startswith("andrewmvd_dev/"))
+    with pytest.raises(ValueError, match="must also be in detection_sets"):
+        load_train_val(SHARED_DATA, crop_margin=1.6, input_px=32, val_sets=sets, detection_sets=sets[:1])
+
+
 def test_crops_are_cut_with_the_shared_geometry(tmp_path: Path) -> None:
     rng = np.random.default_rng(0)
     img = rng.integers(0, 256, (120, 200, 3), dtype=np.uint8)
