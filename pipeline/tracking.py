@@ -20,9 +20,9 @@ Edited footage (news, a PTZ preset jump) cuts from one view to another: the peop
 the same, but a tracker would match them. :class:`ShotCuts` finds cuts, and the tracker then ends every track and
 starts afresh (track ids keep increasing).
 
-Camera-motion compensation is off by default: on the two
-hand-held crowd videos of ``../shared/data`` (``queue_hk_masked``, ``queue_dark_masks``), where people fill most of
-the frame and the footage has cuts, ``auto`` counted 40 and 14 people instead of 32 and 11 (README).
+Camera-motion compensation is off by default: on the two hand-held crowd videos of ``../shared/data``
+(``queue_hk_masked``, ``queue_dark_masks``), where people fill most of the frame, ``auto`` counted more people than
+``off`` (README, "Camera motion").
 """
 
 from __future__ import annotations
@@ -212,7 +212,8 @@ class ShotCuts:
 
     def __init__(self, min_distance: float = 0.25, ratio: float = 3.0, window: int = 10) -> None:
         if not 0.0 < min_distance <= 1.0 or ratio < 1.0 or window < 1:
-            msg = f"shot cuts need 0 < min_distance <= 1, ratio >= 1, window >= 1, got {min_distance}, {ratio}, {window}"
+            msg = (f"shot cuts need 0 < min_distance <= 1, ratio >= 1, window >= 1, "
+                   f"got {min_distance}, {ratio}, {window}")
             raise ValueError(msg)
         self.min_distance, self.ratio = min_distance, ratio
         self._recent: deque[float] = deque(maxlen=window)

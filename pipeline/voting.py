@@ -96,7 +96,10 @@ class TrackVotes:
 
     @property
     def decision(self) -> Decision:
-        """The running majority for display, from one vote on; the final decision applies ``min_votes`` (:meth:`to_decision`)."""
+        """The running majority for display, from one vote on.
+
+        The final decision (:meth:`to_decision`) also applies ``min_votes`` and ``min_agreement``.
+        """
         return decide(self.votes_mask, self.votes_no_mask, 1)
 
     def to_decision(self, camera_id: str, rules: VotingRules) -> PersonDecision:
