@@ -69,7 +69,8 @@ def resolve_cameras(
         specs.append(
             CameraSpec(
                 camera_id=c.camera_id,
-                source=c.source,
+                # A file path is resolved here: on a cluster the shard's working directory is not the driver's.
+                source=c.source if "://" in c.source or is_live(c.source) else str(Path(c.source).resolve()),
                 frame_wh=wh,
                 pose_input_px=c.pose_input_px or (default_pose_input_px(wh) if wh else None),
                 target_fps=c.target_fps,

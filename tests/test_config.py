@@ -40,3 +40,16 @@ def test_file_errors(tmp_path):
 @pytest.mark.parametrize(("wh", "px"), [((640, 360), 640), ((768, 576), 1280), ((1920, 1080), 1280)])
 def test_default_pose_input_size_by_resolution(wh, px):
     assert default_pose_input_px(wh) == px
+
+
+def test_relative_file_source_is_made_absolute_for_the_cluster(tmp_path, monkeypatch):
+    # On a Ray cluster the camera shard does not share the driver's working directory.
+    from cluster.config import CameraConfig, Config
+    from cluster.driver import resolve_cameras
+    from tests.conftest import shared_video
+
+    video = shared_video("single_masked.mp4")
+    monkeypatch.chdir(video.parent)
+    cfg = Config(cameras=[CameraConfig(camera_id="cam", source=video.name)])
+    (spec,) = resolve_cameras(cfg)
+    assert spec.source == str(video.resolve())
