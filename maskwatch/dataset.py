@@ -333,10 +333,12 @@ def extract_crops(
     if (out / MANIFEST).is_file():
         with (out / MANIFEST).open(newline="") as f:
             reader = csv.DictReader(f)
-            if tuple(reader.fieldnames or ()) != EXTRACT_COLUMNS:
+            columns = tuple(reader.fieldnames or ())
+            before_gate = tuple(c for c in EXTRACT_COLUMNS if c != "face_score")  # manifests written before the gate
+            if columns not in (EXTRACT_COLUMNS, before_gate):
                 msg = f"{out / MANIFEST} is not a manifest of `dataset extract` (columns {reader.fieldnames})"
                 raise ConfigError(msg)
-            old_rows = list(reader)
+            old_rows = [{"face_score": ""} | r for r in reader]
     pose = PoseModel(pose_model_path, cfg.pose.device, cfg.pose.threads)
     clf = MaskClassifier(classifier_path, cfg.classify.device, cfg.classify.threads)
     gate_path = cfg.classify.face_detector_path
