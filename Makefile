@@ -59,8 +59,18 @@ bench: venv models  ## frames/s of the whole pipeline next to the bare pose mode
 	$(BIN)/python bench/pipeline_fps.py $(BENCH_ARGS)
 	$(BIN)/python bench/classifier_throughput.py
 
-lint:  ## ruff (if installed)
-	$(BIN)/python -m ruff check . || true
+# ruff is pinned and lives in its own small venv in the cache (not in the runtime venv or the image).
+RUFF_VERSION := 0.17.6
+RUFF_DIR := $(CACHE)/ruff-$(RUFF_VERSION)
+
+$(RUFF_DIR)/.complete:
+	rm -rf $(RUFF_DIR)
+	$(PYTHON) -m venv $(RUFF_DIR)
+	$(RUFF_DIR)/bin/pip install -q "ruff==$(RUFF_VERSION)"
+	touch $@
+
+lint: $(RUFF_DIR)/.complete  ## ruff check (pinned), as CI runs it
+	$(RUFF_DIR)/bin/ruff check .
 
 clean:  ## remove the venv link and caches in the clone (not the shared cache)
 	rm -rf $(VENV) .pytest_cache

@@ -22,14 +22,14 @@ from pathlib import Path
 
 os.environ.setdefault("OPENCV_LOG_LEVEL", "ERROR")
 
-import numpy as np  # noqa: E402
+import numpy as np
 
-from cluster.config import Config  # noqa: E402
-from cluster.driver import pose_model_path  # noqa: E402
-from pipeline.facegate import load_face_gate  # noqa: E402
-from pipeline.letterbox import letterbox  # noqa: E402
-from pipeline.onnx_models import MaskClassifier, PoseModel  # noqa: E402
-from pipeline.source import read_frames  # noqa: E402
+from cluster.config import Config
+from cluster.driver import pose_model_path
+from pipeline.facegate import load_face_gate
+from pipeline.letterbox import letterbox
+from pipeline.onnx_models import MaskClassifier, PoseModel
+from pipeline.source import read_frames
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
 

@@ -19,11 +19,11 @@ from pathlib import Path
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 os.environ.setdefault("OPENCV_LOG_LEVEL", "ERROR")
 
-from cluster import driver  # noqa: E402
-from cluster.config import default_pose_input_px, parse_config  # noqa: E402
-from pipeline.letterbox import letterbox  # noqa: E402
-from pipeline.onnx_models import PoseModel  # noqa: E402
-from pipeline.source import probe, read_frames  # noqa: E402
+from cluster import driver
+from cluster.config import default_pose_input_px, parse_config
+from pipeline.letterbox import letterbox
+from pipeline.onnx_models import PoseModel
+from pipeline.source import probe, read_frames
 
 DEFAULT = Path(__file__).resolve().parents[2] / "shared" / "data" / "videos" / "street_5_masked.mp4"
 

@@ -23,18 +23,18 @@ from pathlib import Path
 
 os.environ.setdefault("OPENCV_LOG_LEVEL", "ERROR")
 
-import numpy as np  # noqa: E402
+import numpy as np
 
-from cluster.config import Config  # noqa: E402
-from cluster.driver import pose_model_path  # noqa: E402
-from maskwatch.evaluation.tracking import evaluate_tracks  # noqa: E402
-from pipeline.letterbox import letterbox  # noqa: E402
-from pipeline.mot import mot_rows, read_mot  # noqa: E402
-from pipeline.onnx_models import PoseModel  # noqa: E402
-from pipeline.pose_postprocess import decode_pose  # noqa: E402
-from pipeline.source import read_frames  # noqa: E402
-from pipeline.tracking import CameraTracker, TrackerParams  # noqa: E402
-from schemas.pose import Poses  # noqa: E402
+from cluster.config import Config
+from cluster.driver import pose_model_path
+from maskwatch.evaluation.tracking import evaluate_tracks
+from pipeline.letterbox import letterbox
+from pipeline.mot import mot_rows, read_mot
+from pipeline.onnx_models import PoseModel
+from pipeline.pose_postprocess import decode_pose
+from pipeline.source import read_frames
+from pipeline.tracking import CameraTracker, TrackerParams
+from schemas.pose import Poses
 
 VIDEOS = Path(__file__).resolve().parents[2] / "shared" / "data" / "videos"
 CACHE_CONF = 0.1  # detections are cached above this; the sweep applies the real threshold

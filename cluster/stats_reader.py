@@ -23,7 +23,9 @@ def read_topic(cfg: Any, topic: str, timeout_s: float = 10.0) -> list[tuple[str,
     from kafka.errors import KafkaTimeoutError
 
     try:
-        consumer = KafkaConsumer(**kafka_client_args(cfg), enable_auto_commit=False, bootstrap_timeout_ms=BOOTSTRAP_TIMEOUT_MS)
+        consumer = KafkaConsumer(
+            **kafka_client_args(cfg), enable_auto_commit=False, bootstrap_timeout_ms=BOOTSTRAP_TIMEOUT_MS
+        )
     except KafkaTimeoutError as exc:
         raise broker_unreachable(cfg) from exc
     try:
@@ -51,7 +53,8 @@ def latest_stats(cfg: Any, timeout_s: float = 10.0) -> dict[str, CameraStats]:
     for _, value in read_topic(cfg, cfg.stats_topic, timeout_s):
         s = CameraStats.decode(value)
         prev = latest.get(s.camera_id)
-        if prev is None or (s.window_end_ns, s.total_people, s.final) >= (prev.window_end_ns, prev.total_people, prev.final):
+        newer = (s.window_end_ns, s.total_people, s.final)
+        if prev is None or newer >= (prev.window_end_ns, prev.total_people, prev.final):
             latest[s.camera_id] = s
     return latest
 

@@ -297,7 +297,8 @@ def models() -> None:
 
 
 @models.command("build")
-@click.option("--model-dir", type=click.Path(file_okay=False), help="Default: $MASKWATCH_MODEL_DIR or ~/.cache/maskwatch/models.")
+@click.option("--model-dir", type=click.Path(file_okay=False),
+              help="Default: $MASKWATCH_MODEL_DIR or ~/.cache/maskwatch/models.")
 @click.option("--force", is_flag=True, help="Rebuild even if the files are up to date.")
 def models_build(model_dir: str | None, force: bool) -> None:
     """Export the default pose model to ONNX (idempotent; offline once its build environment is cached)."""

@@ -39,7 +39,7 @@ def draw_frame(
         tv = votes.get(int(tid))
         label = "undecided" if tv is None else tv.decision
         color = COLORS[label]
-        x0, y0, x1, y1 = (int(round(v)) for v in box)
+        x0, y0, x1, y1 = (round(v) for v in box)
         cv2.rectangle(out, (x0, y0), (x1, y1), color, 2 if row in thick else 1)
         text = f"#{tid}" + ("" if tv is None else f" mask:{tv.votes_mask} no:{tv.votes_no_mask}")
         cv2.putText(out, text, (x0, max(12, y0 - 4)), cv2.FONT_HERSHEY_SIMPLEX, 0.4, color, 1, cv2.LINE_AA)

@@ -186,7 +186,7 @@ async def run_camera(
                     break
                 if cam is None:
                     first_frame(frame)
-                assert input_px is not None  # noqa: S101 - set by first_frame
+                assert input_px is not None
                 image, lb = letterbox(frame.image, input_px)
                 fut = asyncio.ensure_future(
                     infer_pose(image, lb, spec.camera_id, frame.frame_idx, frame.pts_ns)
@@ -196,7 +196,7 @@ async def run_camera(
                 break
             frame, fut = inflight.popleft()
             poses = await fut
-            assert cam is not None  # noqa: S101 - created before the first pose request
+            assert cam is not None
             cam.windows.frames_dropped = dropped
             now_ns = last_ns = max(capture_ns(frame), last_ns)
             tracked = cam.track(poses, now_ns, frame.image)

@@ -1,4 +1,4 @@
-"""Head boxes from COCO-17 keypoints, the face-visibility rule, and the one crop geometry shared by training and inference.
+"""Head boxes from COCO-17 keypoints, the face-visibility rule, and the crop geometry shared by training and inference.
 
 Street cameras see small, side-on faces. The face is located from the facial keypoints (nose, eyes, ears) when the
 pose model found them, and from the shoulders otherwise (seed design, Neuralet's face-mask detector on pose

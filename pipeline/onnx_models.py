@@ -61,7 +61,8 @@ def make_session(path: Path | str, what: str, device: str = "auto", threads: int
         msg = f"{what}: {p} is not a loadable ONNX model ({first[:200]})"
         raise ModelError(msg) from exc
     if device == "cuda" and "CUDAExecutionProvider" not in sess.get_providers():
-        msg = f"{what}: device 'cuda' requested but the CUDA provider did not attach (providers: {sess.get_providers()})"
+        msg = (f"{what}: device 'cuda' requested but the CUDA provider did not attach "
+               f"(providers: {sess.get_providers()})")
         raise ModelError(msg)
     logger.info("%s %s on %s", what, p.name, sess.get_providers()[0])
     return sess

@@ -7,6 +7,7 @@ silently. Keys are the UTF-8 ``camera_id``; values are the JSON messages of :mod
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 from dataclasses import dataclass
@@ -66,7 +67,7 @@ class JsonLinesSink:
         """Write and flush records."""
         lines = "".join(r.to_json_line() + "\n" for r in records)
         if self._fh is None:
-            print(lines, end="", flush=True)  # noqa: T201 - "-" means stdout
+            print(lines, end="", flush=True)
             return
         self._fh.write(lines)
         self._fh.flush()
@@ -115,10 +116,8 @@ def ensure_topics(cfg: Any, partitions: int = 3) -> None:
         ]
         missing = [t for t in wanted if t.name not in existing]
         if missing:
-            try:
+            with contextlib.suppress(TopicAlreadyExistsError):
                 admin.create_topics(missing)
-            except TopicAlreadyExistsError:
-                pass
     except KafkaError as exc:
         msg = f"Kafka broker at {cfg.bootstrap_servers}: cannot list/create topics ({exc})"
         raise SinkError(msg) from exc
@@ -187,7 +186,7 @@ class KafkaSink:
             try:
                 fut.get(timeout=0)
                 self.delivered += 1
-            except Exception as exc:  # noqa: BLE001 - kafka-python raises KafkaError subclasses and timeouts
+            except Exception as exc:
                 failed.append((r, exc))
         self._inflight = []
         if failed:

@@ -69,6 +69,7 @@ def test_classify_actor_concatenates_requests_and_splits_back(ray_local):
         np.testing.assert_allclose(g[:, 0], model.predict(r), atol=1e-5)
         np.testing.assert_array_equal(g[:, 1], gate.face_scores(r))
     info = ray.get(actor.info.remote())
-    assert max(info["batch_sizes"]) >= 2 and info["crop_margin"] == model.crop_margin
+    assert max(info["batch_sizes"]) >= 2
+    assert info["crop_margin"] == model.crop_margin
     assert info["face_gate"] == str(ClassifyConfig().face_detector_path)
     ray.kill(actor)

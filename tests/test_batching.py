@@ -21,7 +21,8 @@ def test_outputs_match_inputs_in_order_and_batches_are_bounded(items, size):
 
     out, sizes = asyncio.run(main())
     assert out == [x * 2 for x in items]
-    assert all(1 <= s <= size for s in sizes) and sum(sizes) == len(items)
+    assert all(1 <= s <= size for s in sizes)
+    assert sum(sizes) == len(items)
 
 
 def test_busy_model_gets_bigger_batches():

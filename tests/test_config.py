@@ -15,7 +15,8 @@ def test_defaults_validate_and_empty_file_is_defaults(tmp_path):
     [
         ({"pose": {"max_batch": 3}}, "unknown config key 'pose.max_batch'"),
         ({"camras": []}, "unknown config key 'camras'"),
-        ({"voting": {"mask_threshold": 1.5}}, "'voting.mask_threshold': Input should be less than or equal to 1, got 1.5"),
+        ({"voting": {"mask_threshold": 1.5}},
+         "'voting.mask_threshold': Input should be less than or equal to 1, got 1.5"),
         ({"voting": {"mask_threshold": 0.2, "no_mask_threshold": 0.6}}, "must be <= mask_threshold"),
         ({"cameras": [{"camera_id": "a", "source": "x", "pose_input_px": 650}]}, "multiple of 32, got 650"),
         ({"cameras": [{"camera_id": "a", "source": "x"}, {"camera_id": "a", "source": "y"}]}, "appears twice"),
@@ -25,7 +26,8 @@ def test_defaults_validate_and_empty_file_is_defaults(tmp_path):
 def test_invalid_config_names_the_key_expected_and_actual(data, message):
     with pytest.raises(ConfigError) as err:
         parse_config(data, "cfg.yaml")
-    assert message in str(err.value) and "\n" not in str(err.value)
+    assert message in str(err.value)
+    assert "\n" not in str(err.value)
 
 
 def test_file_errors(tmp_path):

@@ -80,7 +80,8 @@ def test_statistics_for_every_camera_match_the_decisions(three_cameras):
         assert s.final
         assert s.total_people == len(mine)
         assert s.total_masked == sum(d.decision == "mask" for d in mine)
-        assert s.frames_processed > 0 and s.frames_dropped == 0  # files never drop frames
+        assert s.frames_processed > 0
+        assert s.frames_dropped == 0
         # The shipped classifier's held-out counts correct the fraction (Rogan-Gladen, Lang-Reiczigel interval).
         assert (s.classifier_sensitivity, s.classifier_specificity) == tuple(
             MaskClassifier(Config().classify.model_path, device="cpu").metadata[f"maskwatch.{k}"]
@@ -115,7 +116,8 @@ def test_json_lines_output_and_annotated_video_without_kafka(tmp_path):
 
     cap = cv2.VideoCapture(str(ann))
     ok, frame = cap.read()
-    assert ok and frame.shape[:2] == (int(cap.get(cv2.CAP_PROP_FRAME_HEIGHT)), int(cap.get(cv2.CAP_PROP_FRAME_WIDTH)))
+    assert ok
+    assert frame.shape[:2] == (int(cap.get(cv2.CAP_PROP_FRAME_HEIGHT)), int(cap.get(cv2.CAP_PROP_FRAME_WIDTH)))
     assert int(cap.get(cv2.CAP_PROP_FRAME_COUNT)) > 10
 
 
@@ -146,6 +148,7 @@ def test_user_errors_are_one_line_without_traceback(tmp_path, args, expected):
     proc = maskwatch(*[subst.get(a, a) for a in args], timeout=120)
     assert proc.returncode == 2, proc.stderr
     err = proc.stderr.strip().splitlines()
-    assert len(err) == 1 and err[0].startswith("maskwatch: error: "), proc.stderr
+    assert len(err) == 1, proc.stderr
+    assert err[0].startswith("maskwatch: error: "), proc.stderr
     assert expected in err[0]
     assert "Traceback" not in proc.stderr

@@ -23,16 +23,19 @@ def test_metrics_by_hand():
     # predicted mask: .9 .8 .6 -> TP 2, FN 1 (the .3), FP 1 (the .6 without), TN 2 (.2 and the incorrect .1)
     assert m["confusion"]["matrix"] == [[2, 1], [1, 2]]
     assert m["accuracy"] == pytest.approx(4 / 6)
-    assert m["sensitivity"]["value"] == pytest.approx(2 / 3) and m["specificity"]["value"] == pytest.approx(2 / 3)
+    assert m["sensitivity"]["value"] == pytest.approx(2 / 3)
+    assert m["specificity"]["value"] == pytest.approx(2 / 3)
     assert m["balanced_accuracy"] == pytest.approx(2 / 3)
     lo, hi = m["sensitivity"]["ci95"]
     assert lo < 2 / 3 < hi
     assert m["per_class"]["mask"] == {"precision": pytest.approx(2 / 3), "recall": pytest.approx(2 / 3)}
-    assert m["incorrect_recall_as_no_mask"]["value"] == 1.0 and m["incorrect_recall_as_no_mask"]["n"] == 1
+    assert m["incorrect_recall_as_no_mask"]["value"] == 1.0
+    assert m["incorrect_recall_as_no_mask"]["n"] == 1
     b = m["by_face_height"]
     assert [b[k]["n"] for k in ("<16", "16-24", "24-40", "40-80", ">80")] == [1, 1, 1, 1, 1]  # NaN in none
     assert b["24-40"]["balanced_accuracy"] == 0.0  # the one masked face there is missed
-    assert b["40-80"]["balanced_accuracy"] == 1.0 and b[">80"]["balanced_accuracy"] == 0.0
+    assert b["40-80"]["balanced_accuracy"] == 1.0
+    assert b[">80"]["balanced_accuracy"] == 0.0
     assert m["by_label"]["without_mask"] == {"n": 2, "pred_mask": 1}
     assert "balanced accuracy" in format_metrics(m)
 
@@ -61,18 +64,22 @@ def test_eval_classifier_command_on_held_out_faces(tmp_path):
     assert res.exit_code == 0, res.output
     m = json.loads(res.output)
     # The held-out split of the model card: 367 faces >= 16 px, 314 with mask.
-    assert m["n"] == 367 and m["sensitivity"]["n"] == 314
+    assert m["n"] == 367
+    assert m["sensitivity"]["n"] == 314
     assert m["balanced_accuracy"] > 0.9  # the shipped model; its exact figures live in the model card
     assert (tmp_path / "p.png").is_file()
     bad = CliRunner().invoke(main, ["eval-classifier", "--data", str(tmp_path / "p.png")])
-    assert bad.exit_code == 2 and "p.png" in bad.output
+    assert bad.exit_code == 2
+    assert "p.png" in bad.output
     # A cross-validation fold holds out the faces train-classifier --cv-folds held out (fold 1 of 5: 366 faces).
     args = ["eval-classifier", "--data", str(boxes), "--split", "val", "--json"]
     res = CliRunner().invoke(main, [*args, "--fold", "1/5"])
     assert res.exit_code == 0, res.output
     assert json.loads(res.output)["n"] == 366
     bad = CliRunner().invoke(main, ["eval-classifier", "--data", str(boxes), "--split", "val", "--fold", "5/5"])
-    assert bad.exit_code == 2 and "--fold: expected I/K" in bad.output and "'5/5'" in bad.output
+    assert bad.exit_code == 2
+    assert "--fold: expected I/K" in bad.output
+    assert "'5/5'" in bad.output
 
 
 def test_mcnemar_exact_by_hand():

@@ -26,7 +26,9 @@ def test_face_box_from_facial_keypoints_is_square_around_the_face():
     assert from_face[0]
     assert x1 - x0 == pytest.approx(y1 - y0)
     assert x1 - x0 == pytest.approx(44.0, rel=0.05)  # 2.2 x eye distance 20 px
-    assert x0 < 190 and x1 > 210 and y0 < 100 < y1  # holds both eyes
+    assert x0 < 190
+    assert x1 > 210
+    assert y0 < 100 < y1
     assert (y0 + y1) / 2 > 100  # shifted down towards mouth and chin, where a mask is
 
 
@@ -38,7 +40,8 @@ def test_shoulders_only_gives_a_box_above_the_shoulders_not_from_face():
 
 def test_no_keypoints_gives_zero_box():
     boxes, from_face = head_boxes(np.zeros((1, 17, 3), np.float32))
-    assert not from_face[0] and (boxes[0] == 0).all()
+    assert not from_face[0]
+    assert (boxes[0] == 0).all()
     assert head_boxes(np.zeros((0, 17, 3), np.float32))[0].shape == (0, 4)
 
 
@@ -66,7 +69,8 @@ def test_crop_box_is_square_with_margin_and_cut_pads_outside_frame():
     np.testing.assert_allclose(box, [[-10, 10, 50, 70]])
     frame = np.full((100, 100, 3), 200, np.uint8)
     crops = cut_crops(frame, box, 30)
-    assert crops.shape == (1, 30, 30, 3) and crops.dtype == np.uint8
+    assert crops.shape == (1, 30, 30, 3)
+    assert crops.dtype == np.uint8
     assert (crops[0, :, :4] == 114).all()  # left part outside the frame is grey
     assert (crops[0, :, -5:] == 200).all()
 
@@ -75,7 +79,8 @@ def test_cut_crops_returns_rgb():
     frame = np.zeros((50, 50, 3), np.uint8)
     frame[..., 0] = 255  # blue in BGR
     crop = cut_crops(frame, np.array([[0, 0, 50, 50]], np.float32), 8)
-    assert (crop[0, ..., 2] == 255).all() and (crop[0, ..., 0] == 0).all()
+    assert (crop[0, ..., 2] == 255).all()
+    assert (crop[0, ..., 0] == 0).all()
 
 
 def test_crop_margin_below_one_and_bad_keypoints_raise():

@@ -33,7 +33,8 @@ def test_records_reach_kafka_keyed_by_camera_and_read_back(broker, tmp_path):
     latest = latest_stats(cfg)
     assert set(latest) == {"cam", "cam-b"}
     table = format_table(latest)
-    assert "cam-b" in table and "50% [9%, 91%]" in table
+    assert "cam-b" in table
+    assert "50% [9%, 91%]" in table
 
 
 def test_broker_down_is_a_one_line_error(tmp_path):
@@ -63,7 +64,8 @@ def test_json_lines_sink_writes_the_same_records(tmp_path):
     sink.write([Record("maskwatch.decisions", "cam", DECISION.encode())])
     sink.close()
     line = json.loads(out.read_text())
-    assert line["topic"] == "maskwatch.decisions" and line["key"] == "cam"
+    assert line["topic"] == "maskwatch.decisions"
+    assert line["key"] == "cam"
     assert PersonDecision.decode(line["value"]) == DECISION
     with pytest.raises(SinkError, match="cannot write results"):
         JsonLinesSink(tmp_path / "no" / "dir" / "r.jsonl")

@@ -60,7 +60,8 @@ def test_reader_names_file_line_and_problem(tmp_path, text, match):
 
 # Two ground-truth people, A (id 1) and B (id 2), over 4 frames; tracks: B missed in frame 2 and re-found as a new
 # id in frame 3 (1 miss, 1 switch), one false positive in frame 4.
-GT = np.array([[f, 1, f - 1, 0, 10, 10, 1] for f in (1, 2, 3, 4)] + [[f, 2, 99 + f, 0, 10, 10, 1] for f in (1, 2, 3, 4)],
+GT = np.array([[f, 1, f - 1, 0, 10, 10, 1] for f in (1, 2, 3, 4)]
+              + [[f, 2, 99 + f, 0, 10, 10, 1] for f in (1, 2, 3, 4)],
               float)
 TRACKS = np.array(
     [[f, 7, f - 1, 0, 10, 10, 1] for f in (1, 2, 3, 4)]
@@ -86,7 +87,8 @@ def test_iou_threshold_and_ignored_ground_truth():
     shifted = TRACKS.copy()
     shifted[:4, 2] += 4  # A's track boxes now overlap A by IoU 6/14 = 0.43 < 0.5: misses + false positives
     m = evaluate_tracks(shifted, GT)
-    assert m.misses == 5 and m.false_positives == 5
+    assert m.misses == 5
+    assert m.false_positives == 5
     assert evaluate_tracks(shifted, GT, min_iou=0.4).misses == 1
     ignored = GT.copy()
     ignored[4:, 6] = 0  # B marked "not considered": only A counts
@@ -99,6 +101,10 @@ def test_eval_tracking_cli(tmp_path):
     cmd = [sys.executable, "-m", "maskwatch.cli", "eval-tracking", "--tracks", str(tmp_path / "t.txt"),
            "--gt", str(tmp_path / "gt.txt")]
     out = json.loads(subprocess.run([*cmd, "--json"], capture_output=True, text=True, check=True).stdout)
-    assert out["mota"] == pytest.approx(0.625) and out["distinct_track_ids"] == 4 and out["gt_ids"] == 2
+    assert out["mota"] == pytest.approx(0.625)
+    assert out["distinct_track_ids"] == 4
+    assert out["gt_ids"] == 2
     bad = subprocess.run([*cmd[:-1], str(tmp_path / "missing.txt")], capture_output=True, text=True)
-    assert bad.returncode == 2 and "missing.txt" in bad.stderr and "Traceback" not in bad.stderr
+    assert bad.returncode == 2
+    assert "missing.txt" in bad.stderr
+    assert "Traceback" not in bad.stderr

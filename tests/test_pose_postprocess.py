@@ -19,7 +19,9 @@ IDENTITY = Letterbox(1.0, (0.0, 0.0), (640, 640))
 
 def test_no_candidates_gives_empty_arrays():
     score, boxes, kps = decode_pose(_raw([(10, 10, 5, 5, 0.1)]), IDENTITY)
-    assert score.shape == (0,) and boxes.shape == (0, 4) and kps.shape == (0, 17, 3)
+    assert score.shape == (0,)
+    assert boxes.shape == (0, 4)
+    assert kps.shape == (0, 17, 3)
 
 
 def test_nms_keeps_best_of_overlapping_and_sorts_by_score():
@@ -32,7 +34,7 @@ def test_nms_keeps_best_of_overlapping_and_sorts_by_score():
 
 def test_unletterboxes_boxes_and_keypoints():
     lb = Letterbox(0.5, (0.0, 12.0), (384, 640))
-    score, boxes, kps = decode_pose(_raw([(100, 112, 20, 40, 0.8)]), lb)
+    _score, boxes, kps = decode_pose(_raw([(100, 112, 20, 40, 0.8)]), lb)
     np.testing.assert_allclose(boxes[0], [180, 160, 220, 240])
     np.testing.assert_allclose(kps[0, :, :2], np.tile([200, 200], (17, 1)))
 

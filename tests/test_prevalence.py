@@ -45,7 +45,8 @@ def test_interval_widens_with_a_smaller_validation_set():
     small = lang_reiczigel(60, 100, ClassifierValidation(9, 10, 8, 10))
     assert big[0] == pytest.approx(small[0])
     assert (small[2] - small[1]) > 1.5 * (big[2] - big[1])
-    assert small[1] <= small[0] <= small[2] and big[1] <= big[0] <= big[2]
+    assert small[1] <= small[0] <= small[2]
+    assert big[1] <= big[0] <= big[2]
     assert lang_reiczigel(0, 0, ClassifierValidation(9, 10, 8, 10)) is None
 
 
@@ -86,4 +87,5 @@ def test_camera_statistics_carry_the_corrected_fraction():
     assert s.total_corrected_mask_fraction == s.corrected_mask_fraction
     assert (s.classifier_sensitivity, s.classifier_specificity) == ("45/50", "90/100")
     plain = CameraWindows("cam", 60).close(t)
-    assert plain.corrected_mask_fraction is None and plain.classifier_sensitivity is None
+    assert plain.corrected_mask_fraction is None
+    assert plain.classifier_sensitivity is None

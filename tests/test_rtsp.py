@@ -8,6 +8,7 @@ a blocking read fails a test instead of hanging the suite.
 
 from __future__ import annotations
 
+import itertools
 import os
 import queue
 import select
@@ -136,7 +137,7 @@ class Reader:
                 self._q.put((time.monotonic(), frame))
                 if self._stop.is_set():
                     break
-        except BaseException as exc:  # noqa: BLE001 - handed to the test thread
+        except BaseException as exc:
             self._q.put((time.monotonic(), exc))
         else:
             self._q.put((time.monotonic(), self._END))
@@ -159,10 +160,11 @@ class Reader:
     def take_until_error(self, timeout_s: float) -> tuple[SourceError, float]:
         """Read until the reader raises; returns the error and the seconds it took."""
         t0 = time.monotonic()
-        with pytest.raises(SourceError) as err:
-            while True:
+        while True:
+            try:
                 self.take(timeout_s=timeout_s)
-        return err.value, time.monotonic() - t0
+            except SourceError as exc:
+                return exc, time.monotonic() - t0
 
     def close(self, timeout_s: float = 10.0) -> None:
         self._stop.set()
@@ -170,7 +172,7 @@ class Reader:
 
 
 def _strictly_increasing(values: list[int]) -> bool:
-    return all(b > a for a, b in zip(values, values[1:]))
+    return all(b > a for a, b in itertools.pairwise(values))
 
 
 def test_probe_and_read_live_stream_sampled_at_target_fps(rtsp: RtspServer) -> None:
@@ -185,11 +187,12 @@ def test_probe_and_read_live_stream_sampled_at_target_fps(rtsp: RtspServer) -> N
     frames = [f for _, f in got]
     assert frames[0].image.shape == (VIDEO_WH[1], VIDEO_WH[0], 3)
     idx, pts = [f.frame_idx for f in frames], [f.pts_ns for f in frames]
-    assert _strictly_increasing(idx) and _strictly_increasing(pts), (idx, pts)
+    assert _strictly_increasing(idx), (idx, pts)
+    assert _strictly_increasing(pts), (idx, pts)
     # 25 fps sampled to 5 fps: every 5th decoded frame, 200 ms of stream time apart.
-    steps = {b - a for a, b in zip(idx, idx[1:])}
+    steps = {b - a for a, b in itertools.pairwise(idx)}
     assert steps <= {4, 5, 6}, idx
-    gaps_ms = [(b - a) / 1e6 for a, b in zip(pts, pts[1:])]
+    gaps_ms = [(b - a) / 1e6 for a, b in itertools.pairwise(pts)]
     assert all(150 <= g <= 250 for g in gaps_ms), gaps_ms
     # Paced like a live camera: the first second arrives in a burst (FFmpeg probes the stream while opening), after
     # that frames come at the stream's rate, 10 sampled frames in ~2 s of wall time.
@@ -220,13 +223,14 @@ def test_reconnects_after_the_server_restarts(rtsp: RtspServer, caplog: pytest.L
     assert all(t < t_kill + 0.5 for t, _ in during), "frames arrived while the server was down"
     frames = [f for _, f in before + during + after]
     idx, pts = [f.frame_idx for f in frames], [f.pts_ns for f in frames]
-    assert _strictly_increasing(idx) and _strictly_increasing(pts), (idx, pts)
+    assert _strictly_increasing(idx), (idx, pts)
+    assert _strictly_increasing(pts), (idx, pts)
     assert any("stream lost" in r.getMessage() for r in caplog.records), "the drop must be logged"
     # pts continue from where they were (a new RTSP session starts at 0 again): one sampling period, not a jump.
     last_before, first_after = frames[-len(after) - 1], after[0][1]
     jump_ms = (first_after.pts_ns - last_before.pts_ns) / 1e6
     assert 0 < jump_ms <= 500, jump_ms
-    gaps_ms = [(b.pts_ns - a.pts_ns) / 1e6 for (_, a), (_, b) in zip(after, after[1:])]
+    gaps_ms = [(b.pts_ns - a.pts_ns) / 1e6 for (_, a), (_, b) in itertools.pairwise(after)]
     assert all(150 <= g <= 250 for g in gaps_ms), gaps_ms
 
 
@@ -239,7 +243,8 @@ def test_gives_up_when_the_server_stays_down(rtsp: RtspServer) -> None:
         err, gave_up_s = reader.take_until_error(timeout_s=15)
     finally:
         reader.close()
-    assert rtsp.url in str(err) and "gave up after 2 reconnects" in str(err), err
+    assert rtsp.url in str(err), err
+    assert "gave up after 2 reconnects" in str(err), err
     # read notices the drop (EOF, or at worst a few read timeouts), then waits 0.2 + 0.4 s for two refused opens.
     assert gave_up_s < 12, gave_up_s
 
@@ -257,7 +262,8 @@ def test_a_frozen_stream_times_out_instead_of_hanging(rtsp: RtspServer) -> None:
     finally:
         reader.close()
         rtsp.stop()
-    assert rtsp.url in str(err) and "gave up after 1 reconnects" in str(err), err
+    assert rtsp.url in str(err), err
+    assert "gave up after 1 reconnects" in str(err), err
     # Each read waits at most the 2 s timeout; OpenCV's decoder hands out the frames it still holds first (one read
     # timeout each, ~3 in all), then one 2 s reopen attempt times out: ~8 s.
     assert gave_up_s < 14, gave_up_s
@@ -317,5 +323,6 @@ def test_camera_loop_waits_for_a_camera_down_at_start_and_drops_oldest_frames_wh
         server.stop()
     assert summary.frames_processed > 10
     assert summary.frames_dropped > 0  # 25 fps live vs a CPU pose model: the oldest frames were dropped
-    assert summary.error is not None and "gave up after 1 reconnects" in summary.error
+    assert summary.error is not None
+    assert "gave up after 1 reconnects" in summary.error
     assert any(r.topic == "s" for r in records)  # the final statistics record was still emitted

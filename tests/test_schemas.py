@@ -28,7 +28,8 @@ def test_poses_arrow_ipc_roundtrip(n, data):
     tids = np.array(data.draw(st.lists(st.sampled_from([NO_TRACK, 1, 2, 99]), min_size=n, max_size=n)), np.int64)
     p = Poses("cam-1", 42, 1_400_000_000, np.linspace(0, 1, n, dtype=np.float32), boxes, kp, tids)
     batch = _ipc_roundtrip(p.to_arrow())
-    assert batch.schema.equals(POSE_SCHEMA) and batch.schema.metadata[b"schema_version"] == b"1"
+    assert batch.schema.equals(POSE_SCHEMA)
+    assert batch.schema.metadata[b"schema_version"] == b"1"
     q = Poses.from_arrow(batch, "cam-1", 42, 1_400_000_000)
     np.testing.assert_array_equal(q.keypoints, kp)
     np.testing.assert_array_equal(q.bbox_xyxy, boxes)

@@ -9,7 +9,8 @@ from tests.conftest import shared_video
 def test_sampler_keeps_target_rate():
     s = FrameSampler(10.0)
     kept = [i for i in range(90) if s.keep(int(i * 1e9 / 30))]  # 3 s of 30 fps
-    assert len(kept) == 30 and kept[:4] == [0, 3, 6, 9]
+    assert len(kept) == 30
+    assert kept[:4] == [0, 3, 6, 9]
     assert all(FrameSampler(None).keep(i) for i in range(5))
 
 
@@ -19,8 +20,11 @@ def test_reads_real_video_sampled_with_increasing_index_and_pts():
     assert 110 <= len(frames) <= 120  # 11.6 s at 10 fps
     idx = [f.frame_idx for f in frames]
     pts = [f.pts_ns for f in frames]
-    assert idx == sorted(idx) and pts == sorted(pts) and idx[1] - idx[0] == 3
-    assert frames[0].image.shape == (360, 640, 3) and frames[0].image.dtype == np.uint8
+    assert idx == sorted(idx)
+    assert pts == sorted(pts)
+    assert idx[1] - idx[0] == 3
+    assert frames[0].image.shape == (360, 640, 3)
+    assert frames[0].image.dtype == np.uint8
     assert probe(str(path), "street")[:2] == (640, 360)
 
 
@@ -31,9 +35,10 @@ def test_missing_file_and_unreachable_stream_give_one_line_errors(tmp_path):
         probe("rtsp://127.0.0.1:9/live", "c2", open_timeout_s=2)
     junk = tmp_path / "junk.mp4"
     junk.write_bytes(b"not a video" * 100)
-    with pytest.raises(SourceError, match="junk.mp4"):
+    with pytest.raises(SourceError, match=r"junk\.mp4"):
         probe(str(junk), "c3")
-    assert is_live("rtsp://x/y") and not is_live(str(junk))
+    assert is_live("rtsp://x/y")
+    assert not is_live(str(junk))
 
 
 def test_truncated_file_yields_the_frames_before_the_damage(tmp_path):
@@ -43,6 +48,8 @@ def test_truncated_file_yields_the_frames_before_the_damage(tmp_path):
     try:
         frames = list(read_frames(str(cut), "cut"))
     except SourceError as exc:
-        assert "cut.mp4" in str(exc)
+        error = str(exc)
+        frames = []
     else:
-        assert frames, "a truncated file must yield frames or a clear error"
+        error = ""
+    assert frames or "cut.mp4" in error, "a truncated file must yield frames or a clear error naming it"

@@ -9,7 +9,7 @@ from schemas.pose import NO_TRACK
 def walker(x, y):
     kp = np.zeros((17, 3), np.float32)
     offsets = np.stack([np.linspace(-20, 20, 17), np.linspace(-80, 80, 17)], axis=1)
-    kp[:, :2] = offsets + (x, y)
+    kp[:, :2] = offsets + np.array([x, y], np.float32)
     kp[:, 2] = 0.9
     return kp
 

@@ -57,11 +57,13 @@ def test_cross_validation_folds_hold_out_every_image_exactly_once() -> None:
     rare = {b.source for b in boxes if b.label == "mask_worn_incorrectly"}
     held = [split_images(boxes, seed=0, fold=(i, 5)) for i in range(5)]
     for train, val in held:
-        assert not train & val and train | val == images
+        assert not train & val
+        assert train | val == images
         assert 0.15 < len(val) / len(images) < 0.25
         assert val & rare, "each fold holds out some images of the rare class"
     vals = [val for _, val in held]
-    assert sum(len(v) for v in vals) == len(images) and set().union(*vals) == images
+    assert sum(len(v) for v in vals) == len(images)
+    assert set().union(*vals) == images
     with pytest.raises(ValueError, match="fold must be"):
         split_images(boxes, fold=(5, 5))
     with pytest.raises(ValueError, match="fold must be"):
@@ -171,7 +173,8 @@ def test_train_config_file_is_checked_before_training(tmp_path, capsys):
     shipped = Path(__file__).resolve().parents[1] / "maskwatch" / "assets" / "train_config.yaml"
     with pytest.raises(SystemExit) as err:
         main(["--config", str(shipped)])  # the shipped config names the output; the data root is the user's
-    assert err.value.code == 2 and "--data-root required" in capsys.readouterr().err
+    assert err.value.code == 2
+    assert "--data-root required" in capsys.readouterr().err
     bad = tmp_path / "bad.yaml"
     bad.write_text("epochz: 3\n")
     with pytest.raises(SystemExit):
@@ -191,11 +194,13 @@ def test_synthetic_worn_incorrectly_leaves_the_nose_free_and_covers_the_mouth():
     lo, side = s / 2 - s / (2 * margin), s / margin
     masked[round(lo + 0.42 * side) :, :] = (20, 90, 220)  # a blue mask from the nose bridge down
     out = paste_low_mask(face, masked, margin, np.random.default_rng(0))
-    assert out.shape == face.shape and out.dtype == np.uint8
+    assert out.shape == face.shape
+    assert out.dtype == np.uint8
     upper = out[: round(lo + 0.5 * side)]  # eyes and nose: above the lowest top the patch can have (0.52)
     assert np.array_equal(upper, face[: round(lo + 0.5 * side)])
     mouth = out[round(lo + 0.8 * side), s // 2]
-    assert mouth[2] > 200 and mouth[0] < 40, f"mouth pixel {mouth} is not the mask's blue"
+    assert mouth[2] > 200, f"mouth pixel {mouth} is not the mask's blue"
+    assert mouth[0] < 40, f"mouth pixel {mouth} is not the mask's blue"
 
 
 def test_in_domain_share_splits_each_label_between_street_photos_and_the_rest():

@@ -22,7 +22,9 @@ def test_scores_between_thresholds_do_not_vote():
     (d,) = ledger.end({7})
     assert (d.votes_mask, d.votes_no_mask, d.faces_classified) == (2, 0, 5)
     assert d.decision == "undecided"  # 2 votes < min_votes
-    assert d.decision_id == "cam/7/1000" and d.first_frame_idx == 0 and d.last_frame_idx == 3
+    assert d.decision_id == "cam/7/1000"
+    assert d.first_frame_idx == 0
+    assert d.last_frame_idx == 3
     assert d.mean_mask_score == pytest.approx(0.67)
 
 
@@ -83,7 +85,8 @@ def test_bad_thresholds_raise():
 )
 def test_wilson_interval_matches_newcombe(k, n, low, high):
     lo, hi = wilson_interval(k, n)
-    assert lo == pytest.approx(low, abs=1e-4) and hi == pytest.approx(high, abs=1e-4)
+    assert lo == pytest.approx(low, abs=1e-4)
+    assert hi == pytest.approx(high, abs=1e-4)
 
 
 def test_wilson_interval_edge_cases():
@@ -109,8 +112,11 @@ def test_windows_align_to_utc_and_count_each_person_once():
     closed = w.add(_decision(ledger, 3, 0.9), t0 + 61 * 10**9)
     assert len(closed) == 1
     s = closed[0]
-    assert s.window_start_ns % (60 * 10**9) == 0 and s.window_end_ns - s.window_start_ns == 60 * 10**9
+    assert s.window_start_ns % (60 * 10**9) == 0
+    assert s.window_end_ns - s.window_start_ns == 60 * 10**9
     assert (s.people, s.masked, s.unmasked, s.total_people) == (2, 1, 1, 2)
-    assert s.mask_fraction == 0.5 and s.mask_fraction_low < 0.5 < s.mask_fraction_high
+    assert s.mask_fraction == 0.5
+    assert s.mask_fraction_low < 0.5 < s.mask_fraction_high
     final = w.close(t0 + 62 * 10**9)
-    assert final.final and (final.people, final.total_people, final.total_masked) == (1, 3, 2)
+    assert final.final
+    assert (final.people, final.total_people, final.total_masked) == (1, 3, 2)
