@@ -180,7 +180,12 @@ class KafkaSink:
         Raises:
             SinkError: If any record was not delivered (it is in the outbox, not lost).
         """
-        self._producer.flush(timeout=self.cfg.flush_timeout_s)
+        from kafka.errors import KafkaError
+
+        try:
+            self._producer.flush(timeout=self.cfg.flush_timeout_s)
+        except KafkaError as exc:  # a broker that went away: kafka-python gives up waiting with KafkaTimeoutError
+            logger.warning("Kafka flush did not complete (%r); undelivered records go to the outbox", exc)
         failed = []
         for r, fut in self._inflight:
             try:
@@ -199,8 +204,13 @@ class KafkaSink:
             raise SinkError(msg)
 
     def close(self) -> None:
-        """Flush and close the producer."""
+        """Flush and close the producer (records still undelivered are in the outbox by then)."""
+        from kafka.errors import KafkaError
+
         try:
             self.flush()
         finally:
-            self._producer.close(timeout=5)
+            try:
+                self._producer.close(timeout=5)
+            except KafkaError as exc:  # its own last flush timing out must not hide flush()'s SinkError
+                logger.warning("Kafka producer did not close cleanly (%r)", exc)
