@@ -48,8 +48,11 @@ class CaptureConfig(_Strict):
     ray_resources: dict[str, float] = Field(default_factory=dict)
     queue_frames: Annotated[int, Field(ge=1, le=64)] = 4  # per camera; live streams drop the oldest beyond it
     open_timeout_s: Annotated[float, Field(gt=0)] = 5.0
-    max_reconnects: Annotated[int, Field(ge=0)] = 5
+    # Consecutive failed reopen attempts before a live camera is given up; null (the default): never, it is retried
+    # with exponential backoff (reconnect_backoff_s doubling up to max_backoff_s, +-20% jitter) until it is back.
+    max_reconnects: Annotated[int, Field(ge=0)] | None = None
     reconnect_backoff_s: Annotated[float, Field(gt=0)] = 1.0
+    max_backoff_s: Annotated[float, Field(gt=0)] = 30.0
     # A live camera unreachable when the run starts: false fails the run at once naming the camera (what a user
     # running one command wants); true lets its shard keep retrying (backoff up to 60 s) while the others run
     # (what a fleet wants: one dead camera must not stop a district).

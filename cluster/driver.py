@@ -78,6 +78,7 @@ def resolve_cameras(
                 open_timeout_s=cfg.capture.open_timeout_s,
                 max_reconnects=cfg.capture.max_reconnects,
                 reconnect_backoff_s=cfg.capture.reconnect_backoff_s,
+                max_backoff_s=cfg.capture.max_backoff_s,
                 annotate_path=annotate.get(c.camera_id),
                 tracks_path=tracks.get(c.camera_id),
                 wait_for_source=cfg.capture.wait_for_unreachable,

@@ -50,8 +50,9 @@ class CameraSpec:
     target_fps: float | None
     queue_frames: int = 4
     open_timeout_s: float = 5.0
-    max_reconnects: int = 5
+    max_reconnects: int | None = None  # None: a live camera is never given up
     reconnect_backoff_s: float = 1.0
+    max_backoff_s: float = 30.0
     annotate_path: str | None = None
     tracks_path: str | None = None  # MOTChallenge person tracks (pipeline.mot), written as frames are processed
     wait_for_source: bool = False  # live camera down at start: retry (backoff up to 60 s) instead of failing
@@ -143,7 +144,7 @@ async def run_camera(
         while True:
             frames = read_frames(
                 spec.source, spec.camera_id, spec.target_fps, spec.open_timeout_s,
-                spec.max_reconnects, spec.reconnect_backoff_s,
+                spec.max_reconnects, spec.reconnect_backoff_s, spec.max_backoff_s,
             )
             try:
                 return frames, await loop.run_in_executor(executor, next, frames, sentinel)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
+import random
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -122,27 +123,33 @@ def read_frames(
     camera_id: str,
     target_fps: float | None = None,
     open_timeout_s: float = 5.0,
-    max_reconnects: int = 5,
+    max_reconnects: int | None = None,
     reconnect_backoff_s: float = 1.0,
+    max_backoff_s: float = 30.0,
 ) -> Iterator[Frame]:
     """Decode and sample a source's frames.
 
-    A file ends at its last frame (a few corrupt frames are skipped and logged). A live stream that stops is
-    reopened with exponential backoff; ``frame_idx`` keeps counting across reconnects.
+    A file ends at its last frame (a few corrupt frames are skipped and logged). A live stream that stops, or stalls
+    (connected but no frame within ``open_timeout_s``: OpenCV's read timeout), is reopened with exponential backoff
+    and jitter; ``frame_idx`` and ``pts_ns`` keep increasing across reconnects.
 
     Args:
         source: File path or stream URL.
         camera_id: For logs and errors.
         target_fps: Sample rate (None: every frame).
         open_timeout_s: Open/read timeout for network streams.
-        max_reconnects: Consecutive failed reopen attempts before giving up on a live stream.
-        reconnect_backoff_s: First wait before a reopen; doubles per failure, at most 30 s.
+        max_reconnects: Consecutive failed reopen attempts before giving up on a live stream (None: never; a city
+            camera that is down for an hour comes back when it is up again).
+        reconnect_backoff_s: First wait before a reopen; doubles per failure up to ``max_backoff_s``, each wait
+            drawn from +-20% of its value so that many cameras of a site that went down together do not reconnect
+            in lockstep.
+        max_backoff_s: Cap of the wait between reopen attempts.
 
     Yields:
         Sampled :class:`Frame` objects.
 
     Raises:
-        SourceError: If the source cannot be opened, or a live stream stays down after ``max_reconnects``.
+        SourceError: If the source cannot be opened, or a live stream stays down after ``max_reconnects`` (when set).
     """
     live = is_live(source)
     sampler = FrameSampler(target_fps)
@@ -186,19 +193,24 @@ def read_frames(
                 continue
             cap.release()
             delay = reconnect_backoff_s
-            for attempt in range(1, max_reconnects + 1):
-                logger.warning("camera %s: stream lost after frame %d, reconnect %d/%d in %.1f s",
-                               camera_id, frame_idx, attempt, max_reconnects, delay)
-                time.sleep(delay)
+            attempt = 0
+            while True:
+                attempt += 1
+                if max_reconnects is not None and attempt > max_reconnects:
+                    msg = f"camera {camera_id!r}: stream {source} down, gave up after {max_reconnects} reconnects"
+                    raise SourceError(msg)
+                wait = delay * random.uniform(0.8, 1.2)  # jitter: cameras that dropped together spread out
+                logger.warning("camera %s: stream lost after frame %d, reconnect %d/%s in %.1f s",
+                               camera_id, frame_idx, attempt, max_reconnects or "unlimited", wait)
+                time.sleep(wait)
                 try:
                     cap = open_capture(source, camera_id, open_timeout_s)
-                    pts_offset_ns = last_pts_ns + int(1e9 / fps)
-                    open_idx = frame_idx + 1
-                    break
                 except SourceError:
-                    delay = min(delay * 2, 30.0)
-            else:
-                msg = f"camera {camera_id!r}: stream {source} down, gave up after {max_reconnects} reconnects"
-                raise SourceError(msg)
+                    delay = min(delay * 2, max_backoff_s)
+                    continue
+                pts_offset_ns = last_pts_ns + int(1e9 / fps)
+                open_idx = frame_idx + 1
+                logger.warning("camera %s: stream back after %d reconnect attempt(s)", camera_id, attempt)
+                break
     finally:
         cap.release()

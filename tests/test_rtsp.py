@@ -234,6 +234,29 @@ def test_reconnects_after_the_server_restarts(rtsp: RtspServer, caplog: pytest.L
     assert all(150 <= g <= 250 for g in gaps_ms), gaps_ms
 
 
+def test_a_live_camera_is_never_given_up(rtsp: RtspServer, caplog: pytest.LogCaptureFixture) -> None:
+    # Down for longer than the old limit of 5 reopen attempts: the default (max_reconnects None) keeps trying, with
+    # capped backoff, and the frames come back when the camera does.
+    rtsp.ensure_running()
+    caplog.set_level("WARNING", logger="pipeline.source")
+    reader = Reader(rtsp.url, target_fps=5, open_timeout_s=2, reconnect_backoff_s=0.1, max_backoff_s=0.3)
+    try:
+        reader.take(timeout_s=10)
+        rtsp.stop()
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and sum("reconnect" in r.getMessage() for r in caplog.records) < 8:
+            time.sleep(0.2)
+        attempts = sum("reconnect" in r.getMessage() for r in caplog.records)
+        rtsp.start()
+        _, frame = reader.take(timeout_s=20)
+    finally:
+        reader.close()
+    assert attempts >= 8, attempts
+    assert any("unlimited" in r.getMessage() for r in caplog.records)
+    assert any("stream back after" in r.getMessage() for r in caplog.records)
+    assert frame.frame_idx > 0
+
+
 def test_gives_up_when_the_server_stays_down(rtsp: RtspServer) -> None:
     rtsp.ensure_running()
     reader = Reader(rtsp.url, target_fps=5, open_timeout_s=2, max_reconnects=2, reconnect_backoff_s=0.2)
