@@ -402,9 +402,9 @@ def _extract_video(
             })
 
     cc = cfg.capture
-    frames = read_frames(src, cam_id, target_fps, cc.open_timeout_s, cc.max_reconnects, cc.reconnect_backoff_s,
+    stream = read_frames(src, cam_id, target_fps, cc.open_timeout_s, cc.max_reconnects, cc.reconnect_backoff_s,
                          cc.max_backoff_s)
-    for frame in frames:
+    for frame in stream:
         frames += 1
         image, lb = letterbox(frame.image, input_px)
         raw = pose.infer(image[None])[0]
