@@ -94,7 +94,7 @@ class MicroBatcher(Generic[In, Out]):
             if len(outputs) != len(items):
                 msg = f"batched function returned {len(outputs)} outputs for {len(items)} inputs"
                 raise ValueError(msg)
-        except Exception as exc:
+        except Exception as exc:  # every caller of the batch gets the error
             for _, _, fut in batch:
                 if not fut.done():
                     fut.set_exception(exc)

@@ -187,7 +187,7 @@ async def run_camera(
                     break
                 if cam is None:
                     first_frame(frame)
-                assert input_px is not None
+                assert input_px is not None  # set by first_frame
                 image, lb = letterbox(frame.image, input_px)
                 fut = asyncio.ensure_future(
                     infer_pose(image, lb, spec.camera_id, frame.frame_idx, frame.pts_ns)
@@ -197,7 +197,7 @@ async def run_camera(
                 break
             frame, fut = inflight.popleft()
             poses = await fut
-            assert cam is not None
+            assert cam is not None  # created before the first pose request
             cam.windows.frames_dropped = dropped
             now_ns = last_ns = max(capture_ns(frame), last_ns)
             tracked = cam.track(poses, now_ns, frame.image)

@@ -67,7 +67,7 @@ class JsonLinesSink:
         """Write and flush records."""
         lines = "".join(r.to_json_line() + "\n" for r in records)
         if self._fh is None:
-            print(lines, end="", flush=True)
+            print(lines, end="", flush=True)  # "-" means stdout
             return
         self._fh.write(lines)
         self._fh.flush()
@@ -191,7 +191,7 @@ class KafkaSink:
             try:
                 fut.get(timeout=0)
                 self.delivered += 1
-            except Exception as exc:
+            except Exception as exc:  # kafka-python raises KafkaError subclasses and timeouts
                 failed.append((r, exc))
         self._inflight = []
         if failed:

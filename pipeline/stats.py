@@ -106,7 +106,7 @@ class CameraWindows:
         self.faces_rejected = 0
 
     def _record(self, final: bool) -> CameraStats:
-        assert self._start_ns is not None
+        assert self._start_ns is not None  # internal invariant, callers check
         frac, low, high = self._window.fraction()
         tfrac, tlow, thigh = self._total.fraction()
         cfrac, clow, chigh = self._window.corrected(self.validation)

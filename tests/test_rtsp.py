@@ -137,7 +137,7 @@ class Reader:
                 self._q.put((time.monotonic(), frame))
                 if self._stop.is_set():
                     break
-        except BaseException as exc:
+        except BaseException as exc:  # handed to the test thread
             self._q.put((time.monotonic(), exc))
         else:
             self._q.put((time.monotonic(), self._END))
