@@ -345,6 +345,9 @@ def load_train_val(
     under ``min_train_face_px`` tall are dropped (too few pixels to show a mask). ``fold=(i, k)`` holds out fold
     ``i`` of ``k`` instead of the ``val_fraction`` split (see :func:`split_images`). Each set of ``val_sets`` (they
     must be among ``detection_sets``) is split so, each on its own, and its held-out faces join the validation.
+
+    Raises:
+        ValueError: If a set of ``val_sets`` is not among ``detection_sets``.
     """
     data_root = Path(data_root)
     train_boxes: list[FaceBox] = []
@@ -360,11 +363,6 @@ def load_train_val(
             val_boxes += [b for b in boxes if b.source in val_src and b.face_px >= eval_min_face_px]
             boxes = [b for b in boxes if b.source in train_src]
         train_boxes += [b for b in boxes if b.face_px >= min_train_face_px]
-    if not val_boxes:
-        val_boxes = held_out_boxes(
-            data_root, seed=seed, val_fraction=val_fraction, min_face_px=eval_min_face_px, fold=fold,
-            val_sets=val_sets,
-        )
     train_boxes += read_face_folders(data_root, face_folders) if face_folders else []
     val_sources = {b.source for b in val_boxes}
     if any(b.source in val_sources for b in train_boxes):  # pragma: no cover - guarded by split_images
