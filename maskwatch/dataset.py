@@ -373,7 +373,7 @@ def _extract_video(
 ) -> tuple[ExtractSummary, list[dict[str, str]]]:
     """One video of :func:`extract_crops`: its summary and manifest rows (crops written to ``unl``)."""
     t0, start_ns, live = time.monotonic(), time.time_ns(), is_live(src)
-    clf: MaskClassifier = scorer.classifier  # type: ignore[assignment]
+    clf = scorer.classifier
     cam = CameraPipeline(cam_id, frame_wh, clf.crop_margin, TrackerParams(**cfg.tracking.model_dump()),
                          FaceRules(**cfg.faces.model_dump()), VotingRules(**cfg.voting.model_dump()))
     cap = max(64, 16 * per_track)

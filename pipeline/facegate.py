@@ -25,6 +25,7 @@ import cv2
 import numpy as np
 import numpy.typing as npt
 
+from pipeline.onnx_models import MaskClassifier
 from schemas.errors import ModelError
 
 logger = logging.getLogger(__name__)
@@ -136,11 +137,11 @@ class CropScorer:
     """The classify stage on one batch of head crops: the mask classifier and, when there is one, the face gate.
 
     Args:
-        classifier: The mask classifier (``pipeline.onnx_models.MaskClassifier``, or anything with its ``predict``).
+        classifier: The mask classifier.
         gate: The face gate, or None to give every crop face score 1.
     """
 
-    def __init__(self, classifier: object, gate: FaceGate | None) -> None:
+    def __init__(self, classifier: MaskClassifier, gate: FaceGate | None) -> None:
         self.classifier = classifier
         self.gate = gate
 
@@ -153,6 +154,6 @@ class CropScorer:
         """
         if len(crops_rgb) == 0:
             return np.zeros((0, 2), np.float32)
-        mask = self.classifier.predict(crops_rgb)  # type: ignore[attr-defined]
+        mask = self.classifier.predict(crops_rgb)
         face = self.gate.face_scores(crops_rgb) if self.gate is not None else np.ones(len(crops_rgb), np.float32)
         return np.stack([mask, face], axis=1).astype(np.float32)
