@@ -317,16 +317,16 @@ class CameraTracker:
             boxes = np.asarray(bbox_xyxy, np.float32).reshape(-1, 4)
             height = boxes[:, 3] - boxes[:, 1]
         else:
+            boxes = np.concatenate([kp[:, :, :2].min(axis=1), kp[:, :, :2].max(axis=1)], axis=1)
             height = np.array([np.ptp(k[:, :2], axis=0).max() for k in kp], np.float32)
         dets = [Detection(points=k[:, :2].copy(), scores=k[:, 2].copy(), data=float(h))
                 for k, h in zip(kp, height, strict=True)]
         transform = None
-        if frame_bgr is not None and self.cuts is not None and self.cuts.update(frame_bgr):
-            self._cut()
         if frame_bgr is not None:
-            boxes_xyxy = (np.asarray(bbox_xyxy, np.float32).reshape(-1, 4) if bbox_xyxy is not None
-                          else np.array([[*k[:, :2].min(0), *k[:, :2].max(0)] for k in kp], np.float32).reshape(-1, 4))
-            transform = self.motion.update(frame_bgr, boxes_xyxy)
+            if self.cuts is not None and self.cuts.update(frame_bgr):
+                self._cut()
+            if self.motion.mode != "off":
+                transform = self.motion.update(frame_bgr, boxes)
         tracked = self._tracker.update(detections=dets, period=period, coord_transformations=transform)
         row_of = {id(d): i for i, d in enumerate(dets)}  # coasting tracks keep an older detection
         track_id = np.full(len(dets), NO_TRACK, np.int64)
