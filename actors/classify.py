@@ -12,7 +12,7 @@ import ray
 from actors._metrics import ModelCallMetrics
 from cluster.config import ClassifyConfig
 from pipeline.batching import MicroBatcher
-from pipeline.facegate import CropScorer, load_face_gate
+from pipeline.facegate import SCORE_COLUMNS, CropScorer, load_face_gate
 from pipeline.onnx_models import MaskClassifier
 
 
@@ -36,9 +36,9 @@ class ClassifyActor:
         return np.split(scores, bounds)
 
     async def predict(self, crops: npt.NDArray[np.uint8]) -> npt.NDArray[np.float32]:
-        """`(K, 2)` float32 mask and face scores for one frame's crops (:meth:`CropScorer.score`)."""
+        """`(K, 3)` float32 mask, face and usable-face scores for one frame's crops (:meth:`CropScorer.score`)."""
         if len(crops) == 0:
-            return np.zeros((0, 2), np.float32)
+            return np.zeros((0, SCORE_COLUMNS), np.float32)
         return await self._batcher.submit(crops)
 
     def info(self) -> dict[str, object]:

@@ -128,6 +128,7 @@ class FacesConfig(_Strict):
     area_margin: Annotated[float, Field(ge=0, lt=0.5)] = 0.02
     max_nested_overlap: Annotated[float, Field(gt=0, le=1)] = 0.5
     gate_min_score: Annotated[float, Field(ge=0, le=1)] = 0.6
+    usable_min_score: Annotated[float, Field(ge=0, le=1)] = 0.5
 
 
 class VotingConfig(_Strict):
@@ -138,6 +139,7 @@ class VotingConfig(_Strict):
     min_votes: Annotated[int, Field(ge=1)] = 3
     min_frames_tracked: Annotated[int, Field(ge=1)] = 3
     min_agreement: Annotated[float, Field(ge=0.5, le=1)] = 0.75
+    max_rejected_share: Annotated[float, Field(ge=0, le=1)] = 0.5
 
     @model_validator(mode="after")
     def _ordered(self) -> VotingConfig:

@@ -62,7 +62,7 @@ IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".webp"})
 EXTRACT_COLUMNS = (
     "file", "camera_id", "source", "track_id", "frame_idx", "pts_ns", "x1", "y1", "x2", "y2",
     "crop_x1", "crop_y1", "crop_x2", "crop_y2", "face_px", "pose_score", "face_keypoint_conf", "mask_score",
-    "face_score", "label",
+    "face_score", "usable_score", "label",
 )
 IMPORT_COLUMNS = ("file", "label", "source", "x1", "y1", "x2", "y2", "face_px", "split")
 
@@ -200,6 +200,7 @@ class _Candidate:
     quality: float
     mask_score: float
     face_score: float
+    usable_score: float
     crop: npt.NDArray[np.uint8]
 
 
@@ -284,7 +285,9 @@ def extract_crops(
     ``<out_dir>/manifest.csv`` gets one row per crop (:data:`EXTRACT_COLUMNS`: boxes in original-frame pixels,
     ``face_px`` = head box height, ``pose_score`` the person score, ``face_keypoint_conf`` the quality,
     ``mask_score`` the classifier's score, ``face_score`` the face gate's (``pipeline.facegate``; 1 without a
-    gate: a crop below ``faces.gate_min_score`` would not vote in ``maskwatch run``), ``label`` empty) and is
+    gate: a crop below ``faces.gate_min_score`` would not vote in ``maskwatch run``), ``usable_score`` the
+    classifier's usable-face score (1 when it has none; below ``faces.usable_min_score`` a crop would not vote
+    either), ``label`` empty) and is
     rewritten after each video. The empty label folders are created for the person to sort into. Every source is
     opened once before any work starts.
 
@@ -334,11 +337,13 @@ def extract_crops(
         with (out / MANIFEST).open(newline="") as f:
             reader = csv.DictReader(f)
             columns = tuple(reader.fieldnames or ())
-            before_gate = tuple(c for c in EXTRACT_COLUMNS if c != "face_score")  # manifests written before the gate
-            if columns not in (EXTRACT_COLUMNS, before_gate):
+            # Manifests written before the face gate, and before the usable-face score, lack those columns.
+            older = [tuple(c for c in EXTRACT_COLUMNS if c not in drop)
+                     for drop in (("face_score", "usable_score"), ("usable_score",))]
+            if columns not in (EXTRACT_COLUMNS, *older):
                 msg = f"{out / MANIFEST} is not a manifest of `dataset extract` (columns {reader.fieldnames})"
                 raise ConfigError(msg)
-            old_rows = [{"face_score": ""} | r for r in reader]
+            old_rows = [{"face_score": "", "usable_score": ""} | r for r in reader]
     pose = PoseModel(pose_model_path, cfg.pose.device, cfg.pose.threads)
     clf = MaskClassifier(classifier_path, cfg.classify.device, cfg.classify.threads)
     gate_path = cfg.classify.face_detector_path
@@ -398,7 +403,7 @@ def _extract_video(
                 **dict(zip(("crop_x1", "crop_y1", "crop_x2", "crop_y2"), b, strict=True)),
                 "face_px": _f(c.head_xyxy[3] - c.head_xyxy[1]), "pose_score": f"{c.pose_score:.4f}",
                 "face_keypoint_conf": f"{c.quality:.4f}", "mask_score": f"{c.mask_score:.4f}",
-                "face_score": f"{c.face_score:.4f}", "label": "",
+                "face_score": f"{c.face_score:.4f}", "usable_score": f"{c.usable_score:.4f}", "label": "",
             })
 
     cc = cfg.capture
@@ -415,13 +420,13 @@ def _extract_video(
         if len(sel):
             crops = cut_crops(frame.image, tracked.crop_xyxy, clf.input_px)
             scores = scorer.score(crops)
-            mask, face = scores[:, 0], scores[:, 1]
+            mask, face, usable = scores[:, 0], scores[:, 1], scores[:, 2]
             quality = kps[sel][:, list(FACE_KEYPOINTS), 2].mean(axis=1)
             faces += len(sel)
             for k, (r, tid) in enumerate(zip(sel, tracked.classify_track_ids, strict=True)):
                 cands[tid].append(_Candidate(frame.frame_idx, frame.pts_ns, tracked.head_xyxy[r].copy(),
                                              tracked.crop_xyxy[k].copy(), float(score[r]), float(quality[k]),
-                                             float(mask[k]), float(face[k]), crops[k]))
+                                             float(mask[k]), float(face[k]), float(usable[k]), crops[k]))
                 if len(cands[tid]) > cap:
                     cands[tid] = _thin(cands[tid])
         alive = cam.tracker.alive_track_ids()

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
+from pipeline.facegate import SCORE_COLUMNS
 from pipeline.headbox import FaceRules, crop_box, face_visible, head_boxes
 from pipeline.prevalence import ClassifierValidation
 from pipeline.stats import CameraWindows
@@ -109,17 +110,19 @@ class CameraPipeline:
 
         Args:
             track_ids: The faces' tracks (:attr:`TrackedFrame.classify_track_ids`).
-            scores: `(K, 2)` float32 from :meth:`pipeline.facegate.CropScorer.score`: mask score and face score.
-                A face score below ``faces.gate_min_score`` rejects the crop: no vote, counted in ``faces_rejected``.
+            scores: `(K, 3)` float32 from :meth:`pipeline.facegate.CropScorer.score`: mask score, face score and
+                usable-face score. A face score below ``faces.gate_min_score`` or a usable-face score below
+                ``faces.usable_min_score`` rejects the crop: no vote, counted in ``faces_rejected``.
 
         Raises:
-            ValueError: If ``scores`` is not `(len(track_ids), 2)`, or a track is unknown.
+            ValueError: If ``scores`` is not `(len(track_ids), 3)`, or a track is unknown.
         """
         sc = np.asarray(scores, np.float32)
-        if sc.shape != (len(track_ids), 2):
-            msg = f"scores must have shape ({len(track_ids)}, 2) (mask score, face score), got {sc.shape}"
+        if sc.shape != (len(track_ids), SCORE_COLUMNS):
+            msg = (f"scores must have shape ({len(track_ids)}, {SCORE_COLUMNS}) (mask, face and usable-face "
+                   f"scores), got {sc.shape}")
             raise ValueError(msg)
-        accepted = sc[:, 1] >= self.faces.gate_min_score
+        accepted = (sc[:, 1] >= self.faces.gate_min_score) & (sc[:, 2] >= self.faces.usable_min_score)
         self.ledger.add_scores(track_ids, sc[:, 0].tolist(), accepted.tolist())
         self.windows.faces_classified += int(accepted.sum())
         self.windows.faces_rejected += int((~accepted).sum())

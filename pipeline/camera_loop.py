@@ -35,7 +35,7 @@ from schemas.pose import Poses
 logger = logging.getLogger(__name__)
 
 PoseFn = Callable[[npt.NDArray[np.uint8], Letterbox, str, int, int], Awaitable[Poses]]
-ClassifyFn = Callable[[npt.NDArray[np.uint8]], Awaitable[npt.NDArray[np.float32]]]  # crops -> (K, 2) scores
+ClassifyFn = Callable[[npt.NDArray[np.uint8]], Awaitable[npt.NDArray[np.float32]]]  # crops -> (K, 3) scores
 EmitFn = Callable[[list[Record]], Awaitable[Any]]
 
 
@@ -101,7 +101,7 @@ async def run_camera(
         make_cam: Builds the camera's state from its frame size `(width_px, height_px)` at the first frame.
         classifier_input_px: Side of the classifier's input crops.
         infer_pose: Letterboxed frame -> poses in original-frame pixels.
-        classify: `(K, S, S, 3)` uint8 RGB crops -> `(K, 2)` float32 mask and face scores
+        classify: `(K, S, S, 3)` uint8 RGB crops -> `(K, 3)` float32 mask, face and usable-face scores
             (:meth:`pipeline.facegate.CropScorer.score`).
         emit: Delivers records (decisions, statistics).
         topics: `(decisions_topic, stats_topic)`.

@@ -31,6 +31,8 @@ from schemas.errors import ModelError
 logger = logging.getLogger(__name__)
 
 YUNET_FILE = "face_detection_yunet_2023mar.onnx"
+SCORE_COLUMNS = 3
+"""Columns of :meth:`CropScorer.score`: mask score, face score, usable-face score."""
 # sha256 of OpenCV Zoo's release file (its Git LFS pointer, models/face_detection_yunet/, commit 966be4c).
 YUNET_SHA256 = "8f2383e4dd3cfbb4553ea8718107fc0423210dc964f9f4280604804ed2552fa4"
 
@@ -149,11 +151,12 @@ class CropScorer:
         """Scores of `(K, S, S, 3)` uint8 RGB crops.
 
         Returns:
-            `(K, 2)` float32: column 0 the mask score (probability of a mask worn correctly), column 1 the face
-            score (:meth:`FaceGate.face_scores`; 1 without a gate). ``K == 0`` gives `(0, 2)`.
+            `(K, 3)` float32: column 0 the mask score (probability of a mask worn correctly), column 1 the face
+            score (:meth:`FaceGate.face_scores`; 1 without a gate), column 2 the classifier's usable-face score
+            (:meth:`MaskClassifier.predict_scores`; 1 when the model has none). ``K == 0`` gives `(0, 3)`.
         """
         if len(crops_rgb) == 0:
-            return np.zeros((0, 2), np.float32)
-        mask = self.classifier.predict(crops_rgb)
+            return np.zeros((0, SCORE_COLUMNS), np.float32)
+        mask_usable = self.classifier.predict_scores(crops_rgb)
         face = self.gate.face_scores(crops_rgb) if self.gate is not None else np.ones(len(crops_rgb), np.float32)
-        return np.stack([mask, face], axis=1).astype(np.float32)
+        return np.stack([mask_usable[:, 0], face, mask_usable[:, 1]], axis=1).astype(np.float32)

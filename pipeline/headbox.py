@@ -63,6 +63,8 @@ class FaceRules:
             person whose facial keypoints land on the real face (seen on ``single_unmasked.mp4``).
         gate_min_score: A crop votes only if its face score (:mod:`pipeline.facegate`, YuNet) reaches this (0-1);
             0 lets every crop vote.
+        usable_min_score: ... and only if the classifier's usable-face score (``usable_score``, see
+            :class:`pipeline.onnx_models.MaskClassifier`) reaches this (0-1); 0 turns this check off.
     """
 
     keypoint_min_score: float = 0.5
@@ -72,6 +74,7 @@ class FaceRules:
     area_margin: float = 0.02
     max_nested_overlap: float = 0.5
     gate_min_score: float = 0.6
+    usable_min_score: float = 0.5
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.keypoint_min_score <= 1.0:
@@ -83,9 +86,10 @@ class FaceRules:
         if not 0.0 < self.max_nested_overlap <= 1.0:
             msg = f"max_nested_overlap must be in (0, 1], got {self.max_nested_overlap}"
             raise ValueError(msg)
-        if not 0.0 <= self.gate_min_score <= 1.0:
-            msg = f"gate_min_score must be in [0, 1], got {self.gate_min_score}"
-            raise ValueError(msg)
+        for name in ("gate_min_score", "usable_min_score"):
+            if not 0.0 <= getattr(self, name) <= 1.0:
+                msg = f"{name} must be in [0, 1], got {getattr(self, name)}"
+                raise ValueError(msg)
         if not 0.0 <= self.area_margin < 0.5:
             msg = f"area_margin must be in [0, 0.5), got {self.area_margin}"
             raise ValueError(msg)

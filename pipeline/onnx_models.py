@@ -131,7 +131,9 @@ class MaskClassifier:
     ``maskwatch.crop_margin`` tells how the crops were cut at training time; inference cuts them the same way.
     Optional metadata ``maskwatch.sensitivity`` / ``maskwatch.specificity`` (``"correct/n"`` on held-out faces,
     see the model card) become :attr:`validation`, which corrects the camera statistics; optional
-    ``maskwatch.validation_source`` says what they were measured on.
+    ``maskwatch.validation_source`` says what they were measured on. An optional second output ``usable_score``
+    float32 `(N,)` is the probability that the crop is a face that can show a mask (not a back of a head, a blur, a
+    face whose mouth is hidden; :mod:`maskwatch.training.usable`); :attr:`has_usable` says whether it is there.
 
     Raises:
         ModelError: If the file breaks the contract.
@@ -174,6 +176,8 @@ class MaskClassifier:
                 raise ModelError(msg) from exc
         self.input_px = int(inp[0].shape[1])
         self.input_name = inp[0].name
+        self.has_usable = "usable_score" in names
+        self._outputs = ["mask_score", "usable_score"] if self.has_usable else ["mask_score"]
         self.metadata = dict(meta)
         self.provider = self.session.get_providers()[0]
 
@@ -183,11 +187,22 @@ class MaskClassifier:
         Raises:
             ValueError: If the crops are not `(N, S, S, 3)` uint8 with S the model's input size.
         """
+        return self.predict_scores(crops_rgb)[:, 0]
+
+    def predict_scores(self, crops_rgb: npt.NDArray[np.uint8]) -> npt.NDArray[np.float32]:
+        """Mask and usable-face scores in one pass: `(N, 2)` float32 in [0, 1]; column 1 is 1 when the model has no
+        ``usable_score`` output.
+
+        Raises:
+            ValueError: If the crops are not `(N, S, S, 3)` uint8 with S the model's input size.
+        """
         s = self.input_px
         if crops_rgb.ndim != 4 or crops_rgb.shape[1:] != (s, s, 3) or crops_rgb.dtype != np.uint8:
             msg = f"crops must be (N, {s}, {s}, 3) uint8, got {crops_rgb.shape} {crops_rgb.dtype}"
             raise ValueError(msg)
         if len(crops_rgb) == 0:
-            return np.zeros(0, np.float32)
-        out = self.session.run(["mask_score"], {self.input_name: np.ascontiguousarray(crops_rgb)})[0]
-        return np.asarray(out, np.float32).reshape(-1)
+            return np.zeros((0, 2), np.float32)
+        out = self.session.run(self._outputs, {self.input_name: np.ascontiguousarray(crops_rgb)})
+        mask = np.asarray(out[0], np.float32).reshape(-1)
+        usable = np.asarray(out[1], np.float32).reshape(-1) if self.has_usable else np.ones_like(mask)
+        return np.stack([mask, usable], axis=1)

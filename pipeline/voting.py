@@ -6,8 +6,13 @@ Seed design (Neuralet face-mask detector): a face score above ``mask_threshold``
 
 Two additions of our own for what the pipeline sees on real crowds:
 
-- A crop whose face score (:mod:`pipeline.facegate`) is below the face rules' ``gate_min_score`` is not a usable face
-  (a back of a head, a blur): it casts no vote and is counted in ``faces_rejected``.
+- A crop whose face score (:mod:`pipeline.facegate`) is below the face rules' ``gate_min_score``, or whose
+  usable-face score is below ``usable_min_score``, is not a usable face (a back of a head, a blur, a mouth hidden
+  behind the person in front): it casts no vote and is counted in ``faces_rejected``.
+- A track whose crops are mostly rejected (more than ``max_rejected_share`` of them) is ``undecided``: the person
+  showed no usable face, and the few crops that passed are more likely the gate's errors than faces. On
+  ``queue_dark_masks.mp4`` the back of a grey head passes the gate on 5 of its 14 crops and would otherwise be
+  decided "no mask".
 - One track, one person: a track whose votes strongly disagree (the majority holds less than ``min_agreement`` of
   them) is ``undecided``. On a moving camera a track can pass from one person to another, and the votes of a masked
   and an unmasked face then mix; a majority of such a track would count one of them wrongly.
@@ -30,6 +35,8 @@ class VotingRules:
         min_votes: Votes needed before a decision is made.
         min_frames_tracked: Tracks matched in fewer frames are dropped as spurious (not counted as people).
         min_agreement: The majority must hold at least this share of the votes (0.5-1; 0.5 = plain majority).
+        max_rejected_share: A track whose face-gate rejections exceed this share of its crops is undecided (0-1;
+            1 turns the rule off).
     """
 
     mask_threshold: float = 0.7
@@ -37,6 +44,7 @@ class VotingRules:
     min_votes: int = 3
     min_frames_tracked: int = 3
     min_agreement: float = 0.75
+    max_rejected_share: float = 0.5
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.no_mask_threshold <= self.mask_threshold <= 1.0:
@@ -50,6 +58,9 @@ class VotingRules:
             raise ValueError(msg)
         if not 0.5 <= self.min_agreement <= 1.0:
             msg = f"min_agreement must be in [0.5, 1], got {self.min_agreement}"
+            raise ValueError(msg)
+        if not 0.0 <= self.max_rejected_share <= 1.0:
+            msg = f"max_rejected_share must be in [0, 1], got {self.max_rejected_share}"
             raise ValueError(msg)
 
 
@@ -103,7 +114,10 @@ class TrackVotes:
         return decide(self.votes_mask, self.votes_no_mask, 1)
 
     def to_decision(self, camera_id: str, rules: VotingRules) -> PersonDecision:
-        """The final record for this track."""
+        """The final record for this track (``undecided`` also when its crops were mostly rejected)."""
+        decision = decide(self.votes_mask, self.votes_no_mask, rules.min_votes, rules.min_agreement)
+        if self.faces_rejected > rules.max_rejected_share * (self.faces_classified + self.faces_rejected):
+            decision = "undecided"
         return PersonDecision(
             decision_id=f"{camera_id}/{self.track_id}/{self.first_seen_ns}",
             camera_id=camera_id,
@@ -118,7 +132,7 @@ class TrackVotes:
             votes_mask=self.votes_mask,
             votes_no_mask=self.votes_no_mask,
             mean_mask_score=round(self.score_sum / self.faces_classified, 6) if self.faces_classified else None,
-            decision=decide(self.votes_mask, self.votes_no_mask, rules.min_votes, rules.min_agreement),
+            decision=decision,
         )
 
 

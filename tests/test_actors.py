@@ -63,10 +63,10 @@ def test_classify_actor_concatenates_requests_and_splits_back(ray_local):
     requests = [rng.integers(0, 255, (k, s, s, 3), dtype=np.uint8) for k in (3, 1, 5, 0)]
     actor = ClassifyActor.remote(ClassifyConfig(max_batch_size=64, batch_wait_s=0.2))
     got = ray.get([actor.predict.remote(r) for r in requests])
-    assert [g.shape for g in got] == [(3, 2), (1, 2), (5, 2), (0, 2)]
+    assert [g.shape for g in got] == [(3, 3), (1, 3), (5, 3), (0, 3)]
     gate = load_face_gate(ClassifyConfig().face_detector_path)
     for r, g in zip(requests, got, strict=True):
-        np.testing.assert_allclose(g[:, 0], model.predict(r), atol=1e-5)
+        np.testing.assert_allclose(g[:, [0, 2]], model.predict_scores(r), atol=1e-5)
         np.testing.assert_array_equal(g[:, 1], gate.face_scores(r))
     info = ray.get(actor.info.remote())
     assert max(info["batch_sizes"]) >= 2

@@ -66,27 +66,28 @@ def test_metadata(meta: dict[str, str]) -> None:
 def test_io_contract(session: ort.InferenceSession, meta: dict[str, str]) -> None:
     s = int(meta["maskwatch.input_px"])
     (inp,) = session.get_inputs()
-    (out,) = session.get_outputs()
+    outs = session.get_outputs()
     assert inp.name == "crops"
     assert inp.type == "tensor(uint8)"
     assert len(inp.shape) == 4
     assert not isinstance(inp.shape[0], int)  # dynamic batch (a symbolic name or None)
     assert inp.shape[1:] == [s, s, 3]
-    assert out.name == "mask_score"
-    assert out.type == "tensor(float)"
-    assert len(out.shape) == 1
+    # mask_score, and the usable-face head (maskwatch.training.usable) on the same pooled features.
+    assert [o.name for o in outs] == ["mask_score", "usable_score"]
+    assert all(o.type == "tensor(float)" and len(o.shape) == 1 for o in outs)
     rng = np.random.default_rng(0)
     for n in (1, 7):
         crops = rng.integers(0, 256, (n, s, s, 3), dtype=np.uint8)
-        (score,) = session.run(["mask_score"], {"crops": crops})
-        assert score.dtype == np.float32
-        assert score.shape == (n,)
-        assert np.all((score >= 0) & (score <= 1))
+        for score in session.run(["mask_score", "usable_score"], {"crops": crops}):
+            assert score.dtype == np.float32
+            assert score.shape == (n,)
+            assert np.all((score >= 0) & (score <= 1))
     # Rows are independent of the batch they come in.
     crops = rng.integers(0, 256, (4, s, s, 3), dtype=np.uint8)
-    batch = session.run(["mask_score"], {"crops": crops})[0]
-    single = np.concatenate([session.run(["mask_score"], {"crops": crops[i : i + 1]})[0] for i in range(4)])
-    np.testing.assert_allclose(batch, single, atol=1e-5)
+    for name in ("mask_score", "usable_score"):
+        batch = session.run([name], {"crops": crops})[0]
+        single = np.concatenate([session.run([name], {"crops": crops[i : i + 1]})[0] for i in range(4)])
+        np.testing.assert_allclose(batch, single, atol=1e-5)
 
 
 @pytest.mark.skipif(

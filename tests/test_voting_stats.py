@@ -63,6 +63,21 @@ def test_rejected_crops_cast_no_vote_and_are_counted():
         ledger.add_scores([4], [0.5], [True, False])
 
 
+def test_track_with_mostly_rejected_crops_is_undecided():
+    # queue_dark_masks.mp4, track 4: the back of a grey head. The gate rejects 9 of its 14 crops; the 5 that pass
+    # are scored "no mask". They are the gate's errors, not a face: the person stays undecided.
+    ledger = TrackLedger("cam")
+    back = _track(ledger, 5, [0.03] * 14, [False] * 9 + [True] * 5)
+    assert (back.votes_no_mask, back.faces_rejected, back.decision) == (5, 9, "undecided")
+    # Half rejected is still decided: a face seen often enough.
+    half = _track(ledger, 6, [0.95] * 8, [False] * 4 + [True] * 4)
+    assert half.decision == "mask"
+    off = TrackLedger("cam", VotingRules(max_rejected_share=1.0))
+    assert _track(off, 7, [0.03] * 14, [False] * 9 + [True] * 5).decision == "no_mask"
+    with pytest.raises(ValueError, match="max_rejected_share"):
+        VotingRules(max_rejected_share=1.5)
+
+
 def test_short_tracks_are_dropped_and_unknown_scores_raise():
     ledger = TrackLedger("cam", VotingRules(min_frames_tracked=3))
     ledger.observe([1], 0, 0)
