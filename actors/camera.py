@@ -10,10 +10,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import zlib
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict
-from typing import Any
+from typing import Any, get_args
 
 import numpy as np
 import numpy.typing as npt
@@ -22,21 +23,33 @@ from ray.actor import ActorHandle
 from ray.util.metrics import Gauge
 
 from cluster.config import Config
+from cluster.stats_reader import latest_stats
 from pipeline.camera import CameraPipeline
-from pipeline.camera_loop import CameraSpec, run_camera
+from pipeline.camera_loop import CameraRun, CameraSpec, CameraSummary, run_camera, supervise_camera
 from pipeline.headbox import FaceRules
 from pipeline.letterbox import Letterbox
 from pipeline.sinks import Record
+from pipeline.source import is_live
 from pipeline.tracking import TrackerParams
 from pipeline.voting import VotingRules
+from schemas.errors import SinkError
+from schemas.messages import CameraState, CameraStats
 from schemas.pose import Poses
 
 logger = logging.getLogger(__name__)
 
 
-@ray.remote(max_restarts=0)
+# A shard whose process dies is restarted by Ray (max_restarts=-1: always); its run() call is not retried by Ray
+# (it is not idempotent): the driver calls run(restore=True) again, and the cameras continue from the statistics
+# topic.
+@ray.remote(max_restarts=-1, max_task_retries=0)
 class CameraShardActor:
-    """Runs the loop of each of its cameras concurrently (asyncio), calling the pose and classify pools."""
+    """Runs the loop of each of its cameras concurrently (asyncio), calling the pose and classify pools.
+
+    Each camera runs under :func:`pipeline.camera_loop.supervise_camera`: a fault in one camera (a model actor that
+    died, a decoder that fails, a bug) restarts that camera with backoff and never ends another. :meth:`stop` ends
+    every camera gracefully (open tracks decided, final statistics published).
+    """
 
     def __init__(
         self,
@@ -61,18 +74,58 @@ class CameraShardActor:
         self._dropped = Gauge("maskwatch_capture_frames_dropped", "Live frames dropped under backpressure",
                               tag_keys=tags)
         self._tracks = Gauge("maskwatch_tracking_live_tracks", "Tracks currently followed", tag_keys=tags)
+        self._state = Gauge("maskwatch_camera_state", "1 for the camera's current state, 0 for the others",
+                            tag_keys=("camera_id", "state"))
+        self._restarts = Gauge("maskwatch_camera_restarts", "Times the camera's loop failed and restarted",
+                               tag_keys=tags)
+        self._stop = asyncio.Event()
 
     def _observe(self, cam: CameraPipeline) -> None:
         tags = {"camera_id": cam.camera_id}
-        self._frames.set(cam.windows.frames_processed, tags)
-        self._dropped.set(cam.windows.frames_dropped, tags)
+        w = cam.windows
+        self._frames.set(w.frames_processed, tags)
+        self._dropped.set(w.frames_dropped, tags)
         self._tracks.set(len(cam.ledger), tags)
+        self._restarts.set(w.camera_restarts, tags)
+        for state in get_args(CameraState):
+            self._state.set(float(state == w.camera_state), {"camera_id": cam.camera_id, "state": state})
 
-    async def run(self) -> list[dict[str, Any]]:
-        """Process every camera until its source ends; returns one summary dict per camera."""
-        return [asdict(s) for s in await asyncio.gather(*(self._run_one(i, s) for i, s in enumerate(self._specs)))]
+    async def run(self, restore: bool = False) -> list[dict[str, Any]]:
+        """Process every camera until its source ends or :meth:`stop`; returns one summary dict per camera.
 
-    async def _run_one(self, i: int, spec: CameraSpec) -> Any:
+        With Kafka, each live camera continues from its last record in the compacted statistics topic (a job that
+        restarts keeps its totals); with ``restore`` (this shard's process was restarted) file cameras do too,
+        resuming after their last published frame.
+        """
+        last = await asyncio.to_thread(self._last_records, restore)
+        return [asdict(s) for s in await asyncio.gather(*(self._run_one(i, s, last.get(s.camera_id))
+                                                            for i, s in enumerate(self._specs)))]
+
+    def _last_records(self, restore: bool) -> dict[str, CameraStats]:
+        kafka = self._cfg.kafka
+        wanted = {s.camera_id for s in self._specs if restore or is_live(s.source)}
+        if not (kafka.bootstrap_servers and wanted):
+            return {}
+        try:
+            last = latest_stats(kafka)
+        except SinkError as exc:  # a broker that is down at start must not stop the cameras
+            logger.warning("cannot restore camera totals (%s); they start from zero", exc)
+            return {}
+        found = {cid: s for cid, s in last.items() if cid in wanted}
+        if found:
+            logger.warning("restoring %s from their last statistics records", sorted(found))
+        return found
+
+    def pid(self) -> int:
+        """The worker process's PID (fault tests kill it)."""
+        return os.getpid()
+
+    def stop(self) -> None:
+        """Stop capture; every camera finishes its frames in flight, decides its open tracks and publishes its
+        final statistics; :meth:`run` then returns."""
+        self._stop.set()
+
+    async def _run_one(self, i: int, spec: CameraSpec, last: CameraStats | None) -> Any:
         cfg = self._cfg
         validation = cfg.stats.classifier_validation()
 
@@ -104,6 +157,9 @@ class CameraShardActor:
                 await self._sink.write.remote(records)
 
         topics = (cfg.kafka.decisions_topic, cfg.kafka.stats_topic)
-        return await run_camera(
-            spec, make_cam, self._input_px, infer_pose, predict, emit, topics, self._executor, self._observe
-        )
+
+        async def attempt(run: CameraRun) -> CameraSummary:
+            return await run_camera(spec, make_cam, self._input_px, infer_pose, predict, emit, topics,
+                                    self._executor, self._observe, run=run, stop=self._stop)
+
+        return await supervise_camera(spec, attempt, emit, topics, self._stop, restore=last)

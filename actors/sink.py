@@ -28,7 +28,10 @@ class SinkActor:
             self._sink.flush()
         return self.count
 
-    def close(self) -> int:
-        """Flush and close."""
-        self._sink.close()
+    def close(self, timeout_s: float | None = None) -> int:
+        """Flush (waiting at most ``timeout_s``, default the configured flush timeout) and close."""
+        if isinstance(self._sink, KafkaSink):
+            self._sink.close(timeout_s)
+        else:
+            self._sink.close()
         return self.count

@@ -57,6 +57,10 @@ class CaptureConfig(_Strict):
     # running one command wants); true lets its shard keep retrying (backoff up to 60 s) while the others run
     # (what a fleet wants: one dead camera must not stop a district).
     wait_for_unreachable: bool = False
+    # SIGTERM / SIGINT: capture stops, frames in flight finish, open tracks are decided (ended_by "shutdown"), final
+    # statistics are published and the sink flushed, all within this many seconds; then the run exits 0. Under
+    # Kubernetes' default terminationGracePeriodSeconds (30) with room to spare.
+    shutdown_grace_s: Annotated[float, Field(gt=0)] = 20.0
 
 
 class PoseConfig(_Strict):

@@ -6,10 +6,14 @@ match) are found here, before any actor starts, and raised as one-line :class:`~
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import os
+import signal
+import threading
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -34,6 +38,7 @@ class RunResult:
     wall_s: float
     pose_provider: str
     classify_provider: str
+    stopped_by_signal: str | None = None
 
 
 def resolve_cameras(
@@ -157,8 +162,12 @@ def run(
     init_ray(cfg, need)
     topo = build_topology(cfg, specs, str(pose_path), classifier.crop_margin, classifier.input_px, out_path)
     try:
-        summaries = [s for shard in ray.get([sh.run.remote() for sh in topo.shards]) for s in shard]
-        records = ray.get(topo.sink.close.remote())
+        with _StopOnSignal() as stopping, _pid_file(os.environ.get("MASKWATCH_PID_FILE")):
+            summaries = run_shards(topo.shards, stopping, cfg.capture.shutdown_grace_s)
+        flush_s = cfg.kafka.flush_timeout_s
+        if stopping.is_set():  # what is left of the grace period, and at least a little
+            flush_s = max(2.0, min(flush_s, cfg.capture.shutdown_grace_s - (time.monotonic() - stopping.at)))
+        records = ray.get(topo.sink.close.remote(flush_s))
         pose_info = ray.get(topo.pose[0].info.remote())
         cls_info = ray.get(topo.classify[0].info.remote())
     except ray.exceptions.RayTaskError as exc:
@@ -169,4 +178,95 @@ def run(
     finally:
         for handle in [*topo.shards, *topo.pose, *topo.classify, topo.sink]:
             ray.kill(handle)
-    return RunResult(summaries, records, round(time.monotonic() - t0, 2), pose_info["provider"], cls_info["provider"])
+    return RunResult(summaries, records, round(time.monotonic() - t0, 2), pose_info["provider"], cls_info["provider"],
+                     stopped_by_signal=stopping.signal_name)
+
+
+@contextlib.contextmanager
+def _pid_file(path: str | None) -> Iterator[None]:
+    """Write this process's PID to ``path`` while the cameras run (a Kubernetes preStop hook sends it SIGTERM)."""
+    if not path:
+        yield
+        return
+    p = Path(path)
+    p.parent.mkdir(parents=True, exist_ok=True)
+    p.write_text(f"{os.getpid()}\n")
+    try:
+        yield
+    finally:
+        p.unlink(missing_ok=True)
+
+
+class _StopOnSignal:
+    """SIGTERM / SIGINT set this event instead of killing the driver (main thread only; elsewhere a no-op)."""
+
+    def __init__(self) -> None:
+        self._event = threading.Event()
+        self._old: dict[int, Any] = {}
+        self.at = 0.0
+        self.signal_name: str | None = None
+
+    def is_set(self) -> bool:
+        return self._event.is_set()
+
+    def _handle(self, signum: int, _frame: Any) -> None:
+        if self._event.is_set():
+            return
+        self.signal_name = signal.Signals(signum).name
+        self.at = time.monotonic()
+        logger.warning("%s: stopping capture; open tracks are decided and final statistics published",
+                       self.signal_name)
+        self._event.set()
+
+    def __enter__(self) -> _StopOnSignal:
+        if threading.current_thread() is threading.main_thread():
+            self._old = {s: signal.signal(s, self._handle) for s in (signal.SIGTERM, signal.SIGINT)}
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for s, old in self._old.items():
+            signal.signal(s, old)
+
+
+def run_shards(shards: list[Any], stopping: Any, grace_s: float) -> list[dict[str, Any]]:
+    """Supervise the camera shards until every camera has ended; returns the cameras' summaries.
+
+    A shard whose process died (``RayActorError``: killed, out of memory, its node lost) is restarted by Ray
+    (``max_restarts``); its cameras are started again with ``run(restore=True)`` and continue from their last
+    statistics record. Nothing in one shard stops another. When ``stopping`` is set (SIGTERM / SIGINT), every shard
+    is asked to stop; the wait is bounded by three quarters of ``grace_s`` (the rest is the sink's flush). Polls
+    (``ray.wait`` with a short timeout) so that the signal handler runs while the driver waits.
+
+    Args:
+        shards: The shard actor handles.
+        stopping: Has ``is_set()`` and ``at`` (``time.monotonic()`` of the signal), like :class:`_StopOnSignal`.
+        grace_s: The shutdown grace period, seconds.
+    """
+    import ray
+
+    pending = {sh.run.remote(): i for i, sh in enumerate(shards)}
+    results: dict[int, list[dict[str, Any]]] = {}
+    stop_sent = False
+    while pending:
+        ready, _ = ray.wait(list(pending), num_returns=1, timeout=0.25)
+        for ref in ready:
+            i = pending.pop(ref)
+            try:
+                results[i] = ray.get(ref)
+            except ray.exceptions.RayActorError as exc:
+                if stop_sent:
+                    logger.error("camera shard %d died while stopping (%s); its open tracks are lost", i,
+                                 type(exc).__name__)
+                    continue
+                logger.error("camera shard %d died (%s); Ray restarts it and its cameras continue from their last "
+                             "statistics", i, type(exc).__name__)
+                pending[shards[i].run.remote(restore=True)] = i
+        if stopping.is_set() and not stop_sent:
+            for sh in shards:
+                sh.stop.remote()
+            stop_sent = True
+        if stop_sent and pending and time.monotonic() - stopping.at > 0.75 * grace_s:
+            logger.error("%d camera shard(s) did not stop within %.0f s; their open tracks are lost",
+                         len(pending), 0.75 * grace_s)
+            break
+    return [s for i in sorted(results) for s in results[i]]

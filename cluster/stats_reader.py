@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import logging
 import time
 from datetime import UTC, datetime
 from typing import Any
@@ -9,6 +11,8 @@ from typing import Any
 from pipeline.sinks import BOOTSTRAP_TIMEOUT_MS, broker_unreachable, kafka_client_args
 from schemas.errors import SinkError
 from schemas.messages import CameraStats, PersonDecision
+
+logger = logging.getLogger(__name__)
 
 
 def read_topic(cfg: Any, topic: str, timeout_s: float = 10.0) -> list[tuple[str, bytes]]:
@@ -47,10 +51,25 @@ def read_topic(cfg: Any, topic: str, timeout_s: float = 10.0) -> list[tuple[str,
         consumer.close()
 
 
+def _current(values: list[bytes], version: int) -> list[bytes]:
+    """The values of this ``schema_version``; records of other versions (written before an upgrade) are skipped."""
+    out = []
+    for v in values:
+        try:
+            if json.loads(v).get("schema_version") == version:
+                out.append(v)
+        except (ValueError, AttributeError):
+            continue
+    if len(out) < len(values):
+        logger.info("skipped %d record(s) of another schema version or not JSON", len(values) - len(out))
+    return out
+
+
 def latest_stats(cfg: Any, timeout_s: float = 10.0) -> dict[str, CameraStats]:
-    """The latest statistics record per camera (what a compacted topic keeps)."""
+    """The latest statistics record per camera (what a compacted topic keeps); records of other schema versions are
+    skipped."""
     latest: dict[str, CameraStats] = {}
-    for _, value in read_topic(cfg, cfg.stats_topic, timeout_s):
+    for value in _current([v for _, v in read_topic(cfg, cfg.stats_topic, timeout_s)], CameraStats.schema_version):
         s = CameraStats.decode(value)
         prev = latest.get(s.camera_id)
         newer = (s.window_end_ns, s.total_people, s.final)
@@ -60,9 +79,10 @@ def latest_stats(cfg: Any, timeout_s: float = 10.0) -> dict[str, CameraStats]:
 
 
 def read_decisions(cfg: Any, timeout_s: float = 10.0) -> list[PersonDecision]:
-    """All decisions, de-duplicated by ``decision_id`` (delivery is at least once)."""
+    """All decisions, de-duplicated by ``decision_id`` (delivery is at least once); other schema versions skipped."""
     seen: dict[str, PersonDecision] = {}
-    for _, value in read_topic(cfg, cfg.decisions_topic, timeout_s):
+    values = [v for _, v in read_topic(cfg, cfg.decisions_topic, timeout_s)]
+    for value in _current(values, PersonDecision.schema_version):
         d = PersonDecision.decode(value)
         seen[d.decision_id] = d
     return list(seen.values())

@@ -119,6 +119,9 @@ def run(
         line = (f"  {c['camera_id']}: {c['frames_processed']} frames, {c['people']} people "
                 f"(mask {d['mask']}, no_mask {d['no_mask']}, undecided {d['undecided']})")
         click.echo(line + (f"  ERROR: {c['error']}" if c["error"] else ""), err=True)
+    if result.stopped_by_signal:
+        click.echo(f"stopped by {result.stopped_by_signal}: capture stopped, open tracks decided "
+                   "(ended_by \"shutdown\"), final statistics published", err=True)
     if any(c["error"] for c in result.cameras):
         sys.exit(1)
 

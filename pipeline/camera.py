@@ -19,7 +19,7 @@ from pipeline.prevalence import ClassifierValidation
 from pipeline.stats import CameraWindows
 from pipeline.tracking import CameraTracker, TrackerParams
 from pipeline.voting import TrackLedger, VotingRules
-from schemas.messages import CameraStats, PersonDecision
+from schemas.messages import CameraStats, EndedBy, PersonDecision
 from schemas.pose import NO_TRACK, Poses
 
 FloatArray = npt.NDArray[np.float32]
@@ -135,9 +135,10 @@ class CameraPipeline:
         decisions = self.ledger.end(ended) if ended else []
         return decisions, self.windows.add(decisions, now_ns)
 
-    def close(self, now_ns: int) -> tuple[list[PersonDecision], list[CameraStats]]:
-        """End of stream: every live track ends; the final statistics record."""
-        decisions = self.ledger.end()
+    def close(self, now_ns: int, ended_by: EndedBy = "end_of_source") -> tuple[list[PersonDecision], list[CameraStats]]:
+        """End of stream or shutdown: every live track ends (``ended_by``); the final statistics record."""
+        decisions = self.ledger.end(ended_by=ended_by)
+        self.windows.camera_state = "ended"
         stats = self.windows.add(decisions, now_ns)
         stats.append(self.windows.close(now_ns))
         return decisions, stats

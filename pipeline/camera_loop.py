@@ -9,13 +9,15 @@ pose inference of frame t+1 overlaps tracking and classification of frame t; res
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import random
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Iterator
 from concurrent.futures import Executor
 from dataclasses import dataclass, field
-from typing import Any
+from typing import IO, Any
 
 import cv2
 import numpy as np
@@ -29,7 +31,7 @@ from pipeline.mot import mot_lines, write_mot_lines
 from pipeline.sinks import Record
 from pipeline.source import Frame, is_live, read_frames
 from schemas.errors import SourceError
-from schemas.messages import CameraStats, PersonDecision
+from schemas.messages import CameraState, CameraStats, EndedBy, PersonDecision
 from schemas.pose import Poses
 
 logger = logging.getLogger(__name__)
@@ -83,6 +85,43 @@ def to_records(
     ]
 
 
+@dataclass
+class CameraRun:
+    """What one camera keeps across restarts of its loop in one process (:func:`supervise_camera`).
+
+    A restart after a fault continues the same tracks, votes and windows: running totals never go down, and no
+    person is counted twice. A file resumes after ``last_frame_idx``; a live stream's ``frame_idx`` continues from
+    ``frame_offset``.
+    """
+
+    spec: CameraSpec
+    summary: CameraSummary
+    cam: CameraPipeline | None = None
+    input_px: int | None = None
+    start_wall_ns: int = field(default_factory=time.time_ns)
+    last_frame_idx: int = -1
+    frame_offset: int = 0
+    last_ns: int = 0
+    dropped: int = 0
+    state: CameraState = "connecting"
+    restarts: int = 0
+    writer: cv2.VideoWriter | None = None
+    tracks_fh: IO[str] | None = None
+    restore: CameraStats | None = None  # the last published record, applied at the first frame
+
+    def set_state(self, state: CameraState) -> None:
+        """The camera's state, also in its next statistics record."""
+        self.state = state
+        if self.cam is not None:
+            self.cam.windows.camera_state = state
+            self.cam.windows.camera_restarts = self.restarts
+
+
+# How often the loop looks up while no frame arrives: closes windows by wall clock (a camera that is down still
+# publishes its state) and notices a shutdown.
+TICK_S = 1.0
+
+
 async def run_camera(
     spec: CameraSpec,
     make_cam: Callable[[tuple[int, int]], CameraPipeline],
@@ -93,8 +132,11 @@ async def run_camera(
     topics: tuple[str, str],
     executor: Executor | None = None,
     on_frame: Callable[[CameraPipeline], None] | None = None,
+    *,
+    run: CameraRun | None = None,
+    stop: asyncio.Event | None = None,
 ) -> CameraSummary:
-    """Process one camera until its source ends (files) or fails for good (streams).
+    """Process one camera until its source ends (files), fails for good (streams) or ``stop`` is set.
 
     Args:
         spec: The camera.
@@ -106,36 +148,51 @@ async def run_camera(
         emit: Delivers records (decisions, statistics).
         topics: `(decisions_topic, stats_topic)`.
         executor: Thread pool for blocking reads (None: asyncio's default).
-        on_frame: Called with the camera's state after each processed frame (metrics).
+        on_frame: Called with the camera's state after each processed frame and each idle tick (metrics).
+        run: The camera's state from an earlier attempt (:func:`supervise_camera`); None starts afresh.
+        stop: When set, capture stops, the frames in flight are finished, open tracks end as decisions with
+            ``ended_by="shutdown"`` and the final statistics record is emitted.
 
     Returns:
         The summary; a source that fails is reported in ``error``, not raised, so other cameras go on.
+
+    Raises:
+        Exception: Any other fault (a model actor that died, a bug) propagates with ``run`` intact, so that
+            :func:`supervise_camera` can restart the camera where it was.
     """
+    run = run or CameraRun(spec, CameraSummary(spec.camera_id))
+    stop = stop or asyncio.Event()
     t0 = time.monotonic()
-    summary = CameraSummary(spec.camera_id)
     loop = asyncio.get_running_loop()
     queue: asyncio.Queue[Frame | None] = asyncio.Queue(maxsize=spec.queue_frames)
     live = is_live(spec.source)
-    start_wall_ns = time.time_ns()
-    writer: cv2.VideoWriter | None = None
-    tracks_fh = open(spec.tracks_path, "w") if spec.tracks_path else None  # noqa: SIM115 - closed in finally
-    cam: CameraPipeline | None = None
-    input_px = spec.pose_input_px
-    dropped = 0
+    resume_after = -1 if live else run.last_frame_idx
 
     def first_frame(frame: Frame) -> CameraPipeline:
-        nonlocal cam, writer, input_px
         h, w = frame.image.shape[:2]
-        cam = make_cam((w, h))
-        input_px = input_px or default_pose_input_px((w, h))
-        if spec.annotate_path:
+        run.cam = make_cam((w, h))
+        if run.restore is not None:
+            run.cam.windows.restore(run.restore)
+            run.cam.windows.camera_restarts = run.restarts
+            run.restore = None
+        run.input_px = run.input_px or spec.pose_input_px or default_pose_input_px((w, h))
+        run.set_state(run.state)
+        return run.cam
+
+    def open_outputs(wh: tuple[int, int]) -> None:
+        # Opened once per run, kept across restarts (a restart must not truncate what was written).
+        if spec.annotate_path and run.writer is None:
             fps = spec.target_fps or 25.0
-            writer = cv2.VideoWriter(spec.annotate_path, cv2.VideoWriter_fourcc(*"mp4v"), fps, (w, h))
-        return cam
+            run.writer = cv2.VideoWriter(spec.annotate_path, cv2.VideoWriter_fourcc(*"mp4v"), fps, wh)
+        if spec.tracks_path and run.tracks_fh is None:
+            run.tracks_fh = open(spec.tracks_path, "w")  # noqa: SIM115 - closed by finish_camera
 
     def capture_ns(frame: Frame) -> int:
         # Files replay as if live from the start of the run, so their windows line up with wall clock.
-        return time.time_ns() if live else start_wall_ns + frame.pts_ns
+        return time.time_ns() if live else run.start_wall_ns + frame.pts_ns
+
+    def on_source_state(state: str) -> None:
+        run.set_state("reconnecting" if state == "reconnecting" else "running")
 
     sentinel = object()
 
@@ -144,101 +201,244 @@ async def run_camera(
         while True:
             frames = read_frames(
                 spec.source, spec.camera_id, spec.target_fps, spec.open_timeout_s,
-                spec.max_reconnects, spec.reconnect_backoff_s, spec.max_backoff_s,
+                spec.max_reconnects, spec.reconnect_backoff_s, spec.max_backoff_s, on_state=on_source_state,
             )
             try:
                 return frames, await loop.run_in_executor(executor, next, frames, sentinel)
             except SourceError as exc:
-                if not (live and spec.wait_for_source):
+                if not (live and spec.wait_for_source) or stop.is_set():
                     raise
                 logger.warning("%s; retrying in %.0f s", exc, delay)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 60.0)
 
     async def reader() -> None:
-        nonlocal dropped
         frames: Iterator[Frame] | None = None
+        reading: asyncio.Future[Any] | None = None
+        cancelled = False
         try:
             frames, frame = await open_frames()
-            while frame is not sentinel:
-                if live and queue.full():
-                    queue.get_nowait()  # drop the oldest: a live camera does not wait for us
-                    dropped += 1
-                await queue.put(frame)  # files wait here: no frame is lost
-                frame = await loop.run_in_executor(executor, next, frames, sentinel)
+            while frame is not sentinel and not stop.is_set():
+                assert isinstance(frame, Frame)
+                if frame.frame_idx > resume_after:
+                    if run.frame_offset:
+                        frame = Frame(frame.frame_idx + run.frame_offset, frame.pts_ns, frame.image)
+                    if live and queue.full():
+                        queue.get_nowait()  # drop the oldest: a live camera does not wait for us
+                        run.dropped += 1
+                    await queue.put(frame)  # files wait here: no frame is lost
+                reading = loop.run_in_executor(executor, next, frames, sentinel)
+                frame = await asyncio.shield(reading)
+        except asyncio.CancelledError:
+            cancelled = True
+            raise
         finally:
             if frames is not None:
+                if reading is not None and not reading.done():
+                    # Cancelled while a read is under way: let it return (bounded by the read timeout) before the
+                    # source is closed, or the reading thread and close() would race on one capture.
+                    await asyncio.gather(reading, return_exceptions=True)
                 await loop.run_in_executor(executor, frames.close)  # type: ignore[attr-defined]
-            await queue.put(None)
+            if cancelled:  # nobody reads the queue any more
+                with contextlib.suppress(asyncio.QueueFull):
+                    queue.put_nowait(None)
+            else:
+                await queue.put(None)
+
+    async def next_frame() -> Frame | bool | None:
+        """The next frame, None at the end (or on stop), False on an idle tick."""
+        try:
+            return await asyncio.wait_for(queue.get(), TICK_S)
+        except TimeoutError:
+            return None if stop.is_set() else False
 
     reader_task = asyncio.create_task(reader())
     inflight: deque[tuple[Frame, asyncio.Future[Poses]]] = deque()
     pose_in_flight = 2
     eof = False
-    last_ns = start_wall_ns
     try:
         while True:
             while not eof and len(inflight) < pose_in_flight:
-                frame = await queue.get() if not inflight else (queue.get_nowait() if not queue.empty() else False)
+                if inflight:
+                    frame = queue.get_nowait() if not queue.empty() else False
+                else:
+                    frame = await next_frame()
+                    if frame is False:  # idle: close windows by wall clock, publish the camera's state
+                        await _tick(run, emit, topics, on_frame, live)
+                        continue
                 if frame is False:
                     break
                 if frame is None:
                     eof = True
                     break
-                if cam is None:
+                assert isinstance(frame, Frame)
+                if run.cam is None:
                     first_frame(frame)
-                assert input_px is not None  # set by first_frame
-                image, lb = letterbox(frame.image, input_px)
-                fut = asyncio.ensure_future(
-                    infer_pose(image, lb, spec.camera_id, frame.frame_idx, frame.pts_ns)
-                )
+                if spec.annotate_path or spec.tracks_path:
+                    open_outputs((frame.image.shape[1], frame.image.shape[0]))
+                assert run.input_px is not None  # set by first_frame
+                image, lb = letterbox(frame.image, run.input_px)
+                fut = asyncio.ensure_future(infer_pose(image, lb, spec.camera_id, frame.frame_idx, frame.pts_ns))
                 inflight.append((frame, fut))
             if not inflight:
                 break
             frame, fut = inflight.popleft()
             poses = await fut
-            assert cam is not None  # created before the first pose request
-            cam.windows.frames_dropped = dropped
-            now_ns = last_ns = max(capture_ns(frame), last_ns)
-            tracked = cam.track(poses, now_ns, frame.image)
-            if tracks_fh is not None:
-                write_mot_lines(tracks_fh, mot_lines(tracked.poses))
-            if len(tracked.classify_rows):
-                crops = cut_crops(frame.image, tracked.crop_xyxy, classifier_input_px)
-                scores = await classify(crops)
-                cam.add_scores(tracked.classify_track_ids, scores)
-                summary.faces_classified = cam.windows.faces_classified
-                summary.faces_rejected = cam.windows.faces_rejected
-            decisions, stats = cam.collect(now_ns)
-            if decisions or stats:
-                await emit(to_records(decisions, stats, *topics))
-                _count(summary, decisions)
-            if on_frame is not None:
-                on_frame(cam)
-            if writer is not None:
-                votes = {t: v for t in tracked.poses.track_id.tolist() if (v := cam.ledger.get(t)) is not None}
-                writer.write(draw_frame(frame.image, tracked.poses, tracked.head_xyxy, tracked.classify_rows, votes))
+            await _process(run, frame, poses, capture_ns(frame), classifier_input_px, classify, emit, topics)
+            if on_frame is not None and run.cam is not None:
+                on_frame(run.cam)
         await reader_task  # re-raises a source failure
     except SourceError as exc:
-        summary.error = str(exc)
+        run.summary.error = str(exc)
         logger.error("%s", exc)
     finally:
         reader_task.cancel()
         for _, fut in inflight:
             fut.cancel()
-        if writer is not None:
-            writer.release()
-        if tracks_fh is not None:
-            tracks_fh.close()
-    if cam is not None:
-        cam.windows.frames_dropped = dropped
-        decisions, stats = cam.close(time.time_ns() if live else last_ns)
+        await asyncio.gather(reader_task, *(f for _, f in inflight), return_exceptions=True)
+    await finish_camera(run, emit, topics, "shutdown" if stop.is_set() else "end_of_source", live)
+    run.summary.wall_s = round(run.summary.wall_s + time.monotonic() - t0, 3)
+    return run.summary
+
+
+async def _process(
+    run: CameraRun,
+    frame: Frame,
+    poses: Poses,
+    now_ns: int,
+    classifier_input_px: int,
+    classify: ClassifyFn,
+    emit: EmitFn,
+    topics: tuple[str, str],
+) -> None:
+    """Track, classify and vote on one frame whose poses came back; emit what ended."""
+    cam = run.cam
+    assert cam is not None  # created before the first pose request
+    cam.windows.frames_dropped = run.dropped
+    now_ns = run.last_ns = max(now_ns, run.last_ns)
+    tracked = cam.track(poses, now_ns, frame.image)
+    # Tracked: a restart resumes after it (its votes are lost on a fault).
+    run.last_frame_idx = cam.windows.last_frame_idx = frame.frame_idx
+    if run.tracks_fh is not None:
+        write_mot_lines(run.tracks_fh, mot_lines(tracked.poses))
+    if len(tracked.classify_rows):
+        crops = cut_crops(frame.image, tracked.crop_xyxy, classifier_input_px)
+        cam.add_scores(tracked.classify_track_ids, await classify(crops))
+        run.summary.faces_classified = cam.windows.faces_classified
+        run.summary.faces_rejected = cam.windows.faces_rejected
+    run.summary.frames_processed = cam.windows.frames_processed
+    decisions, stats = cam.collect(now_ns)
+    if decisions or stats:
         await emit(to_records(decisions, stats, *topics))
-        _count(summary, decisions)
-        summary.frames_processed = cam.windows.frames_processed
-    summary.frames_dropped = dropped
-    summary.wall_s = round(time.monotonic() - t0, 3)
-    return summary
+        _count(run.summary, decisions)
+    if run.writer is not None:
+        votes = {t: v for t in tracked.poses.track_id.tolist() if (v := cam.ledger.get(t)) is not None}
+        run.writer.write(draw_frame(frame.image, tracked.poses, tracked.head_xyxy, tracked.classify_rows, votes))
+
+
+async def _tick(
+    run: CameraRun,
+    emit: EmitFn,
+    topics: tuple[str, str],
+    on_frame: Callable[[CameraPipeline], None] | None,
+    live: bool,
+) -> None:
+    """No frame for a while: a live camera's windows still close by wall clock, with its state in the record."""
+    if run.cam is None or not live:
+        return
+    run.cam.windows.frames_dropped = run.dropped
+    stats = run.cam.windows.advance(max(time.time_ns(), run.last_ns))
+    if stats:
+        await emit(to_records([], stats, *topics))
+    if on_frame is not None:
+        on_frame(run.cam)
+
+
+async def finish_camera(run: CameraRun, emit: EmitFn, topics: tuple[str, str], ended_by: EndedBy, live: bool) -> None:
+    """End the camera: open tracks become decisions (``ended_by``), the final statistics record, outputs closed."""
+    if run.writer is not None:
+        run.writer.release()
+        run.writer = None
+    if run.tracks_fh is not None:
+        run.tracks_fh.close()
+        run.tracks_fh = None
+    run.state = "ended"
+    if run.cam is None:
+        return
+    cam = run.cam
+    cam.windows.frames_dropped = run.dropped
+    cam.windows.camera_restarts = run.restarts
+    decisions, stats = cam.close(max(time.time_ns() if live else run.last_ns, run.last_ns), ended_by)
+    await emit(to_records(decisions, stats, *topics))
+    _count(run.summary, decisions)
+    run.summary.frames_processed = cam.windows.frames_processed
+    run.summary.frames_dropped = run.dropped
+    run.cam = None
+
+
+async def supervise_camera(
+    spec: CameraSpec,
+    attempt: Callable[[CameraRun], Awaitable[CameraSummary]],
+    emit: EmitFn,
+    topics: tuple[str, str],
+    stop: asyncio.Event,
+    max_failures: int | None = None,
+    restore: CameraStats | None = None,
+) -> CameraSummary:
+    """Run a camera and restart it after any fault, so that nothing in one camera ends another.
+
+    ``attempt(run)`` is one :func:`run_camera` call on the camera's :class:`CameraRun`. A fault (an exception other
+    than a source that ends) is logged with the ``camera_id``, counted in ``camera_restarts``, and the camera
+    restarts after a capped exponential backoff with +-20% jitter (``spec.reconnect_backoff_s`` doubling up to
+    ``spec.max_backoff_s``; reset once a frame got through). Tracks, votes and totals carry on. A file gives up
+    after ``max_failures`` faults in a row without a processed frame (default 5; the error is in the summary);
+    a live camera never gives up unless ``max_failures`` is set.
+
+    ``restore`` is the camera's last published statistics record, after its process (or the whole job) restarted:
+    totals and counters continue from it, the restart is counted, a file resumes after its ``last_frame_idx`` and
+    a live stream's ``frame_idx`` continues from there. Tracks that were open in the process that died are gone:
+    their people are not counted.
+    """
+    run = CameraRun(spec, CameraSummary(spec.camera_id))
+    live = is_live(spec.source)
+    if restore is not None:
+        run.restore = restore
+        run.restarts = restore.camera_restarts + 1
+        run.dropped = restore.frames_dropped
+        run.last_frame_idx = restore.last_frame_idx
+        if live:
+            run.frame_offset = restore.last_frame_idx + 1
+    limit = max_failures if max_failures is not None else (None if live else 5)
+    delay, failures = spec.reconnect_backoff_s, 0
+    while True:
+        before = run.last_frame_idx
+        try:
+            return await attempt(run)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            failures = 0 if run.last_frame_idx > before else failures + 1
+            delay = spec.reconnect_backoff_s if failures <= 1 else min(delay * 2, spec.max_backoff_s)
+            run.restarts += 1
+            run.set_state("restarting")
+            if limit is not None and failures >= limit:
+                run.summary.error = (f"camera {spec.camera_id!r}: gave up after {failures} faults in a row without a "
+                                     f"frame (last: {type(exc).__name__}: {exc})")
+                logger.error("%s", run.summary.error)
+                await finish_camera(run, emit, topics, "end_of_source", live)
+                return run.summary
+            wait = delay * random.uniform(0.8, 1.2)
+            logger.error("camera %s: loop failed after frame %d (%s: %s); restart %d in %.1f s", spec.camera_id,
+                         run.last_frame_idx, type(exc).__name__, exc, run.restarts, wait,
+                         exc_info=logger.isEnabledFor(logging.DEBUG))
+            if live:
+                run.frame_offset = run.last_frame_idx + 1
+            try:
+                await asyncio.wait_for(stop.wait(), wait)
+            except TimeoutError:
+                continue
+            await finish_camera(run, emit, topics, "shutdown", live)
+            return run.summary
 
 
 def _count(summary: CameraSummary, decisions: list[PersonDecision]) -> None:

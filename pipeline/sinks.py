@@ -174,8 +174,9 @@ class KafkaSink:
         if len(self._inflight) > 1000:
             self.flush()
 
-    def flush(self) -> None:
-        """Wait for every sent record; records that failed go to the outbox.
+    def flush(self, timeout_s: float | None = None) -> None:
+        """Wait for every sent record (at most ``timeout_s``, default ``cfg.flush_timeout_s``); records that failed
+        go to the outbox.
 
         Raises:
             SinkError: If any record was not delivered (it is in the outbox, not lost).
@@ -183,7 +184,7 @@ class KafkaSink:
         from kafka.errors import KafkaError
 
         try:
-            self._producer.flush(timeout=self.cfg.flush_timeout_s)
+            self._producer.flush(timeout=timeout_s if timeout_s is not None else self.cfg.flush_timeout_s)
         except KafkaError as exc:  # a broker that went away: kafka-python gives up waiting with KafkaTimeoutError
             logger.warning("Kafka flush did not complete (%r); undelivered records go to the outbox", exc)
         failed = []
@@ -203,12 +204,12 @@ class KafkaSink:
             )
             raise SinkError(msg)
 
-    def close(self) -> None:
-        """Flush and close the producer (records still undelivered are in the outbox by then)."""
+    def close(self, timeout_s: float | None = None) -> None:
+        """Flush (see :meth:`flush`) and close the producer (records still undelivered are in the outbox by then)."""
         from kafka.errors import KafkaError
 
         try:
-            self.flush()
+            self.flush(timeout_s)
         finally:
             try:
                 self._producer.close(timeout=5)

@@ -11,7 +11,7 @@ import logging
 import os
 import random
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -126,6 +126,7 @@ def read_frames(
     max_reconnects: int | None = None,
     reconnect_backoff_s: float = 1.0,
     max_backoff_s: float = 30.0,
+    on_state: Callable[[str], None] | None = None,
 ) -> Iterator[Frame]:
     """Decode and sample a source's frames.
 
@@ -144,6 +145,8 @@ def read_frames(
             drawn from +-20% of its value so that many cameras of a site that went down together do not reconnect
             in lockstep.
         max_backoff_s: Cap of the wait between reopen attempts.
+        on_state: Called with ``"running"`` at the first frame after each (re)open and ``"reconnecting"`` when a
+            live stream is lost (from the reading thread).
 
     Yields:
         Sampled :class:`Frame` objects.
@@ -160,10 +163,15 @@ def read_frames(
     pts_offset_ns = 0  # keeps pts increasing across reconnects
     open_idx = 0  # frame_idx of the first frame since the last (re)open
     last_pts_ns = -1
+    report = on_state or (lambda _state: None)
+    opened = True  # the next frame is the first since an open: report "running"
     try:
         while True:
             ok, image = cap.read()
             if ok and image is not None:
+                if opened:
+                    report("running")
+                    opened = False
                 frame_idx += 1
                 pos_ms = cap.get(cv2.CAP_PROP_POS_MSEC)
                 # A reopened stream starts again at 0: the fallback counts frames since the reopen, not since the
@@ -192,6 +200,8 @@ def read_frames(
                     return
                 continue
             cap.release()
+            report("reconnecting")
+            opened = True
             delay = reconnect_backoff_s
             attempt = 0
             while True:

@@ -13,7 +13,7 @@ from __future__ import annotations
 import math
 
 from pipeline.prevalence import ClassifierValidation, lang_reiczigel
-from schemas.messages import CameraStats, PersonDecision
+from schemas.messages import CameraState, CameraStats, PersonDecision
 
 Z_95 = 1.959963984540054  # two-sided 95% normal quantile
 
@@ -104,6 +104,9 @@ class CameraWindows:
         self.frames_dropped = 0
         self.faces_classified = 0
         self.faces_rejected = 0
+        self.camera_state: CameraState = "running"
+        self.camera_restarts = 0
+        self.last_frame_idx = -1
 
     def _record(self, final: bool) -> CameraStats:
         assert self._start_ns is not None  # internal invariant, callers check
@@ -144,7 +147,28 @@ class CameraWindows:
             frames_dropped=self.frames_dropped,
             faces_classified=self.faces_classified,
             faces_rejected=self.faces_rejected,
+            camera_state=self.camera_state,
+            camera_restarts=self.camera_restarts,
+            last_frame_idx=self.last_frame_idx,
         )
+
+    def restore(self, last: CameraStats) -> None:
+        """Carry on from the camera's last published record, after its process or the whole job restarted.
+
+        The running totals, frame and face counters, restarts and ``last_frame_idx`` continue from ``last``; the
+        current window starts afresh. Totals never go down.
+
+        Raises:
+            ValueError: If ``last`` is another camera's.
+        """
+        if last.camera_id != self.camera_id:
+            msg = f"cannot restore camera {self.camera_id!r} from a record of camera {last.camera_id!r}"
+            raise ValueError(msg)
+        t = self._total
+        t.masked, t.unmasked, t.undecided = last.total_masked, last.total_unmasked, last.total_undecided
+        self.frames_processed, self.frames_dropped = last.frames_processed, last.frames_dropped
+        self.faces_classified, self.faces_rejected = last.faces_classified, last.faces_rejected
+        self.camera_restarts, self.last_frame_idx = last.camera_restarts, last.last_frame_idx
 
     def advance(self, now_ns: int) -> list[CameraStats]:
         """Close the current window if ``now_ns`` (UTC epoch ns) is past its end; returns the closed record.

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from schemas.messages import Decision, PersonDecision
+from schemas.messages import Decision, EndedBy, PersonDecision
 
 
 @dataclass(frozen=True, slots=True)
@@ -113,7 +113,7 @@ class TrackVotes:
         """
         return decide(self.votes_mask, self.votes_no_mask, 1)
 
-    def to_decision(self, camera_id: str, rules: VotingRules) -> PersonDecision:
+    def to_decision(self, camera_id: str, rules: VotingRules, ended_by: EndedBy = "tracker") -> PersonDecision:
         """The final record for this track (``undecided`` also when its crops were mostly rejected)."""
         decision = decide(self.votes_mask, self.votes_no_mask, rules.min_votes, rules.min_agreement)
         if self.faces_rejected > rules.max_rejected_share * (self.faces_classified + self.faces_rejected):
@@ -133,6 +133,7 @@ class TrackVotes:
             votes_no_mask=self.votes_no_mask,
             mean_mask_score=round(self.score_sum / self.faces_classified, 6) if self.faces_classified else None,
             decision=decision,
+            ended_by=ended_by,
         )
 
 
@@ -190,14 +191,14 @@ class TrackLedger:
         """The live track's votes, if any."""
         return self._tracks.get(track_id)
 
-    def end(self, track_ids: set[int] | None = None) -> list[PersonDecision]:
+    def end(self, track_ids: set[int] | None = None, ended_by: EndedBy = "tracker") -> list[PersonDecision]:
         """End these tracks (all when None) and return their decisions, dropping spurious short tracks."""
         ids = sorted(self._tracks if track_ids is None else track_ids & self._tracks.keys())
         out = []
         for tid in ids:
             tv = self._tracks.pop(tid)
             if tv.frames_tracked >= self.rules.min_frames_tracked:
-                out.append(tv.to_decision(self.camera_id, self.rules))
+                out.append(tv.to_decision(self.camera_id, self.rules, ended_by))
         return out
 
     def __len__(self) -> int:

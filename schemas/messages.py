@@ -15,6 +15,8 @@ from typing import Any, ClassVar, Literal, TypeVar
 
 SCHEMA_DIR = Path(__file__).with_name("json")
 Decision = Literal["mask", "no_mask", "undecided"]
+EndedBy = Literal["tracker", "end_of_source", "shutdown"]
+CameraState = Literal["connecting", "running", "reconnecting", "restarting", "ended"]
 
 T = TypeVar("T", bound="_Message")
 
@@ -78,12 +80,15 @@ class PersonDecision(_Message):
             face: a back of a head, a blur); they cast no vote.
         votes_mask, votes_no_mask: Votes after thresholding the classifier scores.
         mean_mask_score: Mean classifier score over the classified faces (null if none).
-        decision: ``mask``, ``no_mask`` or ``undecided`` (fewer than ``min_votes`` votes, a tie, or votes that
-            disagree: the majority holds less than ``min_agreement`` of them).
+        decision: ``mask``, ``no_mask`` or ``undecided`` (fewer than ``min_votes`` votes, a tie, votes that
+            disagree: the majority holds less than ``min_agreement`` of them, or crops mostly rejected by the face
+            gate: more than ``max_rejected_share``).
+        ended_by: Why the track ended: ``tracker`` (the person left the view, or a shot cut), ``end_of_source``,
+            or ``shutdown`` (SIGTERM/SIGINT while the person was in view: decided on what was seen so far).
     """
 
-    schema_version: ClassVar[int] = 2
-    schema_file: ClassVar[str] = "decision.v2.json"
+    schema_version: ClassVar[int] = 3
+    schema_file: ClassVar[str] = "decision.v3.json"
 
     decision_id: str
     camera_id: str
@@ -99,6 +104,7 @@ class PersonDecision(_Message):
     votes_no_mask: int
     mean_mask_score: float | None
     decision: Decision
+    ended_by: EndedBy = "tracker"
 
 
 @dataclass(frozen=True, slots=True)
@@ -128,10 +134,14 @@ class CameraStats(_Message):
         frames_processed, frames_dropped: Since start; dropped = live frames discarded under backpressure.
         faces_classified, faces_rejected: Since start: face crops that passed the face gate and were classified,
             and crops the gate rejected (no vote).
+        camera_state: ``connecting`` (no frame yet), ``running``, ``reconnecting`` (stream dropped or stalled),
+            ``restarting`` (the camera's loop failed; it restarts with backoff) or ``ended``.
+        camera_restarts: Times the camera's loop failed and restarted since the run started.
+        last_frame_idx: The last processed ``frame_idx`` (-1: none yet).
     """
 
-    schema_version: ClassVar[int] = 3
-    schema_file: ClassVar[str] = "camera_stats.v3.json"
+    schema_version: ClassVar[int] = 4
+    schema_file: ClassVar[str] = "camera_stats.v4.json"
 
     camera_id: str
     window_start_ns: int
@@ -164,6 +174,9 @@ class CameraStats(_Message):
     frames_dropped: int
     faces_classified: int
     faces_rejected: int
+    camera_state: CameraState = "running"
+    camera_restarts: int = 0
+    last_frame_idx: int = -1
 
 
 TOPIC_MESSAGES: dict[str, type[_Message]] = {"decisions": PersonDecision, "camera_stats": CameraStats}

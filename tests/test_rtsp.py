@@ -349,3 +349,165 @@ def test_camera_loop_waits_for_a_camera_down_at_start_and_drops_oldest_frames_wh
     assert summary.error is not None
     assert "gave up after 1 reconnects" in summary.error
     assert any(r.topic == "s" for r in records)  # the final statistics record was still emitted
+
+
+@pytest.mark.ray
+@pytest.mark.kafka
+def test_sigterm_decides_people_in_view_publishes_final_statistics_and_exits_0(tmp_path: Path, broker: str) -> None:
+    """`maskwatch run` on two live RTSP cameras into a real broker, stopped with SIGTERM as Kubernetes stops a pod:
+    it exits 0 within the grace period, the person in view of each camera is decided (ended_by "shutdown"), and
+    each camera's final statistics record is in Kafka."""
+    import sys
+    import uuid
+
+    from cluster.config import CaptureConfig, KafkaConfig
+    from cluster.stats_reader import latest_stats, read_decisions
+    from tests.conftest import pose_model
+
+    pose_model()
+    tag = uuid.uuid4().hex[:6]
+    servers = [RtspServer(shared_video(VIDEO), free_port(), tmp_path / f"server{i}.log") for i in range(2)]
+    cameras = [f"live-{i}-{tag}" for i in range(2)]
+    for s in servers:
+        s.start()
+    try:
+        args = [sys.executable, "-m", "maskwatch.cli", "run", "--kafka-bootstrap", broker, "--target-fps", "5"]
+        for s, cid in zip(servers, cameras, strict=True):
+            args += ["--source", s.url, "--camera-id", cid]
+        env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0"}
+        with (tmp_path / "run.err").open("w") as err:
+            proc = subprocess.Popen(args, cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=err)
+            try:
+                time.sleep(40)  # Ray starts, the models load, both cameras run
+                assert proc.poll() is None, (tmp_path / "run.err").read_text()[-3000:]
+                t0 = time.monotonic()
+                os.kill(proc.pid, signal.SIGTERM)
+                code = proc.wait(timeout=60)
+                stopped_s = time.monotonic() - t0
+            finally:
+                if proc.poll() is None:
+                    os.kill(proc.pid, signal.SIGKILL)
+                    proc.wait()
+    finally:
+        for s in servers:
+            s.stop()
+    err_text = (tmp_path / "run.err").read_text()
+    assert code == 0, err_text[-3000:]
+    assert stopped_s < CaptureConfig().shutdown_grace_s, stopped_s
+    assert "Traceback" not in err_text, err_text[-3000:]
+    assert "stopped by SIGTERM" in err_text
+    cfg = KafkaConfig(bootstrap_servers=broker)
+    stats = latest_stats(cfg)
+    decisions = read_decisions(cfg)
+    for cid in cameras:
+        final = stats[cid]
+        assert final.final, cid
+        assert final.camera_state == "ended"
+        assert final.frames_processed > 20
+        mine = [d for d in decisions if d.camera_id == cid]
+        assert final.total_people == len(mine)
+        # The man in view when the pod was stopped is decided, not lost.
+        assert any(d.ended_by == "shutdown" for d in mine), [(d.ended_by, d.decision) for d in mine]
+
+
+@pytest.mark.ray
+@pytest.mark.kafka
+def test_a_killed_shard_process_comes_back_with_its_totals_and_spares_the_other(
+    tmp_path: Path, broker: str, ray_local: None
+) -> None:
+    """Two live cameras on two shards; one shard's worker process is killed (os.kill of its PID). Ray restarts it,
+    the driver's supervisor starts its camera again, which publishes within 10 s, continues its totals from the
+    statistics topic, and the other camera never stalls."""
+    import threading
+    import uuid
+
+    import ray
+
+    from cluster.config import parse_config
+    from cluster.driver import resolve_cameras, run_shards
+    from cluster.stats_reader import latest_stats, read_topic
+    from cluster.topology import build_topology
+    from pipeline.onnx_models import MaskClassifier
+    from pipeline.sinks import ensure_topics
+    from schemas.messages import CameraStats
+    from tests.conftest import pose_model
+
+    tag = uuid.uuid4().hex[:6]
+    servers = [RtspServer(shared_video(VIDEO), free_port(), tmp_path / f"server{i}.log") for i in range(2)]
+    cameras = [f"shard-{i}-{tag}" for i in range(2)]
+    for s in servers:
+        s.start()
+    cfg = parse_config({
+        "cameras": [{"camera_id": c, "source": s.url, "target_fps": 5} for c, s in zip(cameras, servers, strict=True)],
+        "capture": {"cameras_per_actor": 1},
+        "stats": {"window_s": 1},
+        "kafka": {"bootstrap_servers": broker},
+    })
+    ensure_topics(cfg.kafka)
+    clf = MaskClassifier(cfg.classify.model_path, device="cpu")
+    topo = build_topology(cfg, resolve_cameras(cfg), str(pose_model()), clf.crop_margin, clf.input_px, None)
+
+    class Stopping:
+        event = threading.Event()
+        at = 0.0
+
+        def is_set(self) -> bool:
+            return self.event.is_set()
+
+    stopping = Stopping()
+    result: list[object] = []
+    supervisor = threading.Thread(target=lambda: result.append(run_shards(topo.shards, stopping, 20.0)))
+    supervisor.start()
+
+    def stats_of(cid: str) -> list[CameraStats]:
+        out = []
+        for key, value in read_topic(cfg.kafka, cfg.kafka.stats_topic):
+            if key == cid:
+                out.append(CameraStats.decode(value))
+        return out
+
+    try:
+        deadline = time.monotonic() + 90
+        while not all(stats_of(c) and stats_of(c)[-1].frames_processed > 10 for c in cameras):
+            assert time.monotonic() < deadline, "cameras did not start publishing"
+            time.sleep(1.0)
+        victim_pid = ray.get(topo.shards[1].pid.remote())
+        before = stats_of(cameras[1])[-1]
+        killed_ns = time.time_ns()
+        os.kill(victim_pid, signal.SIGKILL)
+        back_s = None
+        deadline = time.monotonic() + 60
+        while back_s is None:
+            assert time.monotonic() < deadline, "the killed shard's camera did not publish again"
+            after = [s for s in stats_of(cameras[1]) if s.camera_restarts >= 1]
+            if after:
+                back_s = (after[0].window_end_ns - killed_ns) / 1e9
+            time.sleep(0.5)
+        time.sleep(5.0)
+        stopping.at = time.monotonic()
+        stopping.event.set()
+        supervisor.join(timeout=60)
+        assert not supervisor.is_alive()
+        ray.get(topo.sink.close.remote(), timeout=60)
+    finally:
+        stopping.event.set()
+        for h in [*topo.shards, *topo.pose, *topo.classify, topo.sink]:
+            ray.kill(h)
+        for s in servers:
+            s.stop()
+    print(f"killed shard's camera published again {back_s:.1f} s after the kill")
+    assert back_s < 10.0, back_s
+    victim = stats_of(cameras[1])
+    restarted = [s for s in victim if s.camera_restarts >= 1]
+    assert restarted[0].total_people >= before.total_people
+    assert restarted[0].frames_processed > before.frames_processed  # counters continued, not from zero
+    totals = [s.total_people for s in victim]
+    assert totals == sorted(totals)
+    # The other camera: a record every 1-s window with frames in it, before, during and after the kill.
+    other = [s for s in stats_of(cameras[0]) if not s.final]
+    around = [s for s in other if killed_ns - 3e9 <= s.window_start_ns <= killed_ns + 12e9]
+    assert len(around) >= 12
+    for a, b in itertools.pairwise(around):
+        assert b.window_start_ns - a.window_end_ns <= 1e9, "the other camera stalled for more than a window"
+        assert b.frames_processed > a.frames_processed
+    assert latest_stats(cfg.kafka)[cameras[0]].camera_restarts == 0

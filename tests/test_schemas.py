@@ -106,3 +106,21 @@ def test_faces_rejected_is_required_and_counted_by_the_stats_schema():
     with pytest.raises(jsonschema.ValidationError, match="faces_rejected"):
         jsonschema.validate(without, schema)
     assert "faces_rejected" in PersonDecision.json_schema()["required"]
+
+
+def test_camera_state_and_ended_by_go_through_the_json_schemas():
+    import json
+
+    stats = json.loads(STATS.encode()) | {"camera_state": "reconnecting", "camera_restarts": 2, "last_frame_idx": 99}
+    jsonschema.validate(stats, CameraStats.json_schema())
+    assert CameraStats.decode(json.dumps(stats)).camera_state == "reconnecting"
+    for bad in ({"camera_state": "sleeping"}, {"camera_restarts": -1}, {"last_frame_idx": -2}):
+        with pytest.raises(jsonschema.ValidationError):
+            jsonschema.validate(stats | bad, CameraStats.json_schema())
+    decision = json.loads(DECISION.encode()) | {"ended_by": "shutdown"}
+    jsonschema.validate(decision, PersonDecision.json_schema())
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.validate(decision | {"ended_by": "crash"}, PersonDecision.json_schema())
+    without = {k: v for k, v in decision.items() if k != "ended_by"}
+    with pytest.raises(jsonschema.ValidationError, match="ended_by"):
+        jsonschema.validate(without, PersonDecision.json_schema())
