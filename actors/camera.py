@@ -12,6 +12,7 @@ import asyncio
 import logging
 import os
 import zlib
+from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict
 from typing import Any, get_args
@@ -37,6 +38,7 @@ from schemas.messages import CameraState, CameraStats
 from schemas.pose import Poses
 
 logger = logging.getLogger(__name__)
+MAX_PENDING_WRITES = 256
 
 
 # A shard whose process dies is restarted by Ray (max_restarts=-1: always); its run() call is not retried by Ray
@@ -79,6 +81,7 @@ class CameraShardActor:
         self._restarts = Gauge("maskwatch_camera_restarts", "Times the camera's loop failed and restarted",
                                tag_keys=tags)
         self._stop = asyncio.Event()
+        self._pending_writes: deque[Any] = deque()
 
     def _observe(self, cam: CameraPipeline) -> None:
         tags = {"camera_id": cam.camera_id}
@@ -98,8 +101,11 @@ class CameraShardActor:
         resuming after their last published frame.
         """
         last = await asyncio.to_thread(self._last_records, restore)
-        return [asdict(s) for s in await asyncio.gather(*(self._run_one(i, s, last.get(s.camera_id))
-                                                            for i, s in enumerate(self._specs)))]
+        summaries = await asyncio.gather(*(self._run_one(i, s, last.get(s.camera_id))
+                                           for i, s in enumerate(self._specs)))
+        await asyncio.gather(*self._pending_writes)  # every record is with the sink before the driver closes it
+        self._pending_writes.clear()
+        return [asdict(s) for s in summaries]
 
     def _last_records(self, restore: bool) -> dict[str, CameraStats]:
         kafka = self._cfg.kafka
@@ -153,8 +159,13 @@ class CameraShardActor:
             return await classify.predict.remote(crops)
 
         async def emit(records: list[Record]) -> None:
+            # The camera does not wait for the sink (a broker outage must not stall it): writes go out in order
+            # (Ray keeps the order of one caller's calls to an actor), and only a backlog of MAX_PENDING_WRITES
+            # unfinished writes makes this camera wait.
             if records:
-                await self._sink.write.remote(records)
+                self._pending_writes.append(self._sink.write.remote(records))
+            while len(self._pending_writes) > MAX_PENDING_WRITES:
+                await self._pending_writes.popleft()
 
         topics = (cfg.kafka.decisions_topic, cfg.kafka.stats_topic)
 

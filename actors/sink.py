@@ -3,24 +3,41 @@
 from __future__ import annotations
 
 import ray
+from ray.util.metrics import Gauge
 
 from cluster.config import KafkaConfig
 from pipeline.sinks import JsonLinesSink, KafkaSink, Record
 
 
-@ray.remote(max_restarts=0)
+# Restarted by Ray if its process dies; the outbox is on disk and re-sent by the new process. Records it held only in
+# memory (sent, not yet acknowledged) are lost with the process: at most request_timeout_s of them.
+@ray.remote(max_restarts=-1)
 class SinkActor:
     """Writes records; Kafka when ``bootstrap_servers`` is set, else the JSON Lines file ``out_path``."""
 
     def __init__(self, cfg: KafkaConfig, out_path: str | None) -> None:
         self._sink = KafkaSink(cfg) if cfg.bootstrap_servers else JsonLinesSink(out_path or "-")
         self.count = 0
+        self._depth = Gauge("maskwatch_sink_outbox_records", "Records waiting in the Kafka outbox")
+        self._age = Gauge("maskwatch_sink_outbox_age_seconds", "Age of the oldest record in the Kafka outbox")
+        self._dropped = Gauge("maskwatch_sink_outbox_dropped_records", "Records refused by a full outbox")
 
     def write(self, records: list[Record]) -> int:
-        """Queue records for delivery; returns the number written so far."""
+        """Queue records for delivery (never waits for the broker); returns the number written so far."""
         self._sink.write(records)
         self.count += len(records)
+        if isinstance(self._sink, KafkaSink):
+            self._depth.set(self._sink.outbox_depth)
+            self._age.set(self._sink.outbox_age_s)
+            self._dropped.set(self._sink.dropped)
         return self.count
+
+    def outbox(self) -> dict[str, float]:
+        """Outbox depth (records), age of its oldest record (s), records dropped by a full outbox, delivered."""
+        if not isinstance(self._sink, KafkaSink):
+            return {"depth": 0, "age_s": 0.0, "dropped": 0, "delivered": self.count}
+        return {"depth": self._sink.outbox_depth, "age_s": self._sink.outbox_age_s, "dropped": self._sink.dropped,
+                "delivered": self._sink.delivered}
 
     def flush(self) -> int:
         """Wait until every record is delivered (raises ``SinkError`` otherwise); returns the count."""

@@ -200,8 +200,12 @@ class KafkaConfig(_Strict):
     sasl_password: SecretStr | None = None
     request_timeout_s: Annotated[float, Field(gt=0)] = 10.0
     flush_timeout_s: Annotated[float, Field(gt=0)] = 30.0
-    # Records the broker did not take are appended here and replayed at the next start (at-least-once).
+    # Records the broker did not take are appended here (fsynced) and re-sent, in order, while the run goes on and at
+    # the next start (at-least-once). On Kubernetes it lives on a PersistentVolume (k8s/README.md).
     outbox_path: Path = Path("maskwatch-outbox.jsonl")
+    outbox_max_records: Annotated[int, Field(ge=1)] = 1_000_000  # ~1 GB; beyond it new records are refused (logged)
+    retry_interval_s: Annotated[float, Field(gt=0)] = 5.0  # how often the outbox is re-sent while it holds records
+    retry_flush_timeout_s: Annotated[float, Field(gt=0)] = 5.0  # how long one re-send waits for acknowledgements
 
 
 class RayConfig(_Strict):
