@@ -1,9 +1,9 @@
 """Camera shards: one actor hosts many cameras (capture, tracking, face rules, voting, windows for each).
 
 Why capture, tracking and voting share a process: they hold per-camera state and need the full-resolution frame
-(head crops are cut from it, DESIGN "two resolutions"), so keeping them together means a raw frame never leaves the
+(head crops are cut from it; docs/FACTS.md "Ray 2.60"), so keeping them together means a raw frame never leaves the
 process that decoded it; only the small letterboxed pose input and the tiny crops travel to the GPU pools.
-A process per camera would not reach hundreds of cameras (FINDINGS: ~100+ MB and seconds per actor).
+A process per camera would not reach hundreds of cameras (docs/FACTS.md: ~100+ MB and seconds per actor).
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ import os
 import zlib
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from typing import Any, get_args
 
 import numpy as np
@@ -27,12 +27,9 @@ from cluster.config import Config
 from cluster.stats_reader import latest_stats
 from pipeline.camera import CameraPipeline
 from pipeline.camera_loop import CameraRun, CameraSpec, CameraSummary, run_camera, supervise_camera
-from pipeline.headbox import FaceRules
 from pipeline.letterbox import Letterbox
 from pipeline.sinks import Record
 from pipeline.source import is_live
-from pipeline.tracking import TrackerParams
-from pipeline.voting import VotingRules
 from schemas.errors import SinkError
 from schemas.messages import CameraState, CameraStats
 from schemas.pose import Poses
@@ -140,10 +137,9 @@ class CameraShardActor:
                 spec.camera_id,
                 frame_wh,
                 self._crop_margin,
-                TrackerParams(**(cfg.tracking.model_dump() | ({"camera_motion": spec.camera_motion}
-                                                              if spec.camera_motion else {}))),
-                FaceRules(**cfg.faces.model_dump()),
-                VotingRules(**cfg.voting.model_dump()),
+                replace(cfg.tracking, camera_motion=spec.camera_motion) if spec.camera_motion else cfg.tracking,
+                cfg.faces,
+                cfg.voting,
                 cfg.stats.window_s,
                 validation,
             )

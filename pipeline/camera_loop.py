@@ -24,7 +24,7 @@ import numpy as np
 import numpy.typing as npt
 
 from pipeline.annotate import draw_frame
-from pipeline.camera import CameraPipeline
+from pipeline.camera import CameraPipeline, TrackedFrame
 from pipeline.headbox import cut_crops
 from pipeline.letterbox import Letterbox, default_pose_input_px, letterbox
 from pipeline.mot import mot_lines, write_mot_lines
@@ -39,6 +39,8 @@ logger = logging.getLogger(__name__)
 PoseFn = Callable[[npt.NDArray[np.uint8], Letterbox, str, int, int], Awaitable[Poses]]
 ClassifyFn = Callable[[npt.NDArray[np.uint8]], Awaitable[npt.NDArray[np.float32]]]  # crops -> (K, 3) scores
 EmitFn = Callable[[list[Record]], Awaitable[Any]]
+# (camera state, frame, tracked frame, crops, scores) after a frame's faces were classified (``dataset extract``).
+CropsHook = Callable[[CameraPipeline, Frame, TrackedFrame, npt.NDArray[np.uint8], npt.NDArray[np.float32]], None]
 
 
 @dataclass(frozen=True, slots=True)
@@ -135,6 +137,7 @@ async def run_camera(
     *,
     run: CameraRun | None = None,
     stop: asyncio.Event | None = None,
+    on_crops: CropsHook | None = None,
 ) -> CameraSummary:
     """Process one camera until its source ends (files), fails for good (streams) or ``stop`` is set.
 
@@ -152,6 +155,7 @@ async def run_camera(
         run: The camera's state from an earlier attempt (:func:`supervise_camera`); None starts afresh.
         stop: When set, capture stops, the frames in flight are finished, open tracks end as decisions with
             ``ended_by="shutdown"`` and the final statistics record is emitted.
+        on_crops: Called with each frame's crops and scores once they are classified (``dataset extract``).
 
     Returns:
         The summary; a source that fails is reported in ``error``, not raised, so other cameras go on.
@@ -284,7 +288,8 @@ async def run_camera(
                 break
             frame, fut = inflight.popleft()
             poses = await fut
-            await _process(run, frame, poses, capture_ns(frame), classifier_input_px, classify, emit, topics)
+            await _process(run, frame, poses, capture_ns(frame), classifier_input_px, classify, emit, topics,
+                           on_crops)
             if on_frame is not None and run.cam is not None:
                 on_frame(run.cam)
         await reader_task  # re-raises a source failure
@@ -310,6 +315,7 @@ async def _process(
     classify: ClassifyFn,
     emit: EmitFn,
     topics: tuple[str, str],
+    on_crops: CropsHook | None = None,
 ) -> None:
     """Track, classify and vote on one frame whose poses came back; emit what ended."""
     cam = run.cam
@@ -323,7 +329,10 @@ async def _process(
         write_mot_lines(run.tracks_fh, mot_lines(tracked.poses))
     if len(tracked.classify_rows):
         crops = cut_crops(frame.image, tracked.crop_xyxy, classifier_input_px)
-        cam.add_scores(tracked.classify_track_ids, await classify(crops))
+        scores = await classify(crops)
+        cam.add_scores(tracked.classify_track_ids, scores)
+        if on_crops is not None:
+            on_crops(cam, frame, tracked, crops, scores)
         run.summary.faces_classified = cam.windows.faces_classified
         run.summary.faces_rejected = cam.windows.faces_rejected
     run.summary.frames_processed = cam.windows.frames_processed

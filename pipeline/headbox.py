@@ -90,6 +90,9 @@ class FaceRules:
             if not 0.0 <= getattr(self, name) <= 1.0:
                 msg = f"{name} must be in [0, 1], got {getattr(self, name)}"
                 raise ValueError(msg)
+        if self.min_face_px < 1:
+            msg = f"min_face_px must be >= 1, got {self.min_face_px}"
+            raise ValueError(msg)
         if not 0.0 <= self.area_margin < 0.5:
             msg = f"area_margin must be in [0, 0.5), got {self.area_margin}"
             raise ValueError(msg)

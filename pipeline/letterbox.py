@@ -1,7 +1,7 @@
 """Letterboxing frames to the pose model's input and mapping results back to original-frame pixels.
 
 The letterbox keeps the aspect ratio and pads to a multiple of ``stride`` (32 for YOLO models) rather than to a
-square: a 16:9 frame at 640 px becomes 384x640 instead of 640x640 (FINDINGS: 1.7x faster on CPU). Padding is split
+square: a 16:9 frame at 640 px becomes 384x640 instead of 640x640 (docs/FACTS.md: 1.7x faster on CPU). Padding is split
 evenly and filled with grey 114, as Ultralytics does (https://github.com/ultralytics/ultralytics, ``LetterBox``).
 """
 
@@ -35,7 +35,7 @@ class Letterbox:
 def default_pose_input_px(frame_wh: tuple[int, int]) -> int:
     """The pose input size for a camera without ``pose_input_px``: 640 up to 640 px frames, else 1280.
 
-    FINDINGS (YOLO11n-pose on CCTV): letterboxing a 1080p or 768x576 view to 640 px loses most small people
+    docs/FACTS.md (YOLO11n-pose on CCTV): letterboxing a 1080p or 768x576 view to 640 px loses most small people
     (PETS09: 1.2 of 6.1 people per frame at 640, 5.4 at 1280); a close 640x360 street camera needs no more than 640.
     """
     return 640 if max(frame_wh) <= 640 else 1280

@@ -25,7 +25,7 @@ def cuda_present() -> bool:
     """True when an NVIDIA driver is loaded on this machine.
 
     ``onnxruntime-gpu`` lists the CUDA provider on every machine, and trying it without a GPU logs errors about
-    missing CUDA libraries before falling back (FINDINGS), so ``device="auto"`` only tries it where a driver is.
+    missing CUDA libraries before falling back (docs/FACTS.md), so ``device="auto"`` only tries it where a driver is.
     """
     return Path("/proc/driver/nvidia/version").exists() or Path("/dev/nvidiactl").exists()
 

@@ -53,8 +53,8 @@ class VotingRules:
                 f"no_mask_threshold={self.no_mask_threshold}, mask_threshold={self.mask_threshold}"
             )
             raise ValueError(msg)
-        if self.min_votes < 1:
-            msg = f"min_votes must be >= 1, got {self.min_votes}"
+        if self.min_votes < 1 or self.min_frames_tracked < 1:
+            msg = f"min_votes and min_frames_tracked must be >= 1, got {self.min_votes} and {self.min_frames_tracked}"
             raise ValueError(msg)
         if not 0.5 <= self.min_agreement <= 1.0:
             msg = f"min_agreement must be in [0.5, 1], got {self.min_agreement}"

@@ -16,8 +16,11 @@ def test_defaults_validate_and_empty_file_is_defaults(tmp_path):
         ({"pose": {"max_batch": 3}}, "unknown config key 'pose.max_batch'"),
         ({"camras": []}, "unknown config key 'camras'"),
         ({"voting": {"mask_threshold": 1.5}},
-         "'voting.mask_threshold': Input should be less than or equal to 1, got 1.5"),
-        ({"voting": {"mask_threshold": 0.2, "no_mask_threshold": 0.6}}, "must be <= mask_threshold"),
+         "'voting': Value error, voting thresholds need 0 <= no_mask_threshold <= mask_threshold <= 1, got "
+         "no_mask_threshold=0.3, mask_threshold=1.5"),
+        ({"voting": {"mask_threshold": 0.2, "no_mask_threshold": 0.6}}, "no_mask_threshold=0.6, mask_threshold=0.2"),
+        ({"faces": {"gate_min_scor": 0.5}}, "unknown config key 'faces.gate_min_scor'"),
+        ({"tracking": {"hit_counter_max": 0}}, "tracking hit_counter_max must be in [1, inf], got 0"),
         ({"cameras": [{"camera_id": "a", "source": "x", "pose_input_px": 650}]}, "multiple of 32, got 650"),
         ({"cameras": [{"camera_id": "a", "source": "x"}, {"camera_id": "a", "source": "y"}]}, "appears twice"),
         ({"tracking": {"distance": "iou"}}, "'tracking.distance'"),

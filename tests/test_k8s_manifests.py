@@ -5,7 +5,7 @@
   Built-in kinds (ConfigMap, ...) only have to parse here.
 - ``rayVersion`` == the ``ray[default]`` pin in pyproject.toml == the version in every Ray image tag == the
   Dockerfile's RAY_VERSION.
-- Ray pods: requests == limits, whole CPUs (STYLE.md section 11); worker groups state min <= replicas <= max.
+- Ray pods: requests == limits, whole CPUs (k8s/README.md); worker groups state min <= replicas <= max.
 - The ConfigMap's config.yaml parses (and validates with cluster.config when that imports), and the objects refer
   to each other by the right names (ConfigMap, cluster selector, Kafka bootstrap service, topics, metrics port).
 - Negative tests prove that each check can fail.
