@@ -50,21 +50,14 @@ class CameraShardActor:
     every camera gracefully (open tracks decided, final statistics published).
     """
 
-    def __init__(
-        self,
-        cfg: Config,
-        specs: list[CameraSpec],
-        pose_actors: list[ActorHandle],
-        classify_actors: list[ActorHandle],
-        sink: ActorHandle,
-        crop_margin: float,
-        classifier_input_px: int,
-    ) -> None:
+    # The other actors' handles come with run(), not the constructor: Ray cannot guarantee a restart whose constructor
+    # arguments include object references (ray-project/ray#53727), and warns about it on every run.
+    def __init__(self, cfg: Config, specs: list[CameraSpec], crop_margin: float, classifier_input_px: int) -> None:
         self._cfg = cfg
         self._specs = specs
-        self._pose = pose_actors
-        self._classify = classify_actors
-        self._sink = sink
+        self._pose: list[ActorHandle] = []
+        self._classify: list[ActorHandle] = []
+        self._sink: ActorHandle | None = None
         self._crop_margin = crop_margin
         self._input_px = classifier_input_px
         self._executor = ThreadPoolExecutor(max_workers=len(specs) + 2, thread_name_prefix="capture")
@@ -90,13 +83,21 @@ class CameraShardActor:
         for state in get_args(CameraState):
             self._state.set(float(state == w.camera_state), {"camera_id": cam.camera_id, "state": state})
 
-    async def run(self, restore: bool = False) -> list[dict[str, Any]]:
+    async def run(
+        self,
+        pose_actors: list[ActorHandle],
+        classify_actors: list[ActorHandle],
+        sink: ActorHandle,
+        restore: bool = False,
+    ) -> list[dict[str, Any]]:
         """Process every camera until its source ends or :meth:`stop`; returns one summary dict per camera.
 
         With Kafka, each live camera continues from its last record in the compacted statistics topic (a job that
         restarts keeps its totals); with ``restore`` (this shard's process was restarted) file cameras do too,
-        resuming after their last published frame.
+        resuming after their last published frame. Each camera calls the pose and classify actors chosen by a
+        stable hash of its ``camera_id``, and writes to ``sink``.
         """
+        self._pose, self._classify, self._sink = pose_actors, classify_actors, sink
         last = await asyncio.to_thread(self._last_records, restore)
         summaries = await asyncio.gather(*(self._run_one(i, s, last.get(s.camera_id))
                                            for i, s in enumerate(self._specs)))
@@ -159,6 +160,7 @@ class CameraShardActor:
             # (Ray keeps the order of one caller's calls to an actor), and only a backlog of MAX_PENDING_WRITES
             # unfinished writes makes this camera wait.
             if records:
+                assert self._sink is not None  # set by run()
                 self._pending_writes.append(self._sink.write.remote(records))
             while len(self._pending_writes) > MAX_PENDING_WRITES:
                 await self._pending_writes.popleft()

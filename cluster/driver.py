@@ -163,7 +163,7 @@ def run(
     topo = build_topology(cfg, specs, str(pose_path), classifier.crop_margin, classifier.input_px, out_path)
     try:
         with _StopOnSignal() as stopping, _pid_file(os.environ.get("MASKWATCH_PID_FILE")):
-            summaries = run_shards(topo.shards, stopping, cfg.capture.shutdown_grace_s)
+            summaries = run_shards(topo, stopping, cfg.capture.shutdown_grace_s)
         flush_s = cfg.kafka.flush_timeout_s
         if stopping.is_set():  # what is left of the grace period, and at least a little
             flush_s = max(2.0, min(flush_s, cfg.capture.shutdown_grace_s - (time.monotonic() - stopping.at)))
@@ -228,7 +228,7 @@ class _StopOnSignal:
             signal.signal(s, old)
 
 
-def run_shards(shards: list[Any], stopping: Any, grace_s: float) -> list[dict[str, Any]]:
+def run_shards(topo: Any, stopping: Any, grace_s: float) -> list[dict[str, Any]]:
     """Supervise the camera shards until every camera has ended; returns the cameras' summaries.
 
     A shard whose process died (``RayActorError``: killed, out of memory, its node lost) is restarted by Ray
@@ -238,13 +238,18 @@ def run_shards(shards: list[Any], stopping: Any, grace_s: float) -> list[dict[st
     (``ray.wait`` with a short timeout) so that the signal handler runs while the driver waits.
 
     Args:
-        shards: The shard actor handles.
+        topo: The run's :class:`~cluster.topology.Topology`.
         stopping: Has ``is_set()`` and ``at`` (``time.monotonic()`` of the signal), like :class:`_StopOnSignal`.
         grace_s: The shutdown grace period, seconds.
     """
     import ray
 
-    pending = {sh.run.remote(): i for i, sh in enumerate(shards)}
+    shards = topo.shards
+
+    def start(i: int, restore: bool = False) -> Any:
+        return shards[i].run.remote(topo.pose, topo.classify, topo.sink, restore=restore)
+
+    pending = {start(i): i for i in range(len(shards))}
     results: dict[int, list[dict[str, Any]]] = {}
     stop_sent = False
     while pending:
@@ -260,7 +265,7 @@ def run_shards(shards: list[Any], stopping: Any, grace_s: float) -> list[dict[st
                     continue
                 logger.error("camera shard %d died (%s); Ray restarts it and its cameras continue from their last "
                              "statistics", i, type(exc).__name__)
-                pending[shards[i].run.remote(restore=True)] = i
+                pending[start(i, restore=True)] = i
         if stopping.is_set() and not stop_sent:
             for sh in shards:
                 sh.stop.remote()

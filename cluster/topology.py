@@ -50,7 +50,7 @@ def build_topology(
     n = cfg.capture.cameras_per_actor
     shards = [
         CameraShardActor.options(num_cpus=0.5, **placement).remote(
-            cfg, specs[i : i + n], pose, classify, sink, crop_margin, classifier_input_px
+            cfg, specs[i : i + n], crop_margin, classifier_input_px
         )
         for i in range(0, len(specs), n)
     ]

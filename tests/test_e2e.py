@@ -39,10 +39,11 @@ def three_cameras(broker):
     assert proc.returncode == 0, proc.stderr[-3000:]
     summary = json.loads(proc.stdout)
     cfg = KafkaConfig(bootstrap_servers=broker)
-    decisions = read_decisions(cfg)
+    # The broker is the test session's: other tests' cameras share its topics.
+    decisions = [d for d in read_decisions(cfg) if d.camera_id in videos]
     for d in decisions:
         jsonschema.validate(json.loads(d.encode()), PersonDecision.json_schema())
-    return summary, decisions, latest_stats(cfg)
+    return summary, decisions, {c: s for c, s in latest_stats(cfg).items() if c in videos}
 
 
 def _by_camera(decisions, camera_id):
@@ -99,7 +100,7 @@ def test_stats_command_prints_the_table(three_cameras, broker):
     assert proc.returncode == 0, proc.stderr
     lines = proc.stdout.splitlines()
     assert lines[0].split()[:2] == ["camera_id", "people"]
-    assert {ln.split()[0] for ln in lines[1:]} == {"street-5", "single-unmasked", "towncentre"}
+    assert {ln.split()[0] for ln in lines[1:]} >= {"street-5", "single-unmasked", "towncentre"}  # shared broker
 
 
 def test_json_lines_output_and_annotated_video_without_kafka(tmp_path):
