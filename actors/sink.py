@@ -32,13 +32,6 @@ class SinkActor:
             self._dropped.set(self._sink.dropped)
         return self.count
 
-    def outbox(self) -> dict[str, float]:
-        """Outbox depth (records), age of its oldest record (s), records dropped by a full outbox, delivered."""
-        if not isinstance(self._sink, KafkaSink):
-            return {"depth": 0, "age_s": 0.0, "dropped": 0, "delivered": self.count}
-        return {"depth": self._sink.outbox_depth, "age_s": self._sink.outbox_age_s, "dropped": self._sink.dropped,
-                "delivered": self._sink.delivered}
-
     def flush(self) -> int:
         """Wait until every record is delivered (raises ``SinkError`` otherwise); returns the count."""
         if isinstance(self._sink, KafkaSink):

@@ -51,15 +51,17 @@ def read_topic(cfg: Any, topic: str, timeout_s: float = 10.0) -> list[tuple[str,
         consumer.close()
 
 
-def _current(values: list[bytes], version: int) -> list[bytes]:
-    """The values of this ``schema_version``; records of other versions (written before an upgrade) are skipped."""
+def _current(values: list[bytes], version: int) -> list[dict[str, Any]]:
+    """The values of this ``schema_version``, parsed once; records of other versions (written before an upgrade) and
+    values that are not a JSON object are skipped."""
     out = []
     for v in values:
         try:
-            if json.loads(v).get("schema_version") == version:
-                out.append(v)
-        except (ValueError, AttributeError):
+            obj = json.loads(v)
+        except ValueError:
             continue
+        if isinstance(obj, dict) and obj.get("schema_version") == version:
+            out.append(obj)
     if len(out) < len(values):
         logger.info("skipped %d record(s) of another schema version or not JSON", len(values) - len(out))
     return out

@@ -177,7 +177,6 @@ async def run_camera(
         run.cam = make_cam((w, h))
         if run.restore is not None:
             run.cam.windows.restore(run.restore)
-            run.cam.windows.camera_restarts = run.restarts
             run.restore = None
         run.input_px = run.input_px or spec.pose_input_px or default_pose_input_px((w, h))
         run.set_state(run.state)

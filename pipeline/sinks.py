@@ -46,9 +46,10 @@ class Record:
     key: str
     value: bytes
 
-    def to_json_line(self) -> str:
-        """``{"topic": ..., "key": ..., "value": {...}}`` on one line."""
-        return json.dumps({"topic": self.topic, "key": self.key, "value": json.loads(self.value)}, sort_keys=True)
+    def to_json_line(self, **extra: Any) -> str:
+        """``{"topic": ..., "key": ..., "value": {...}}`` on one line, with ``extra`` fields beside them."""
+        obj = {"topic": self.topic, "key": self.key, "value": json.loads(self.value), **extra}
+        return json.dumps(obj, sort_keys=True)
 
     @classmethod
     def from_json_line(cls, line: str) -> Record:
@@ -228,7 +229,7 @@ class KafkaSink:
         now = time.time_ns()
         self.outbox.parent.mkdir(parents=True, exist_ok=True)
         with self.outbox.open("a", encoding="utf-8") as fh:
-            fh.writelines(_outbox_line(r, now) + "\n" for r in records)
+            fh.writelines(r.to_json_line(enqueued_ns=now) + "\n" for r in records)
             fh.flush()
             os.fsync(fh.fileno())
         if self.outbox_depth == 0:
@@ -285,12 +286,14 @@ class KafkaSink:
         self.delivered += len(self._inflight)
         self._inflight = []
 
-    def _give_up_inflight(self) -> None:
-        """Every unacknowledged in-flight record to the outbox, in order; the producer is abandoned with them."""
+    def _give_up_inflight(self) -> int:
+        """Every unacknowledged in-flight record to the outbox, in order; the producer is abandoned with them.
+        Returns how many there were."""
         failed = self._collect()
         if failed:
             self._abandon_producer()
             self._append_outbox(failed)
+        return len(failed)
 
     def _collect(self) -> list[Record]:
         """Settle every in-flight future: count the delivered ones, return the others in order."""
@@ -321,10 +324,9 @@ class KafkaSink:
             SinkError: With ``strict``, if any record is not delivered (it is in the outbox, not lost).
         """
         self._producer_flush(timeout_s if timeout_s is not None else self.cfg.flush_timeout_s)
-        if self._inflight and not all(f.succeeded() for _, f, _ in self._inflight):
-            logger.warning("record(s) not acknowledged by Kafka at %s; kept in outbox %s", self.cfg.bootstrap_servers,
-                           self.outbox)
-        self._give_up_inflight()
+        if failed := self._give_up_inflight():
+            logger.warning("%d record(s) not acknowledged by Kafka at %s; kept in outbox %s", failed,
+                           self.cfg.bootstrap_servers, self.outbox)
         if strict and self.outbox_depth:
             msg = (f"{self.outbox_depth} record(s) not delivered to Kafka at {self.cfg.bootstrap_servers}; kept in "
                    f"outbox {self.outbox} for replay")
@@ -338,9 +340,8 @@ class KafkaSink:
         if not self.outbox_depth or (not force and time.monotonic() - self._last_retry < self.cfg.retry_interval_s):
             return
         self._last_retry = time.monotonic()
-        self._settle()
-        if self._inflight:  # young records sent before the outbox filled: they go first, behind it would reorder
-            self._give_up_inflight()
+        # Records still in flight, sent before the outbox filled, go first: behind it they would reorder.
+        self._give_up_inflight()
         from kafka.errors import KafkaError
 
         if self._producer is None:
@@ -403,8 +404,3 @@ class KafkaSink:
             except KafkaError as exc:  # its own last flush timing out must not hide flush()'s SinkError
                 logger.warning("Kafka producer did not close cleanly (%r)", exc)
 
-
-def _outbox_line(record: Record, enqueued_ns: int) -> str:
-    obj = json.loads(record.to_json_line())
-    obj["enqueued_ns"] = enqueued_ns
-    return json.dumps(obj, sort_keys=True)

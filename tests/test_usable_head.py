@@ -9,7 +9,7 @@ import onnx
 import onnxruntime as ort
 import pytest
 
-from maskwatch.training.usable import USABLE_OUTPUT, add_usable_output, pooled_features
+from maskwatch.training.usable import USABLE_OUTPUT, PooledFeatures, add_usable_output
 from pipeline.onnx_models import MaskClassifier
 
 CLASSIFIER = Path(__file__).resolve().parents[1] / "maskwatch" / "assets" / "mask_classifier.onnx"
@@ -35,7 +35,7 @@ def test_added_head_is_a_logistic_regression_on_pooled_features(tmp_path):
     assert not MaskClassifier(base, device="cpu").has_usable
     rng = np.random.default_rng(0)
     crops = rng.integers(0, 256, (6, 96, 96, 3), dtype=np.uint8)
-    feats = pooled_features(base, crops)
+    feats = PooledFeatures(base)(crops)
     assert feats.shape == (6, 1280)
     w = rng.normal(0, 0.05, feats.shape[1]).astype(np.float32)
     add_usable_output(base, out, w, 0.3, {"maskwatch.usable_head": "test"})

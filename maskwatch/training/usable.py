@@ -59,18 +59,28 @@ def feature_tensor(model: Any) -> str:
     return str(gemms[-1].input[0])
 
 
-def pooled_features(classifier: Path, crops_rgb: npt.NDArray[np.uint8], batch: int = 128) -> npt.NDArray[np.float32]:
-    """The classifier's pooled features of `(N, S, S, 3)` uint8 RGB crops: `(N, F)` float32."""
-    import onnx
-    import onnxruntime as ort
+class PooledFeatures:
+    """The classifier's pooled features: the graph is loaded and opened once, with the feature tensor as an output.
 
-    model = onnx.load(str(classifier))
-    name = feature_tensor(model)
-    model.graph.output.append(onnx.helper.make_tensor_value_info(name, onnx.TensorProto.FLOAT, None))
-    sess = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
-    inp = sess.get_inputs()[0].name
-    out = [sess.run([name], {inp: crops_rgb[i : i + batch]})[0] for i in range(0, len(crops_rgb), batch)]
-    return np.concatenate(out).reshape(len(crops_rgb), -1).astype(np.float32)
+    Call with `(N, S, S, 3)` uint8 RGB crops; returns `(N, F)` float32.
+    """
+
+    def __init__(self, classifier: Path, batch: int = 128) -> None:
+        import onnx
+        import onnxruntime as ort
+
+        model = onnx.load(str(classifier))
+        self.name = feature_tensor(model)
+        model.graph.output.append(onnx.helper.make_tensor_value_info(self.name, onnx.TensorProto.FLOAT, None))
+        self.session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+        self.input = self.session.get_inputs()[0].name
+        self.batch = batch
+
+    def __call__(self, crops_rgb: npt.NDArray[np.uint8]) -> npt.NDArray[np.float32]:
+        b = self.batch
+        out = [self.session.run([self.name], {self.input: crops_rgb[i : i + b]})[0]
+               for i in range(0, len(crops_rgb), b)]
+        return np.concatenate(out).reshape(len(crops_rgb), -1).astype(np.float32)
 
 
 def fit_logistic(
@@ -263,7 +273,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     ph_crops, ph_label = photo_crops(args.data_root, args.labels_dir / "photo_false_faces.csv", margin, px)
     vh_crops, vh_label, _ = video_crops(args.labels_dir / "video_head_crops.csv", videos, px)
     vh_keep = np.isin(vh_label, USABLE_VIDEO_LABELS + NOT_USABLE_VIDEO_LABELS)
-    x = np.concatenate([pooled_features(args.classifier, c) for c in (tr_faces, ph_crops, vh_crops[vh_keep])])
+    pooled_features = PooledFeatures(args.classifier)
+    x = np.concatenate([pooled_features(c) for c in (tr_faces, ph_crops, vh_crops[vh_keep])])
     y = np.concatenate([
         np.ones(len(tr_faces)), (ph_label == "face").astype(float), np.isin(vh_label[vh_keep], USABLE_VIDEO_LABELS)
     ]).astype(np.float32)
@@ -274,7 +285,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     gate = load_face_gate(Path(__file__).resolve().parents[1] / "assets" / YUNET_FILE)
 
     def usable(c: npt.NDArray[np.uint8]) -> npt.NDArray[np.float32]:
-        return 1.0 / (1.0 + np.exp(-(pooled_features(args.classifier, c) @ w + b)))
+        return 1.0 / (1.0 + np.exp(-(pooled_features(c) @ w + b)))
 
     ev_u, ev_y = usable(ev_crops), gate.face_scores(ev_crops)
     held16 = held_faces[held_px >= 16]
