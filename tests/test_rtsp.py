@@ -506,11 +506,16 @@ def test_a_killed_shard_process_comes_back_with_its_totals_and_spares_the_other(
     assert restarted[0].frames_processed > before.frames_processed  # counters continued, not from zero
     totals = [s.total_people for s in victim]
     assert totals == sorted(totals)
-    # The other camera: a record every 1-s window with frames in it, before, during and after the kill.
+    # The other camera kept publishing 1-s windows with new frames in them while the killed shard was down. A gap of
+    # up to 2 s between its windows is allowed: on the 2-core CI machine the restarting worker (a new process that
+    # imports OpenCV and ONNX Runtime) takes the CPU for that long (measured in CI: one 2-s gap). A camera that
+    # waited for the other shard would show a gap as long as the outage (5-10 s).
     other = [s for s in stats_of(cameras[0]) if not s.final]
     around = [s for s in other if killed_ns - 3e9 <= s.window_start_ns <= killed_ns + 12e9]
-    assert len(around) >= 12
+    assert len(around) >= 10
+    during = [s for s in around if killed_ns <= s.window_start_ns <= killed_ns + back_s * 1e9]
+    assert during, "the other camera published nothing while the killed shard was down"
     for a, b in itertools.pairwise(around):
-        assert b.window_start_ns - a.window_end_ns <= 1e9, "the other camera stalled for more than a window"
+        assert b.window_start_ns - a.window_end_ns <= 2e9, "the other camera stalled for more than two windows"
         assert b.frames_processed > a.frames_processed
     assert latest_stats(cfg.kafka)[cameras[0]].camera_restarts == 0
