@@ -53,8 +53,13 @@ def wait_for_port(port: int, timeout_s: float = 10.0) -> bool:
     return False
 
 
-def start_broker(port: int, log_path: Path | None = None) -> subprocess.Popen[bytes]:
+def start_broker(
+    port: int, log_path: Path | None = None, advertised_port: int | None = None
+) -> subprocess.Popen[bytes]:
     """Start Tansu on 127.0.0.1:port with in-memory storage and wait until it listens.
+
+    ``advertised_port`` (default ``port``) is the port the broker tells clients to connect to: a TCP proxy in front
+    of it in fault tests.
 
     Raises:
         MaskwatchError: If the port is taken or the broker does not come up within 10 s.
@@ -63,9 +68,10 @@ def start_broker(port: int, log_path: Path | None = None) -> subprocess.Popen[by
         msg = f"local broker: 127.0.0.1:{port} is already in use"
         raise MaskwatchError(msg)
     url = f"tcp://127.0.0.1:{port}"
+    advertised = f"tcp://127.0.0.1:{advertised_port or port}"
     log = open(log_path, "ab") if log_path else subprocess.DEVNULL  # noqa: SIM115 - handed to the child
     proc = subprocess.Popen(
-        [str(tansu_binary()), "broker", "--listener-url", url, "--advertised-listener-url", url,
+        [str(tansu_binary()), "broker", "--listener-url", url, "--advertised-listener-url", advertised,
          "--storage-engine", "memory://tansu/"],
         stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
     )

@@ -12,6 +12,8 @@ import contextlib
 import json
 import logging
 import os
+import socket
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -136,6 +138,38 @@ def ensure_topics(cfg: Any, partitions: int = 3) -> None:
         admin.close()
 
 
+def any_listening(bootstrap_servers: str, timeout_s: float = 0.5) -> bool:
+    """True if any of ``"host:port,host:port"`` (``[v6]:port`` allowed) accepts a TCP connection within ``timeout_s``
+    each (seconds). A broker that is down refuses at once; kafka-python's bootstrap would retry for its whole timeout.
+    """
+    for server in bootstrap_servers.split(","):
+        host, _, port = server.strip().rpartition(":")
+        try:
+            with socket.create_connection((host.strip("[]"), int(port)), timeout=timeout_s):
+                return True
+        except (OSError, ValueError):
+            continue
+    return False
+
+
+def _close_abandoned(producer: Any, join_s: float = 5.0) -> None:
+    """Close a producer whose records are given up, without sending them.
+
+    kafka-python 3.0's ``close(timeout)`` flushes first (dpkp/kafka-python#2537) and raises ``KafkaTimeoutError``
+    while records wait for a broker that is away, before it stops anything: the producer's sender thread would keep
+    reconnecting for the life of the process, and its ``__del__`` would raise the same error again at garbage
+    collection. So the sender is stopped without sending (``force_close``: pending batches are aborted), then the
+    producer is closed.
+    """
+    try:
+        sender = producer._sender  # kafka-python has no public "abort and close"
+        sender.force_close()
+        sender.join(join_s)
+        producer.close(timeout=0)
+    except Exception as exc:  # a producer we gave up on must never raise into the caller
+        logger.debug("abandoned Kafka producer did not close cleanly: %r", exc)
+
+
 class KafkaSink:
     """Produces records to Kafka, at least once, through a durable on-disk outbox while the broker is away.
 
@@ -194,15 +228,11 @@ class KafkaSink:
 
     def _abandon_producer(self) -> None:
         """Drop the producer and what it still holds: those records are in the outbox now, and a producer that
-        delivered them late, after newer ones from the outbox, would break the order per key."""
-        from kafka.errors import KafkaError
-
+        delivered them late, after newer ones from the outbox, would break the order per key. It is closed in a
+        daemon thread (:func:`_close_abandoned`), so the caller never waits for it."""
         if self._producer is None:
             return
-        try:
-            self._producer.close(timeout=0)
-        except KafkaError as exc:
-            logger.debug("abandoned Kafka producer: %r", exc)
+        threading.Thread(target=_close_abandoned, args=(self._producer,), name="kafka-abandon", daemon=True).start()
         self._producer = None
 
     # --- the outbox ------------------------------------------------------------------------------------------------
@@ -339,12 +369,21 @@ class KafkaSink:
         """
         if not self.outbox_depth or (not force and time.monotonic() - self._last_retry < self.cfg.retry_interval_s):
             return
-        self._last_retry = time.monotonic()
+        try:
+            self._resend()
+        finally:  # the interval runs from the end of an attempt: one that takes longer must not make every write retry
+            self._last_retry = time.monotonic()
+
+    def _resend(self) -> None:
         # Records still in flight, sent before the outbox filled, go first: behind it they would reorder.
         self._give_up_inflight()
         from kafka.errors import KafkaError
 
         if self._producer is None:
+            if not any_listening(self.cfg.bootstrap_servers):  # a refused connect costs less than a bootstrap timeout
+                logger.info("Kafka at %s still refuses connections; %d record(s) wait in the outbox",
+                            self.cfg.bootstrap_servers, self.outbox_depth)
+                return
             try:  # bounded: the broker may still be away
                 self._producer = self._new_producer(int(self.cfg.retry_flush_timeout_s * 1000))
             except KafkaError as exc:
@@ -403,4 +442,6 @@ class KafkaSink:
                     self._producer.close(timeout=5)
             except KafkaError as exc:  # its own last flush timing out must not hide flush()'s SinkError
                 logger.warning("Kafka producer did not close cleanly (%r)", exc)
+                _close_abandoned(self._producer)  # what it held is in the outbox
+            self._producer = None
 

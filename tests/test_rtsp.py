@@ -8,11 +8,14 @@ a blocking read fails a test instead of hanging the suite.
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import os
 import queue
 import select
 import signal
+import socket
+import struct
 import subprocess
 import threading
 import time
@@ -24,6 +27,7 @@ import pytest
 from cluster.broker import free_port
 from pipeline.source import Frame, probe, read_frames
 from schemas.errors import SourceError
+from schemas.messages import CameraStats
 from tests.conftest import REPO, shared_video
 
 pytestmark = pytest.mark.slow
@@ -410,6 +414,93 @@ def test_sigterm_decides_people_in_view_publishes_final_statistics_and_exits_0(t
         assert any(d.ended_by == "shutdown" for d in mine), [(d.ended_by, d.decision) for d in mine]
 
 
+class _Stopping:
+    """A stop request as :func:`cluster.driver.run_shards` reads it: ``is_set()`` and ``at`` (monotonic time)."""
+
+    def __init__(self) -> None:
+        self._event = threading.Event()
+        self.at = 0.0
+
+    def is_set(self) -> bool:
+        return self._event.is_set()
+
+    def set(self) -> None:
+        if not self._event.is_set():
+            self.at = time.monotonic()
+            self._event.set()
+
+
+class Fleet:
+    """Live RTSP cameras, one shard each, run by the driver's supervisor (:func:`cluster.driver.run_shards`) in a
+    thread, as ``maskwatch run`` runs them; the servers and actors are stopped on exit."""
+
+    def __init__(
+        self, tmp_path: Path, bootstrap: str, prefix: str, n: int = 2, video: str = VIDEO, **kafka: object
+    ) -> None:
+        import uuid
+
+        from cluster.config import parse_config
+
+        tag = uuid.uuid4().hex[:6]
+        self.servers = [RtspServer(shared_video(video), free_port(), tmp_path / f"server{i}.log") for i in range(n)]
+        self.cameras = [f"{prefix}-{i}-{tag}" for i in range(n)]
+        self.cfg = parse_config({
+            "cameras": [{"camera_id": c, "source": s.url, "target_fps": 5}
+                        for c, s in zip(self.cameras, self.servers, strict=True)],
+            "capture": {"cameras_per_actor": 1},
+            "stats": {"window_s": 1},
+            "kafka": {"bootstrap_servers": bootstrap, **kafka},
+        })
+        self.stopping = _Stopping()
+
+    def __enter__(self) -> Fleet:
+        from cluster.driver import resolve_cameras, run_shards
+        from cluster.topology import build_topology
+        from pipeline.onnx_models import MaskClassifier
+        from pipeline.sinks import ensure_topics
+        from tests.conftest import pose_model
+
+        for s in self.servers:
+            s.start()
+        ensure_topics(self.cfg.kafka)
+        clf = MaskClassifier(self.cfg.classify.model_path, device="cpu")
+        self.topo = build_topology(self.cfg, resolve_cameras(self.cfg), str(pose_model()), clf.crop_margin,
+                                   clf.input_px, None)
+        self.supervisor = threading.Thread(target=run_shards, args=(self.topo, self.stopping, 20.0))
+        self.supervisor.start()
+        return self
+
+    def stats_of(self, cid: str) -> list[CameraStats]:
+        from cluster.stats_reader import read_topic
+
+        return [CameraStats.decode(v) for k, v in read_topic(self.cfg.kafka, self.cfg.kafka.stats_topic) if k == cid]
+
+    def wait_running(self, timeout_s: float = 90.0) -> None:
+        deadline = time.monotonic() + timeout_s
+        while not all((st := self.stats_of(c)) and st[-1].frames_processed > 10 for c in self.cameras):
+            assert time.monotonic() < deadline, "cameras did not start publishing"
+            time.sleep(1.0)
+
+    def stop(self) -> None:
+        """Stop as on SIGTERM: the supervisor ends the cameras and returns; the sink delivers what it holds."""
+        import ray
+
+        self.stopping.set()
+        self.supervisor.join(timeout=60)
+        assert not self.supervisor.is_alive()
+        ray.get(self.topo.sink.close.remote(), timeout=60)
+
+    def __exit__(self, *exc: object) -> None:
+        import ray
+
+        self.stopping.set()
+        if hasattr(self, "topo"):
+            for h in [*self.topo.shards, *self.topo.pose, *self.topo.classify, self.topo.sink]:
+                ray.kill(h)
+        for s in self.servers:
+            s.stop()
+
+
 @pytest.mark.ray
 @pytest.mark.kafka
 def test_a_killed_shard_process_comes_back_with_its_totals_and_spares_the_other(
@@ -418,89 +509,33 @@ def test_a_killed_shard_process_comes_back_with_its_totals_and_spares_the_other(
     """Two live cameras on two shards; one shard's worker process is killed (os.kill of its PID). Ray restarts it,
     the driver's supervisor starts its camera again, which publishes within 10 s, continues its totals from the
     statistics topic, and the other camera never stalls."""
-    import threading
-    import uuid
-
     import ray
 
-    from cluster.config import parse_config
-    from cluster.driver import resolve_cameras, run_shards
-    from cluster.stats_reader import latest_stats, read_topic
-    from cluster.topology import build_topology
-    from pipeline.onnx_models import MaskClassifier
-    from pipeline.sinks import ensure_topics
-    from schemas.messages import CameraStats
-    from tests.conftest import pose_model
+    from cluster.stats_reader import latest_stats
 
-    tag = uuid.uuid4().hex[:6]
-    servers = [RtspServer(shared_video(VIDEO), free_port(), tmp_path / f"server{i}.log") for i in range(2)]
-    cameras = [f"shard-{i}-{tag}" for i in range(2)]
-    for s in servers:
-        s.start()
-    cfg = parse_config({
-        "cameras": [{"camera_id": c, "source": s.url, "target_fps": 5} for c, s in zip(cameras, servers, strict=True)],
-        "capture": {"cameras_per_actor": 1},
-        "stats": {"window_s": 1},
-        "kafka": {"bootstrap_servers": broker},
-    })
-    ensure_topics(cfg.kafka)
-    clf = MaskClassifier(cfg.classify.model_path, device="cpu")
-    topo = build_topology(cfg, resolve_cameras(cfg), str(pose_model()), clf.crop_margin, clf.input_px, None)
-
-    class Stopping:
-        event = threading.Event()
-        at = 0.0
-
-        def is_set(self) -> bool:
-            return self.event.is_set()
-
-    stopping = Stopping()
-    result: list[object] = []
-    supervisor = threading.Thread(target=lambda: result.append(run_shards(topo, stopping, 20.0)))
-    supervisor.start()
-
-    def stats_of(cid: str) -> list[CameraStats]:
-        out = []
-        for key, value in read_topic(cfg.kafka, cfg.kafka.stats_topic):
-            if key == cid:
-                out.append(CameraStats.decode(value))
-        return out
-
-    try:
-        deadline = time.monotonic() + 90
-        while not all(stats_of(c) and stats_of(c)[-1].frames_processed > 10 for c in cameras):
-            assert time.monotonic() < deadline, "cameras did not start publishing"
-            time.sleep(1.0)
-        victim_pid = ray.get(topo.shards[1].pid.remote())
-        before = stats_of(cameras[1])[-1]
+    with Fleet(tmp_path, broker, "shard") as fleet:
+        cameras = fleet.cameras
+        fleet.wait_running()
+        victim_pid = ray.get(fleet.topo.shards[1].pid.remote())
+        before = fleet.stats_of(cameras[1])[-1]
         killed_ns = time.time_ns()
         os.kill(victim_pid, signal.SIGKILL)
         back_s = None
         deadline = time.monotonic() + 60
         while back_s is None:
             assert time.monotonic() < deadline, "the killed shard's camera did not publish again"
-            after = [s for s in stats_of(cameras[1]) if s.camera_restarts >= 1]
+            after = [s for s in fleet.stats_of(cameras[1]) if s.camera_restarts >= 1]
             if after:
                 back_s = (after[0].window_end_ns - killed_ns) / 1e9
             time.sleep(0.5)
         time.sleep(5.0)
-        stopping.at = time.monotonic()
-        stopping.event.set()
-        supervisor.join(timeout=60)
-        assert not supervisor.is_alive()
-        ray.get(topo.sink.close.remote(), timeout=60)
-    finally:
-        stopping.event.set()
-        for h in [*topo.shards, *topo.pose, *topo.classify, topo.sink]:
-            ray.kill(h)
-        for s in servers:
-            s.stop()
+        fleet.stop()
     print(f"killed shard's camera published again {back_s:.1f} s after the kill")
     # The issue's target is 10 s. Measured on the 2-core development machine: 5.3 s alone and 10.3 s with the rest
     # of the suite's processes still winding down (a new worker process, the restore read of the statistics topic,
     # RTSP reconnect, one window). The bound guards against a supervisor that does not restart at all.
     assert back_s < 20.0, back_s
-    victim = stats_of(cameras[1])
+    victim = fleet.stats_of(cameras[1])
     restarted = [s for s in victim if s.camera_restarts >= 1]
     assert restarted[0].total_people >= before.total_people
     assert restarted[0].frames_processed > before.frames_processed  # counters continued, not from zero
@@ -510,7 +545,7 @@ def test_a_killed_shard_process_comes_back_with_its_totals_and_spares_the_other(
     # up to 2 s between its windows is allowed: on the 2-core CI machine the restarting worker (a new process that
     # imports OpenCV and ONNX Runtime) takes the CPU for that long (measured in CI: one 2-s gap). A camera that
     # waited for the other shard would show a gap as long as the outage (5-10 s).
-    other = [s for s in stats_of(cameras[0]) if not s.final]
+    other = [s for s in fleet.stats_of(cameras[0]) if not s.final]
     around = [s for s in other if killed_ns - 3e9 <= s.window_start_ns <= killed_ns + 12e9]
     assert len(around) >= 10
     during = [s for s in around if killed_ns <= s.window_start_ns <= killed_ns + back_s * 1e9]
@@ -518,4 +553,134 @@ def test_a_killed_shard_process_comes_back_with_its_totals_and_spares_the_other(
     for a, b in itertools.pairwise(around):
         assert b.window_start_ns - a.window_end_ns <= 2e9, "the other camera stalled for more than two windows"
         assert b.frames_processed > a.frames_processed
-    assert latest_stats(cfg.kafka)[cameras[0]].camera_restarts == 0
+    assert latest_stats(fleet.cfg.kafka)[cameras[0]].camera_restarts == 0
+
+
+class TcpProxy:
+    """A TCP forwarder 127.0.0.1:``port`` -> 127.0.0.1:``target_port`` that can play a broker outage: :meth:`down`
+    resets every connection and refuses new ones (what a client sees of a dead broker), :meth:`up` accepts again.
+    The broker behind it keeps running, so its topics hold every record acknowledged before, during and after."""
+
+    def __init__(self, port: int, target_port: int) -> None:
+        self.port, self.target_port = port, target_port
+        self._lock = threading.Lock()
+        self._conns: list[socket.socket] = []
+        self._listener: socket.socket | None = None
+
+    def up(self) -> None:
+        self._listener = socket.create_server(("127.0.0.1", self.port))
+        threading.Thread(target=self._accept, args=(self._listener,), daemon=True).start()
+
+    def _accept(self, listener: socket.socket) -> None:
+        while True:
+            try:
+                client, _ = listener.accept()
+            except OSError:  # down(): the listener was shut
+                return
+            try:
+                upstream = socket.create_connection(("127.0.0.1", self.target_port), timeout=5)
+                upstream.settimeout(None)
+            except OSError:
+                client.close()
+                continue
+            with self._lock:
+                self._conns += [client, upstream]
+            for a, b in ((client, upstream), (upstream, client)):
+                threading.Thread(target=self._pipe, args=(a, b), daemon=True).start()
+
+    def _pipe(self, src: socket.socket, dst: socket.socket) -> None:
+        try:
+            while data := src.recv(65536):
+                dst.sendall(data)
+        except OSError:
+            pass
+        finally:
+            for s in (src, dst):
+                with contextlib.suppress(OSError):
+                    s.shutdown(socket.SHUT_RDWR)
+
+    def down(self) -> None:
+        listener, self._listener = self._listener, None
+        if listener is not None:
+            with contextlib.suppress(OSError):
+                listener.shutdown(socket.SHUT_RDWR)
+            listener.close()
+        with self._lock:
+            conns, self._conns = self._conns, []
+        for s in conns:
+            with contextlib.suppress(OSError):
+                s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))  # RST
+                s.shutdown(socket.SHUT_RDWR)
+            s.close()
+
+
+@pytest.mark.ray
+@pytest.mark.kafka
+def test_broker_down_60_s_every_decision_reaches_kafka_and_cameras_go_on(tmp_path: Path, ray_local: None) -> None:
+    """Two live cameras; the broker becomes unreachable for 60 s (connections reset and refused) and comes back.
+    Every decision the cameras made reaches Kafka (counted by decision_id against each camera's final total),
+    frames_processed grows during the outage, and the outbox fills, then drains to 0 while the run goes on."""
+    from cluster.broker import start_broker, stop_broker
+    from cluster.stats_reader import read_decisions
+
+    broker_port, proxy_port = free_port(), free_port()
+    proxy = TcpProxy(proxy_port, broker_port)
+    proxy.up()
+    proc = start_broker(broker_port, tmp_path / "broker.log", advertised_port=proxy_port)
+    outbox = tmp_path / "outbox.jsonl"
+
+    def depth() -> int:
+        return len(outbox.read_bytes().splitlines()) if outbox.exists() else 0
+
+    try:
+        # street_5: five people walk through it every 11.6 s (looped), so people are decided during the outage.
+        fleet = Fleet(tmp_path, f"127.0.0.1:{proxy_port}", "outage", video="street_5_masked.mp4",
+                      request_timeout_s=2.0, retry_interval_s=1.0, retry_flush_timeout_s=2.0, flush_timeout_s=20.0,
+                      outbox_path=str(outbox))
+        with fleet:
+            fleet.wait_running()
+            proxy.down()
+            down_ns = time.time_ns()
+            depths = []
+            for _ in range(60):
+                time.sleep(1.0)
+                depths.append(depth())
+            proxy.up()
+            up_ns = time.time_ns()
+            deadline = time.monotonic() + 60
+            while depth() and time.monotonic() < deadline:
+                time.sleep(0.5)
+            drained_s = (time.time_ns() - up_ns) / 1e9
+            assert depth() == 0, f"outbox still holds {depth()} records {drained_s:.0f} s after the broker came back"
+            time.sleep(3.0)
+            fleet.stop()
+        decisions = read_decisions(fleet.cfg.kafka)
+        stats = {c: fleet.stats_of(c) for c in fleet.cameras}
+    finally:
+        proxy.down()
+        stop_broker(proc.pid)
+    print(f"outbox depth during the outage, each 10 s: {depths[::10]}; drained {drained_s:.1f} s after")
+    assert depths[-1] > depths[9] > 0, depths  # the outbox filled during the outage (stats records: 1 per s)
+    assert max(depths) == depths[-1]
+    # ... with what the cameras published, not a backlog in memory: every statistics record of a window that closed
+    # more than request_timeout_s + 2 s before the broker came back is in the outbox by then.
+    settled = {(s.camera_id, s.window_start_ns) for c in fleet.cameras for s in stats[c]
+               if not s.final and down_ns <= s.window_start_ns and s.window_end_ns <= up_ns - 4e9}
+    assert depths[-1] >= len(settled), (depths[-1], len(settled))
+    for cid in fleet.cameras:
+        mine = {d.decision_id for d in decisions if d.camera_id == cid}
+        final = [s for s in stats[cid] if s.final]
+        assert len(final) == 1, cid
+        assert final[0].total_people == len(mine), (cid, final[0].total_people, len(mine))  # 0 lost
+        made_during = [d for d in decisions if d.camera_id == cid and down_ns <= d.last_seen_ns <= up_ns]
+        assert made_during, f"{cid}: no decision made during the outage to count"
+        # At-least-once: a record whose acknowledgement was lost in the outage is also re-sent from the outbox, so a
+        # window may be in the topic twice; never after a newer one (the topic is compacted by camera_id).
+        in_topic = [s.frames_processed for s in stats[cid]]
+        assert stats[cid][-1].final, in_topic
+        assert list(dict.fromkeys(in_topic)) == sorted(set(in_topic)), in_topic
+        windows = {s.window_start_ns: s for s in stats[cid] if not s.final and down_ns <= s.window_start_ns < up_ns}
+        assert len(windows) >= 40, (cid, len(windows))  # the camera went on: frames processed during the outage
+        processed = [windows[t].frames_processed for t in sorted(windows)]
+        assert processed == sorted(processed)
+        assert processed[-1] > processed[0]
