@@ -251,6 +251,7 @@ def run_shards(topo: Any, stopping: Any, grace_s: float) -> list[dict[str, Any]]
 
     pending = {start(i): i for i in range(len(shards))}
     results: dict[int, list[dict[str, Any]]] = {}
+    logged: dict[int, float] = {}  # shard -> time.monotonic() of its last "died" log line
     stop_sent = False
     while pending:
         ready, _ = ray.wait(list(pending), num_returns=1, timeout=0.25)
@@ -263,8 +264,13 @@ def run_shards(topo: Any, stopping: Any, grace_s: float) -> list[dict[str, Any]]
                     logger.error("camera shard %d died while stopping (%s); its open tracks are lost", i,
                                  type(exc).__name__)
                     continue
-                logger.error("camera shard %d died (%s); Ray restarts it and its cameras continue from their last "
-                             "statistics", i, type(exc).__name__)
+                now = time.monotonic()
+                if isinstance(exc, ray.exceptions.ActorUnavailableError) and now - logged.get(i, -1e9) < 30:
+                    logger.debug("camera shard %d still unavailable; calling run() again", i)
+                else:  # once per outage (a restarting actor answers "unavailable" until it is back), then every 30 s
+                    logger.error("camera shard %d died (%s); Ray restarts it and its cameras continue from their "
+                                 "last statistics", i, type(exc).__name__)
+                    logged[i] = now
                 pending[start(i, restore=True)] = i
         if stopping.is_set() and not stop_sent:
             for sh in shards:

@@ -1,0 +1,174 @@
+"""A two-node Ray cluster on loopback loses its worker node mid-run; run by ``tests/test_multinode.py``.
+
+Runs as PID 1 of fresh network and PID namespaces (``unshare --net --pid --fork --mount-proc``): the only network
+interface is ``lo``, so every Ray process listens on 127.0.0.1 (``ray start --node-ip-address 127.0.0.1`` alone still
+registers the machine's own address and listens on all interfaces: docs/FACTS.md), and every process started here
+ends with this one.
+
+1. A Tansu broker; ``ray start --head`` (3 CPUs) and ``ray start --address`` (a worker node, 4 CPUs), both ``--block``
+   so that each is one process to stop by PID.
+2. A filler actor takes the head's CPUs, so that ``maskwatch run --address`` places every maskwatch actor on the
+   worker node. The run's sources are relative paths, resolved from its working directory (the shared data folder).
+3. Once both cameras publish, the filler is killed and then the worker node's raylet (SIGKILL by PID): Ray restarts the
+   actors on the head node and the driver's supervisor brings the cameras back, each resuming after its last
+   published frame.
+
+Writes a JSON report (``--out``); the test asserts on it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+GCS_PORT = 6390
+VIDEO = "videos/pets09_s2l1_cctv.mp4"  # relative to the shared data folder: the run's working directory
+
+
+def descendants(pid: int) -> list[tuple[int, str]]:
+    """`(pid, name)` of every descendant of ``pid``, from /proc (the PID namespace shows only its own processes)."""
+    tree: dict[int, list[tuple[int, str]]] = {}
+    for d in Path("/proc").iterdir():
+        if not d.name.isdigit():
+            continue
+        try:
+            stat = (d / "stat").read_text()
+        except OSError:  # ended meanwhile
+            continue
+        name = stat[stat.index("(") + 1 : stat.rindex(")")]
+        ppid = int(stat[stat.rindex(")") + 1 :].split()[1])
+        tree.setdefault(ppid, []).append((int(d.name), name))
+    out, todo = [], [pid]
+    while todo:
+        for child in tree.get(todo.pop(), []):
+            out.append(child)
+            todo.append(child[0])
+    return out
+
+
+def ray_start(args: list[str], log: Path, env: dict[str, str]) -> subprocess.Popen[bytes]:
+    ray = Path(sys.executable).with_name("ray")
+    with log.open("ab") as fh:
+        return subprocess.Popen([str(ray), "start", "--block", "--node-ip-address", "127.0.0.1",
+                                 "--disable-usage-stats", *args], stdout=fh, stderr=subprocess.STDOUT, env=env)
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--data", type=Path, required=True, help="the shared data folder (holds videos/)")
+    ap.add_argument("--work", type=Path, required=True)
+    ap.add_argument("--out", type=Path, required=True)
+    args = ap.parse_args()
+    subprocess.run(["ip", "link", "set", "lo", "up"], check=True)
+    env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0", "RAY_AUTH_MODE": "token"}
+    os.environ.update(env)
+
+    import ray
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+    from cluster.broker import local_broker
+    from cluster.config import KafkaConfig
+    from cluster.stats_reader import read_topic
+    from pipeline.sinks import ensure_topics
+    from schemas.messages import CameraStats
+
+    report: dict[str, object] = {}
+    procs: list[subprocess.Popen[bytes]] = []
+    with local_broker() as bootstrap:
+        kafka = KafkaConfig(bootstrap_servers=bootstrap)
+        ensure_topics(kafka)
+        try:
+            head = ray_start(["--head", "--port", str(GCS_PORT), "--num-cpus", "3", "--include-dashboard", "false"],
+                             args.work / "head.log", env)
+            procs.append(head)
+            time.sleep(5)
+            worker = ray_start(["--address", f"127.0.0.1:{GCS_PORT}", "--num-cpus", "4"], args.work / "worker.log",
+                               env)
+            procs.append(worker)
+            ray.init(address=f"127.0.0.1:{GCS_PORT}", namespace="multinode-filler", logging_level="WARNING")
+            deadline = time.monotonic() + 60
+            while len([n for n in ray.nodes() if n["Alive"]]) < 2:
+                assert time.monotonic() < deadline, "the worker node did not join within 60 s"
+                time.sleep(1)
+            head_id = next(n["NodeID"] for n in ray.nodes()
+                           if n["Alive"] and "node:__internal_head__" in n["Resources"])
+
+            @ray.remote(num_cpus=3)
+            class Filler:
+                def ready(self) -> bool:
+                    return True
+
+            filler = Filler.options(scheduling_strategy=NodeAffinitySchedulingStrategy(head_id, soft=False)).remote()
+            ray.get(filler.ready.remote(), timeout=60)
+
+            cameras = ["node-a", "node-b"]
+            cmd = [sys.executable, "-m", "maskwatch.cli", "run", "--address", f"127.0.0.1:{GCS_PORT}",
+                   "--kafka-bootstrap", bootstrap, "--target-fps", "5"]
+            for cid in cameras:
+                cmd += ["--source", VIDEO, "--camera-id", cid]
+            run_env = {**env, "PYTHONPATH": str(REPO)}
+            with (args.work / "run.err").open("wb") as err:
+                run = subprocess.Popen(cmd, cwd=args.data, env=run_env, stdout=subprocess.DEVNULL, stderr=err)
+            procs.append(run)
+
+            def stats() -> dict[str, list[CameraStats]]:
+                out: dict[str, list[CameraStats]] = {c: [] for c in cameras}
+                for key, value in read_topic(kafka, kafka.stats_topic):
+                    if key in out:
+                        out[key].append(CameraStats.decode(value))
+                return out
+
+            deadline = time.monotonic() + 180
+            while not all(s and s[-1].frames_processed >= 40 for s in stats().values()):
+                assert run.poll() is None, (args.work / "run.err").read_text()[-3000:]
+                assert time.monotonic() < deadline, "the cameras did not publish within 180 s"
+                time.sleep(1)
+            before = {c: s[-1].frames_processed for c, s in stats().items()}
+            raylets = [pid for pid, name in descendants(worker.pid) if name == "raylet"]
+            assert len(raylets) == 1, descendants(worker.pid)
+            ray.kill(filler)
+            killed_ns = time.time_ns()
+            os.kill(raylets[0], signal.SIGKILL)
+            back: dict[str, float] = {}
+            deadline = time.monotonic() + 180
+            while len(back) < len(cameras):
+                assert time.monotonic() < deadline, f"cameras back after the node loss: {sorted(back)} of {cameras}"
+                for cid, recs in stats().items():
+                    again = [s for s in recs if s.camera_restarts >= 1 and s.window_end_ns > killed_ns]
+                    if again and cid not in back:
+                        back[cid] = (again[0].window_end_ns - killed_ns) / 1e9
+                time.sleep(1)
+            code = run.wait(timeout=400)
+            final = stats()
+            report = {
+                "exit_code": code,
+                "run_stderr_tail": (args.work / "run.err").read_text()[-3000:],
+                "frames_before_kill": before,
+                "back_after_kill_s": back,
+                "worker_node_ended": worker.wait(timeout=60),
+                "stats": {c: [s.to_dict() for s in recs] for c, recs in final.items()},
+            }
+        finally:
+            for p in reversed(procs):
+                if p.poll() is None:
+                    p.send_signal(signal.SIGTERM)
+                    try:
+                        p.wait(timeout=30)
+                    except subprocess.TimeoutExpired:
+                        p.kill()
+            ray.shutdown()
+    args.out.write_text(json.dumps(report))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
