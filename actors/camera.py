@@ -21,7 +21,7 @@ import numpy as np
 import numpy.typing as npt
 import ray
 from ray.actor import ActorHandle
-from ray.util.metrics import Gauge
+from ray.util.metrics import Gauge, Histogram
 
 from cluster.config import Config
 from cluster.stats_reader import latest_stats
@@ -36,6 +36,7 @@ from schemas.pose import Poses
 
 logger = logging.getLogger(__name__)
 MAX_PENDING_WRITES = 256
+LATENCY_BUCKETS_S = [0.025, 0.05, 0.1, 0.2, 0.3, 0.5, 0.75, 1, 1.5, 2, 3, 5, 10, 30]
 
 
 # A shard whose process dies is restarted by Ray (max_restarts=-1: always); its run() call is not retried by Ray
@@ -70,6 +71,9 @@ class CameraShardActor:
                             tag_keys=("camera_id", "state"))
         self._restarts = Gauge("maskwatch_camera_restarts", "Times the camera's loop failed and restarted",
                                tag_keys=tags)
+        self._pose_latency = Histogram(
+            "maskwatch_pose_latency_seconds", "Frame decoded to its poses back in the camera loop (queue, Ray hops, "
+            "batching, inference)", boundaries=LATENCY_BUCKETS_S, tag_keys=tags)
         self._stop = asyncio.Event()
         self._pending_writes: deque[Any] = deque()
 
@@ -80,6 +84,9 @@ class CameraShardActor:
         self._dropped.set(w.frames_dropped, tags)
         self._tracks.set(len(cam.ledger), tags)
         self._restarts.set(w.camera_restarts, tags)
+        if cam.pose_latency_s is not None:  # taken once: idle ticks call this too
+            self._pose_latency.observe(cam.pose_latency_s, tags)
+            cam.pose_latency_s = None
         for state in get_args(CameraState):
             self._state.set(float(state == w.camera_state), {"camera_id": cam.camera_id, "state": state})
 

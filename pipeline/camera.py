@@ -79,6 +79,7 @@ class CameraPipeline:
         self.tracker = CameraTracker(frame_wh, tracker)
         self.ledger = TrackLedger(camera_id, voting)
         self.windows = CameraWindows(camera_id, window_s, validation)
+        self.pose_latency_s: float | None = None  # decode to pose result of the latest frame (metrics), seconds
         self._alive: set[int] = set()
 
     def track(self, poses: Poses, capture_time_ns: int, frame_bgr: npt.NDArray[np.uint8] | None = None) -> TrackedFrame:

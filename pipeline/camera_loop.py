@@ -225,7 +225,7 @@ async def run_camera(
                 assert isinstance(frame, Frame)
                 if frame.frame_idx > resume_after:
                     if run.frame_offset:
-                        frame = Frame(frame.frame_idx + run.frame_offset, frame.pts_ns, frame.image)
+                        frame = Frame(frame.frame_idx + run.frame_offset, frame.pts_ns, frame.image, frame.decoded_ns)
                     if live and queue.full():
                         queue.get_nowait()  # drop the oldest: a live camera does not wait for us
                         run.dropped += 1
@@ -287,6 +287,8 @@ async def run_camera(
                 break
             frame, fut = inflight.popleft()
             poses = await fut
+            if run.cam is not None and frame.decoded_ns:
+                run.cam.pose_latency_s = (time.time_ns() - frame.decoded_ns) / 1e9
             await _process(run, frame, poses, capture_ns(frame), classifier_input_px, classify, emit, topics,
                            on_crops)
             if on_frame is not None and run.cam is not None:

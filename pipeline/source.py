@@ -40,11 +40,13 @@ class Frame:
         frame_idx: 0-based index of the decoded frame in the stream.
         pts_ns: Presentation time in the stream, ns.
         image: `(H, W, 3)` uint8 BGR, original resolution.
+        decoded_ns: Wall clock (UTC epoch ns) when the frame was decoded; the start of its latency to the pose result.
     """
 
     frame_idx: int
     pts_ns: int
     image: npt.NDArray[np.uint8]
+    decoded_ns: int = 0
 
 
 def open_capture(source: str, camera_id: str, open_timeout_s: float = 5.0) -> cv2.VideoCapture:
@@ -183,7 +185,7 @@ def read_frames(
                     pts_ns = last_pts_ns + int(1e9 / fps)
                 last_pts_ns = pts_ns
                 if sampler.keep(pts_ns):
-                    yield Frame(frame_idx, pts_ns, image)
+                    yield Frame(frame_idx, pts_ns, image, time.time_ns())
                 continue
             if not live:
                 # Corrupt frames inside a file: skip a few, then it is the end.
