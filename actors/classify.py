@@ -16,7 +16,9 @@ from pipeline.facegate import SCORE_COLUMNS, CropScorer, load_face_gate
 from pipeline.onnx_models import MaskClassifier
 
 
-@ray.remote(max_restarts=3)
+# Months of operation: always restarted (max_restarts=-1). A model call is idempotent, so a call in flight when the
+# process dies is retried on the restarted actor (max_task_retries) and the camera that made it goes on.
+@ray.remote(max_restarts=-1, max_task_retries=2)
 class ClassifyActor:
     """Scores `(K, S, S, 3)` uint8 RGB crops; requests of many cameras are concatenated into one model call."""
 

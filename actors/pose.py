@@ -20,7 +20,9 @@ from pipeline.pose_postprocess import decode_poses
 logger = logging.getLogger(__name__)
 
 
-@ray.remote(max_restarts=3)
+# Months of operation: always restarted (max_restarts=-1). A model call is idempotent, so a call in flight when the
+# process dies is retried on the restarted actor (max_task_retries) and the camera that made it goes on.
+@ray.remote(max_restarts=-1, max_task_retries=2)
 class PoseActor:
     """Runs the pose model on letterboxed frames from many cameras, batching those of the same input shape."""
 

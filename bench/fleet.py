@@ -70,7 +70,7 @@ def _proc_tree(root: int) -> dict[int, str]:
     out = {}
     for pid in tree:
         try:
-            cmd = (Path("/proc") / str(pid) / "cmdline").read_bytes().split(b"\0")[0].decode(errors="replace")
+            cmd = (Path("/proc") / str(pid) / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
         except OSError:
             continue
         out[pid] = "driver" if pid == root else _role(cmd)
@@ -278,12 +278,14 @@ def main() -> None:
             soak["rss_slope_mb_per_min_after_3_min"] = rss_slope_mb_per_min(soak["rss_mb_each_minute"], 3.0)
             results["soak"] = soak
             print(json.dumps({k: v for k, v in soak.items() if k != "rss_mb_each_minute"}), flush=True)
+            if args.out:  # after each run: a later failure keeps what was measured
+                args.out.write_text(json.dumps(results, indent=1))
         for n in args.cameras:
             r = run_fleet(n, args.minutes, args.warmup_minutes, args.video, args.target_fps, Path(tmp))
             results["runs"].append(r)  # type: ignore[union-attr]
             print(json.dumps({k: v for k, v in r.items() if k != "rss_mb_each_minute"}), flush=True)
-    if args.out:
-        args.out.write_text(json.dumps(results, indent=1))
+            if args.out:
+                args.out.write_text(json.dumps(results, indent=1))
 
 
 if __name__ == "__main__":

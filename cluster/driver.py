@@ -98,6 +98,20 @@ def pose_model_path(cfg: Config) -> Path:
     return Path(cfg.pose.model_path) if cfg.pose.model_path else model_dir() / "yolo11n-pose.onnx"
 
 
+def _token_auth_when_available() -> None:
+    """Set ``RAY_AUTH_MODE=token`` for a driver joining a cluster when a Ray token is at hand and the mode is unset.
+
+    Ray 2.60's ``ray start --head`` turns token authentication on, and a driver that joins without
+    ``RAY_AUTH_MODE=token`` is refused. Ray reads the token from ``RAY_AUTH_TOKEN``, ``RAY_AUTH_TOKEN_PATH`` or
+    ``~/.ray/auth_token`` (Ray's token-authentication docs); KubeRay's ``authOptions`` sets both variables itself.
+    """
+    if os.environ.get("RAY_AUTH_MODE"):
+        return
+    if (os.environ.get("RAY_AUTH_TOKEN") or os.environ.get("RAY_AUTH_TOKEN_PATH")
+            or (Path.home() / ".ray" / "auth_token").is_file()):
+        os.environ["RAY_AUTH_MODE"] = "token"
+
+
 def init_ray(cfg: Config, num_cpus: float) -> None:
     """Join ``ray.address``, or start a local Ray on 127.0.0.1 (usage stats off, no dashboard)."""
     import ray
@@ -106,6 +120,7 @@ def init_ray(cfg: Config, num_cpus: float) -> None:
     if ray.is_initialized():
         return
     if cfg.ray.address:
+        _token_auth_when_available()
         ray.init(address=cfg.ray.address, namespace=cfg.ray.namespace, logging_level=logging.WARNING)
     else:
         ray.init(

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -51,15 +52,19 @@ def read_topic(cfg: Any, topic: str, timeout_s: float = 10.0) -> list[tuple[str,
         consumer.close()
 
 
-def _current(values: list[bytes], version: int) -> list[dict[str, Any]]:
-    """The values of this ``schema_version``, parsed once; records of other versions (written before an upgrade) and
-    values that are not a JSON object are skipped."""
+def _current(
+    values: list[bytes], version: int, upgrade: Callable[[dict[str, Any]], dict[str, Any]] | None = None
+) -> list[dict[str, Any]]:
+    """The values of this ``schema_version``, parsed once (``upgrade`` first brings older versions it knows up to
+    date); records of other versions and values that are not a JSON object are skipped."""
     out = []
     for v in values:
         try:
             obj = json.loads(v)
         except ValueError:
             continue
+        if isinstance(obj, dict) and upgrade is not None:
+            obj = upgrade(obj)
         if isinstance(obj, dict) and obj.get("schema_version") == version:
             out.append(obj)
     if len(out) < len(values):
@@ -68,10 +73,11 @@ def _current(values: list[bytes], version: int) -> list[dict[str, Any]]:
 
 
 def latest_stats(cfg: Any, timeout_s: float = 10.0) -> dict[str, CameraStats]:
-    """The latest statistics record per camera (what a compacted topic keeps); records of other schema versions are
-    skipped."""
+    """The latest statistics record per camera (what a compacted topic keeps); records of the previous schema version
+    are upgraded (:meth:`CameraStats.upgrade`), older ones skipped."""
     latest: dict[str, CameraStats] = {}
-    for value in _current([v for _, v in read_topic(cfg, cfg.stats_topic, timeout_s)], CameraStats.schema_version):
+    values = [v for _, v in read_topic(cfg, cfg.stats_topic, timeout_s)]
+    for value in _current(values, CameraStats.schema_version, CameraStats.upgrade):
         s = CameraStats.decode(value)
         prev = latest.get(s.camera_id)
         newer = (s.window_end_ns, s.total_people, s.final)

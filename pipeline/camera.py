@@ -101,6 +101,7 @@ class CameraPipeline:
         tracked = poses.with_track_ids(track_id)
         self.ledger.observe([int(t) for t in track_id if t != NO_TRACK], poses.frame_idx, capture_time_ns)
         self.windows.frames_processed += 1
+        self.windows.open_tracks = len(self.ledger)
         heads, from_face = head_boxes(poses.keypoints, self.faces.keypoint_min_score)
         ok = from_face & face_visible(poses.keypoints, heads, self.frame_wh, self.faces) & (track_id != NO_TRACK)
         rows = np.flatnonzero(ok).astype(np.int64)
@@ -134,11 +135,13 @@ class CameraPipeline:
         ended = self._alive - alive
         self._alive = alive
         decisions = self.ledger.end(ended) if ended else []
+        self.windows.open_tracks = len(self.ledger)
         return decisions, self.windows.add(decisions, now_ns)
 
     def close(self, now_ns: int, ended_by: EndedBy = "end_of_source") -> tuple[list[PersonDecision], list[CameraStats]]:
         """End of stream or shutdown: every live track ends (``ended_by``); the final statistics record."""
         decisions = self.ledger.end(ended_by=ended_by)
+        self.windows.open_tracks = 0
         self.windows.camera_state = "ended"
         stats = self.windows.add(decisions, now_ns)
         stats.append(self.windows.close(now_ns))

@@ -107,6 +107,8 @@ class CameraWindows:
         self.camera_state: CameraState = "running"
         self.camera_restarts = 0
         self.last_frame_idx = -1
+        self.open_tracks = 0
+        self.tracks_lost = 0
 
     def _record(self, final: bool) -> CameraStats:
         assert self._start_ns is not None  # internal invariant, callers check
@@ -150,13 +152,16 @@ class CameraWindows:
             camera_state=self.camera_state,
             camera_restarts=self.camera_restarts,
             last_frame_idx=self.last_frame_idx,
+            open_tracks=self.open_tracks,
+            tracks_lost=self.tracks_lost,
         )
 
     def restore(self, last: CameraStats) -> None:
         """Carry on from the camera's last published record, after its process or the whole job restarted.
 
         The running totals, frame and face counters, restarts and ``last_frame_idx`` continue from ``last``; the
-        current window starts afresh. Totals never go down.
+        current window starts afresh. Totals never go down. The tracks ``last`` had open are gone with the process
+        that followed them: they are added to ``tracks_lost`` (a final record has none open).
 
         Raises:
             ValueError: If ``last`` is another camera's.
@@ -169,6 +174,7 @@ class CameraWindows:
         self.frames_processed, self.frames_dropped = last.frames_processed, last.frames_dropped
         self.faces_classified, self.faces_rejected = last.faces_classified, last.faces_rejected
         self.camera_restarts, self.last_frame_idx = last.camera_restarts, last.last_frame_idx
+        self.tracks_lost = last.tracks_lost + last.open_tracks
 
     def advance(self, now_ns: int) -> list[CameraStats]:
         """Close the current window if ``now_ns`` (UTC epoch ns) is past its end; returns the closed record.

@@ -138,10 +138,14 @@ class CameraStats(_Message):
             ``restarting`` (the camera's loop failed; it restarts with backoff) or ``ended``.
         camera_restarts: Times the camera's loop failed and restarted since the run started.
         last_frame_idx: The last processed ``frame_idx`` (-1: none yet).
+        open_tracks: Tracks followed when the record was made, not yet decided.
+        tracks_lost: Since start: tracks that were open in a camera process that died, so never decided. Counted
+            from ``open_tracks`` of the camera's last record before the crash; a track that began after that
+            record is not in it.
     """
 
-    schema_version: ClassVar[int] = 4
-    schema_file: ClassVar[str] = "camera_stats.v4.json"
+    schema_version: ClassVar[int] = 5
+    schema_file: ClassVar[str] = "camera_stats.v5.json"
 
     camera_id: str
     window_start_ns: int
@@ -177,6 +181,16 @@ class CameraStats(_Message):
     camera_state: CameraState = "running"
     camera_restarts: int = 0
     last_frame_idx: int = -1
+    open_tracks: int = 0
+    tracks_lost: int = 0
+
+    @staticmethod
+    def upgrade(obj: dict[str, Any]) -> dict[str, Any]:
+        """A parsed value of the previous version (4) as this version: no tracks open or lost are known. Readers
+        apply it so that a camera's totals survive a maskwatch upgrade; other values are returned unchanged."""
+        if obj.get("schema_version") == 4:
+            return {**obj, "schema_version": 5, "open_tracks": 0, "tracks_lost": 0}
+        return obj
 
 
 TOPIC_MESSAGES: dict[str, type[_Message]] = {"decisions": PersonDecision, "camera_stats": CameraStats}

@@ -70,7 +70,7 @@ def main() -> int:
     args = ap.parse_args()
     subprocess.run(["ip", "link", "set", "lo", "up"], check=True)
     env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0", "RAY_AUTH_MODE": "token"}
-    os.environ.update(env)
+    os.environ.update(env)  # this script's own driver joins the cluster too
 
     import ray
     from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
@@ -115,7 +115,8 @@ def main() -> int:
                    "--kafka-bootstrap", bootstrap, "--target-fps", "5"]
             for cid in cameras:
                 cmd += ["--source", VIDEO, "--camera-id", cid]
-            run_env = {**env, "PYTHONPATH": str(REPO)}
+            # No RAY_AUTH_MODE for the run: it finds the head's token (~/.ray/auth_token) and sets the mode itself.
+            run_env = {k: v for k, v in env.items() if k != "RAY_AUTH_MODE"} | {"PYTHONPATH": str(REPO)}
             with (args.work / "run.err").open("wb") as err:
                 run = subprocess.Popen(cmd, cwd=args.data, env=run_env, stdout=subprocess.DEVNULL, stderr=err)
             procs.append(run)

@@ -315,6 +315,8 @@ def test_ray_cluster_layout() -> None:
     assert str(gpu_limits.get("nvidia.com/gpu")) == "1", f"gpu group limits {gpu_limits}"
     cpu_limits = groups["cpu"]["template"]["spec"]["containers"][0]["resources"]["limits"]
     assert "nvidia.com/gpu" not in cpu_limits, "the cpu group must not ask for GPUs"
+    # Ray 2.60 turns token authentication on; KubeRay hands the token to every pod, the driver's included.
+    assert spec.get("authOptions", {}).get("mode") == "token", "authOptions.mode must be token (Ray 2.60)"
     for label, pod in ray_pod_specs(ray_cluster()):
         ray_container = pod["containers"][0]
         mounts = {m["mountPath"]: m["name"] for m in ray_container.get("volumeMounts", [])}

@@ -480,6 +480,9 @@ def test_a_killed_shard_process_comes_back_with_its_totals_and_spares_the_other(
     victim = fleet.stats_of(cameras[1])
     restarted = [s for s in victim if s.camera_restarts >= 1]
     assert restarted[0].total_people >= before.total_people
+    last_before = [s for s in victim if s.camera_restarts == 0][-1]
+    print(f"tracks open in the killed process: {last_before.open_tracks}; tracks_lost: {restarted[0].tracks_lost}")
+    assert restarted[0].tracks_lost == last_before.open_tracks  # the people in view when it died: counted, not gone
     assert restarted[0].frames_processed > before.frames_processed  # counters continued, not from zero
     totals = [s.total_people for s in victim]
     assert totals == sorted(totals)
@@ -496,6 +499,44 @@ def test_a_killed_shard_process_comes_back_with_its_totals_and_spares_the_other(
         assert b.window_start_ns - a.window_end_ns <= 2e9, "the other camera stalled for more than two windows"
         assert b.frames_processed > a.frames_processed
     assert latest_stats(fleet.cfg.kafka)[cameras[0]].camera_restarts == 0
+
+
+@pytest.mark.ray
+@pytest.mark.kafka
+def test_a_camera_down_3_min_comes_back_and_says_reconnecting_meanwhile(
+    tmp_path: Path, broker: str, ray_local: None
+) -> None:
+    """A live camera's RTSP server stops for 3 minutes, then starts again on the same address: the camera is never
+    given up, its statistics record says "reconnecting" every second while it is down (windows close by wall clock),
+    and it runs again once the server is back, without a restart of its loop."""
+    with Fleet(tmp_path, broker, "down3", n=1) as fleet:
+        cid, server = fleet.cameras[0], fleet.servers[0]
+        fleet.wait_running()
+        before = fleet.stats_of(cid)[-1]
+        server.stop()
+        down_ns = time.time_ns()
+        time.sleep(180)
+        server.start()
+        up_ns = time.time_ns()
+        back_s = None
+        deadline = time.monotonic() + 60  # backoff capped at capture.max_backoff_s (30 s, +20% jitter), then open
+        while back_s is None:
+            assert time.monotonic() < deadline, "the camera did not come back within 60 s of its server"
+            running = [s for s in fleet.stats_of(cid) if s.window_start_ns >= up_ns and s.camera_state == "running"
+                       and s.frames_processed > before.frames_processed]
+            if running:
+                back_s = (running[0].window_end_ns - up_ns) / 1e9
+            time.sleep(1.0)
+        fleet.stop()
+    print(f"camera running again {back_s:.1f} s after its server came back")
+    recs = fleet.stats_of(cid)
+    during = [s for s in recs if down_ns + 20e9 <= s.window_start_ns and s.window_end_ns <= up_ns]
+    assert len(during) >= 120, len(during)  # a record each 1-s window while down
+    assert {s.camera_state for s in during} == {"reconnecting"}
+    assert len({s.frames_processed for s in during}) == 1
+    assert recs[-1].final
+    assert recs[-1].camera_restarts == 0
+    assert recs[-1].frames_processed > during[-1].frames_processed
 
 
 class TcpProxy:

@@ -51,7 +51,7 @@ def test_killed_model_actors_end_no_camera(ray_local, tmp_path):
     try:
         runs = [sh.run.remote(topo.pose, topo.classify, topo.sink) for sh in topo.shards]
         wait_for_frames(10)  # both cameras are under way, calls in flight
-        ray.kill(topo.pose[0], no_restart=False)  # Ray restarts it (max_restarts); calls in flight fail
+        ray.kill(topo.pose[0], no_restart=False)  # Ray restarts it (max_restarts); calls in flight are retried
         wait_for_frames(min(frames_so_far().values()) + 10)  # both are running again
         ray.kill(topo.classify[0], no_restart=False)
         summaries = [s for shard in ray.get(runs, timeout=600) for s in shard]
@@ -73,6 +73,7 @@ def test_killed_model_actors_end_no_camera(ray_local, tmp_path):
         assert final.frames_processed == sampled, (cid, final.frames_processed, sampled)
         totals = [s.total_people for s in stats[cid]]
         assert totals == sorted(totals)
-    # At least one camera had a call in flight when an actor died, and restarted.
+    # The calls in flight when an actor died were retried on the restarted actor (max_task_retries): no camera had
+    # to restart its loop.
     restarts = {c: [r.camera_restarts for r in s] for c, s in stats.items()}
-    assert sum(s[-1].camera_restarts for s in stats.values()) >= 1, restarts
+    assert sum(s[-1].camera_restarts for s in stats.values()) == 0, restarts

@@ -135,3 +135,34 @@ def test_windows_align_to_utc_and_count_each_person_once():
     final = w.close(t0 + 62 * 10**9)
     assert final.final
     assert (final.people, final.total_people, final.total_masked) == (1, 3, 2)
+
+
+def test_restore_continues_totals_and_counts_the_tracks_open_at_a_crash():
+    ledger = TrackLedger("cam")
+    before = CameraWindows("cam", window_s=60)
+    t0 = 1_700_000_000 * 10**9
+    before.add(_decision(ledger, 1, 0.9), t0)
+    before.open_tracks = 2  # two people in view when the process died
+    last = before.add([], t0 + 61 * 10**9)[0]
+    assert (last.total_people, last.open_tracks, last.tracks_lost) == (1, 2, 0)
+    after = CameraWindows("cam", window_s=60)
+    after.restore(last)
+    again = after.close(t0 + 62 * 10**9)
+    assert (again.total_people, again.tracks_lost) == (1, 2)  # never silently gone
+    # A final record (graceful stop: every track decided) has none open; nothing more is lost.
+    later = CameraWindows("cam", window_s=60)
+    later.restore(again)
+    assert later.close(t0 + 63 * 10**9).tracks_lost == 2
+    with pytest.raises(ValueError, match="a record of camera 'cam'"):
+        CameraWindows("other", window_s=60).restore(last)
+
+
+def test_a_statistics_record_of_the_previous_schema_version_is_upgraded():
+    from schemas.messages import CameraStats
+
+    v5 = CameraWindows("cam", window_s=60).close(1_700_000_000 * 10**9).to_dict()
+    v4 = {k: v for k, v in v5.items() if k not in ("open_tracks", "tracks_lost")} | {"schema_version": 4}
+    with pytest.raises(ValueError, match="schema_version"):
+        CameraStats.decode(v4)
+    up = CameraStats.decode(CameraStats.upgrade(v4))
+    assert (up.total_people, up.open_tracks, up.tracks_lost) == (v5["total_people"], 0, 0)
