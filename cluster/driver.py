@@ -11,6 +11,7 @@ import logging
 import math
 import os
 import signal
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -24,7 +25,7 @@ from pipeline.facegate import load_face_gate
 from pipeline.onnx_models import MaskClassifier, PoseModel
 from pipeline.sinks import ensure_topics
 from pipeline.source import is_live, probe
-from schemas.errors import ConfigError, SourceError
+from schemas.errors import ConfigError, MaskwatchError, SourceError
 
 logger = logging.getLogger(__name__)
 
@@ -105,7 +106,7 @@ def _token_auth_when_available() -> None:
     ``RAY_AUTH_MODE=token`` is refused. Ray reads the token from ``RAY_AUTH_TOKEN``, ``RAY_AUTH_TOKEN_PATH`` or
     ``~/.ray/auth_token`` (Ray's token-authentication docs); KubeRay's ``authOptions`` sets both variables itself.
     """
-    if os.environ.get("RAY_AUTH_MODE"):
+    if os.environ.get("RAY_AUTH_MODE") or "ray" in sys.modules:  # set, or too late to set
         return
     if (os.environ.get("RAY_AUTH_TOKEN") or os.environ.get("RAY_AUTH_TOKEN_PATH")
             or (Path.home() / ".ray" / "auth_token").is_file()):
@@ -120,8 +121,14 @@ def init_ray(cfg: Config, num_cpus: float) -> None:
     if ray.is_initialized():
         return
     if cfg.ray.address:
-        _token_auth_when_available()
-        ray.init(address=cfg.ray.address, namespace=cfg.ray.namespace, logging_level=logging.WARNING)
+        try:
+            ray.init(address=cfg.ray.address, namespace=cfg.ray.namespace, logging_level=logging.WARNING)
+        except ConnectionError as exc:
+            hint = "" if os.environ.get("RAY_AUTH_MODE") == "token" else (
+                " A cluster started with `ray start` (Ray 2.60) uses token authentication: export RAY_AUTH_MODE=token "
+                "and give this machine the head's token (~/.ray/auth_token or RAY_AUTH_TOKEN)")
+            msg = f"cannot join the Ray cluster at {cfg.ray.address}: {exc}.{hint}"
+            raise MaskwatchError(msg) from None
     else:
         ray.init(
             address="local",
@@ -150,6 +157,8 @@ def run(
     Raises:
         MaskwatchError: For user errors, before anything runs; ``SinkError`` if records were not delivered.
     """
+    if cfg.ray.address:
+        _token_auth_when_available()  # before Ray is imported: it reads RAY_AUTH_MODE once
     import ray
 
     from cluster.topology import build_topology
