@@ -44,6 +44,7 @@ from cluster.broker import free_port  # noqa: E402
 from cluster.config import parse_config  # noqa: E402
 from pipeline.source import probe  # noqa: E402
 from schemas.messages import CameraStats  # noqa: E402
+from tests.procs import descendants  # noqa: E402
 from tests.rtsp_server import RtspServer  # noqa: E402
 
 DEFAULT_VIDEO = REPO.parent / "shared" / "data" / "videos" / "street_5_masked.mp4"
@@ -52,23 +53,8 @@ TICK_S = os.sysconf("SC_CLK_TCK")
 
 def _proc_tree(root: int) -> dict[int, str]:
     """pid -> role of ``root`` and every descendant (roles from Ray's process titles)."""
-    parent: dict[int, int] = {}
-    for d in Path("/proc").iterdir():
-        if d.name.isdigit():
-            try:
-                stat = (d / "stat").read_text()
-            except OSError:
-                continue
-            parent[int(d.name)] = int(stat[stat.rindex(")") + 1 :].split()[1])
-    tree, changed = {root}, True
-    while changed:
-        changed = False
-        for pid, ppid in parent.items():
-            if ppid in tree and pid not in tree:
-                tree.add(pid)
-                changed = True
     out = {}
-    for pid in tree:
+    for pid in [root, *(p for p, _ in descendants(root))]:
         try:
             cmd = (Path("/proc") / str(pid) / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
         except OSError:

@@ -101,7 +101,6 @@ class CameraPipeline:
         tracked = poses.with_track_ids(track_id)
         self.ledger.observe([int(t) for t in track_id if t != NO_TRACK], poses.frame_idx, capture_time_ns)
         self.windows.frames_processed += 1
-        self.windows.open_tracks = len(self.ledger)
         heads, from_face = head_boxes(poses.keypoints, self.faces.keypoint_min_score)
         ok = from_face & face_visible(poses.keypoints, heads, self.frame_wh, self.faces) & (track_id != NO_TRACK)
         rows = np.flatnonzero(ok).astype(np.int64)

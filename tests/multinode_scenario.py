@@ -34,27 +34,6 @@ GCS_PORT = 6390
 VIDEO = "videos/pets09_s2l1_cctv.mp4"  # relative to the shared data folder: the run's working directory
 
 
-def descendants(pid: int) -> list[tuple[int, str]]:
-    """`(pid, name)` of every descendant of ``pid``, from /proc (the PID namespace shows only its own processes)."""
-    tree: dict[int, list[tuple[int, str]]] = {}
-    for d in Path("/proc").iterdir():
-        if not d.name.isdigit():
-            continue
-        try:
-            stat = (d / "stat").read_text()
-        except OSError:  # ended meanwhile
-            continue
-        name = stat[stat.index("(") + 1 : stat.rindex(")")]
-        ppid = int(stat[stat.rindex(")") + 1 :].split()[1])
-        tree.setdefault(ppid, []).append((int(d.name), name))
-    out, todo = [], [pid]
-    while todo:
-        for child in tree.get(todo.pop(), []):
-            out.append(child)
-            todo.append(child[0])
-    return out
-
-
 def ray_start(args: list[str], log: Path, env: dict[str, str]) -> subprocess.Popen[bytes]:
     ray = Path(sys.executable).with_name("ray")
     with log.open("ab") as fh:
@@ -80,6 +59,7 @@ def main() -> int:
     from cluster.stats_reader import read_topic
     from pipeline.sinks import ensure_topics
     from schemas.messages import CameraStats
+    from tests.procs import descendants
 
     report: dict[str, object] = {}
     procs: list[subprocess.Popen[bytes]] = []
