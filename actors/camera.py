@@ -21,7 +21,7 @@ import numpy as np
 import numpy.typing as npt
 import ray
 from ray.actor import ActorHandle
-from ray.util.metrics import Gauge, Histogram
+from ray.util.metrics import Counter, Gauge, Histogram
 
 from cluster.config import Config
 from cluster.stats_reader import latest_stats
@@ -74,6 +74,9 @@ class CameraShardActor:
         self._pose_latency = Histogram(
             "maskwatch_pose_latency_seconds", "Frame decoded to its poses back in the camera loop (queue, Ray hops, "
             "batching, inference)", boundaries=LATENCY_BUCKETS_S, tag_keys=tags)
+        self._stage_cpu = Counter(
+            "maskwatch_stage_cpu_seconds", "CPU seconds of a camera's own stages in its shard (decode, letterbox, "
+            "tracking, crop, voting, records; thread time)", tag_keys=("camera_id", "stage"))
         self._stop = asyncio.Event()
         self._pending_writes: deque[Any] = deque()
 
@@ -87,6 +90,10 @@ class CameraShardActor:
         if cam.pose_latency_s is not None:  # taken once: idle ticks call this too
             self._pose_latency.observe(cam.pose_latency_s, tags)
             cam.pose_latency_s = None
+        for stage, cpu_s in cam.stage_cpu_s.items():
+            if cpu_s > 0:
+                self._stage_cpu.inc(cpu_s, {"camera_id": cam.camera_id, "stage": stage})
+                cam.stage_cpu_s[stage] = 0.0
         for state in get_args(CameraState):
             self._state.set(float(state == w.camera_state), {"camera_id": cam.camera_id, "state": state})
 

@@ -9,10 +9,11 @@ file), stopped by SIGINT as a user stops it. After the warm-up it reports:
 - p50 / p99 latency from a frame decoded to its poses back in the camera loop, from the histogram
   ``maskwatch_pose_latency_seconds`` scraped from Ray's metrics endpoint (quantiles interpolated in its buckets, as
   Prometheus' ``histogram_quantile`` does);
-- CPU seconds per processed frame by process (/proc): camera shards (decode, letterbox, tracking, voting, Ray calls),
-  the pose and classify actors, the sink, Ray's system processes (raylet, GCS, agents: the Ray hops), the driver.
-  A live camera decodes every frame of its stream, processed or not; the decode share is estimated from OpenCV
-  decoding the same file in this process (CPU seconds per decoded frame x frames decoded per processed frame);
+- CPU seconds per processed frame by process (/proc): camera shards, the pose and classify actors, the sink, each
+  of Ray's own processes (raylet, GCS, agents), the driver; and within the shards, by stage, from the counter
+  ``maskwatch_stage_cpu_seconds`` (thread CPU time of decode, letterbox, tracking, crop, voting, records; a live
+  camera decodes every frame of its stream, so decode counts the frames the sampler skipped); the shards' rest is
+  Ray calls, asyncio and metrics;
 - resident memory (RSS) of every process each minute, summed by role, and with ``--soak-minutes`` the slope of the
   total after the warm-up (MB per minute, least squares).
 
@@ -42,7 +43,6 @@ sys.path.insert(0, str(REPO))
 from cluster import driver  # noqa: E402
 from cluster.broker import free_port  # noqa: E402
 from cluster.config import parse_config  # noqa: E402
-from pipeline.source import probe  # noqa: E402
 from schemas.messages import CameraStats  # noqa: E402
 from tests.procs import descendants  # noqa: E402
 from tests.rtsp_server import RtspServer  # noqa: E402
@@ -70,7 +70,12 @@ def _role(cmd: str) -> str:
             return role
     if "rtsp_server" in cmd:
         return "rtsp servers (test cameras)"
-    return "ray system"
+    for needle, name in (("raylet", "raylet"), ("gcs_server", "gcs"), ("dashboard_agent", "dashboard agent"),
+                         ("runtime_env/agent", "runtime-env agent"), ("log_monitor", "log monitor"),
+                         ("monitor.py", "autoscaler monitor"), ("dashboard.py", "dashboard")):
+        if needle in cmd:
+            return f"ray system: {name}"
+    return "ray system: other"
 
 
 def _cpu_s(pid: int) -> float:
@@ -101,18 +106,31 @@ def _rss_mb_by_role(root: int) -> dict[str, float]:
     return out
 
 
-def _latency_buckets(port: int) -> list[tuple[float, float]]:
-    """Cumulative `(le, count)` of maskwatch_pose_latency_seconds over all cameras, from Ray's metrics endpoint."""
+def _scrape(port: int) -> str:
     try:
-        text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
+        return urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
     except OSError:
-        return []
+        return ""
+
+
+def _latency_buckets(text: str) -> list[tuple[float, float]]:
+    """Cumulative `(le, count)` of maskwatch_pose_latency_seconds over all cameras, from a scrape of Ray's metrics."""
     buckets: dict[float, float] = defaultdict(float)
     for line in text.splitlines():
         m = re.match(r'^\w*maskwatch_pose_latency_seconds_bucket\{.*le="([^"]+)".*\}\s+([0-9.e+]+)$', line)
         if m:
             buckets[float(m.group(1))] += float(m.group(2))
     return sorted(buckets.items())
+
+
+def _stage_cpu(text: str) -> dict[str, float]:
+    """CPU seconds per camera stage (maskwatch_stage_cpu_seconds), summed over cameras, from a scrape."""
+    out: dict[str, float] = defaultdict(float)
+    for line in text.splitlines():
+        m = re.match(r'^\w*maskwatch_stage_cpu_seconds(?:_total)?\{.*stage="([^"]+)".*\}\s+([0-9.e+]+)$', line)
+        if m:
+            out[m.group(1)] += float(m.group(2))
+    return out
 
 
 def _quantile(q: float, start: list[tuple[float, float]], end: list[tuple[float, float]]) -> float | None:
@@ -181,11 +199,13 @@ def run_fleet(n: int, minutes: float, warmup_min: float, video: Path, target_fps
                 samples.append({"minute": minute, "rss_mb": _rss_mb_by_role(os.getpid())})
                 minute += 1
             if "start_ns" not in marks and elapsed >= warmup_min * 60:
+                text = _scrape(metrics_port)
                 marks.update(start_ns=time.time_ns(), start_cpu=_cpu_by_role(os.getpid()),
-                             start_lat=_latency_buckets(metrics_port))
+                             start_lat=_latency_buckets(text), start_stage=_stage_cpu(text))
             if elapsed >= (warmup_min + minutes) * 60:
+                text = _scrape(metrics_port)
                 marks.update(end_ns=time.time_ns(), end_cpu=_cpu_by_role(os.getpid()),
-                             end_lat=_latency_buckets(metrics_port))
+                             end_lat=_latency_buckets(text), end_stage=_stage_cpu(text))
                 os.kill(os.getpid(), signal.SIGINT)  # stop as a user does: graceful shutdown
                 return
             time.sleep(1.0)
@@ -206,8 +226,10 @@ def run_fleet(n: int, minutes: float, warmup_min: float, video: Path, target_fps
     cpu = {k: (marks["end_cpu"][k] - marks["start_cpu"].get(k, 0.0)) / frames  # type: ignore[index,union-attr]
            for k in marks["end_cpu"]}  # type: ignore[union-attr]
     lat = (marks["start_lat"], marks["end_lat"])
-    decoded = n * span_s * probe(str(video), "bench")[2]  # a live camera decodes every frame of its stream
-    cpu["camera shards: of which decode (estimated)"] = decode_cpu_s_per_frame(video) * decoded / frames
+    stage = {k: (v - marks["start_stage"].get(k, 0.0)) / frames  # type: ignore[union-attr]
+             for k, v in marks["end_stage"].items()}  # type: ignore[union-attr]
+    # The shards' CPU outside the counted stages: Ray calls (serialising frames and results), asyncio, metrics.
+    stage["other (Ray calls, asyncio, metrics)"] = cpu.get("camera shards", 0.0) - sum(stage.values())
     return {
         "cameras": n,
         "target_fps": target_fps,
@@ -217,20 +239,9 @@ def run_fleet(n: int, minutes: float, warmup_min: float, video: Path, target_fps
         "pose_latency_p50_s": _round(_quantile(0.5, *lat)),  # type: ignore[arg-type]
         "pose_latency_p99_s": _round(_quantile(0.99, *lat)),  # type: ignore[arg-type]
         "cpu_s_per_frame": {k: round(v, 4) for k, v in sorted(cpu.items())},
+        "camera_shard_cpu_s_per_frame_by_stage": {k: round(v, 4) for k, v in sorted(stage.items())},
         "rss_mb_each_minute": samples,
     }
-
-
-def decode_cpu_s_per_frame(video: Path, frames: int = 300) -> float:
-    """CPU seconds (this process, all threads) per frame for OpenCV to decode ``video``."""
-    import cv2
-
-    cap = cv2.VideoCapture(str(video))
-    t0, n = time.process_time(), 0
-    while n < frames and cap.read()[0]:
-        n += 1
-    cap.release()
-    return (time.process_time() - t0) / max(n, 1)
 
 
 def _round(x: float | None) -> float | None:

@@ -52,6 +52,11 @@ class CaptureConfig(_Strict):
     ray_resources: dict[str, float] = Field(default_factory=dict)
     queue_frames: Annotated[int, Field(ge=1, le=64)] = 4  # per camera; live streams drop the oldest beyond it
     open_timeout_s: Annotated[float, Field(gt=0)] = 5.0
+    # FFmpeg decoding threads per camera. 1: each camera decodes on its own reading thread, and a fleet spreads over
+    # the cores by camera (same CPU per frame as FFmpeg's frame threads, no extra threads and frame buffers per
+    # camera; docs/FACTS.md). 1080p H.264 decodes at about 110 frames/s on one core. 0: FFmpeg's choice (one per
+    # core), for a few cameras above 1080p at full rate.
+    decoder_threads: Annotated[int, Field(ge=0, le=64)] = 1
     # Consecutive failed reopen attempts before a live camera is given up; null (the default): never, it is retried
     # with exponential backoff (reconnect_backoff_s doubling up to max_backoff_s, +-20% jitter) until it is back.
     max_reconnects: Annotated[int, Field(ge=0)] | None = None

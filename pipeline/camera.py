@@ -24,6 +24,12 @@ from schemas.pose import NO_TRACK, Poses
 
 FloatArray = npt.NDArray[np.float32]
 
+STAGES = ("decode", "letterbox", "tracking", "crop", "voting", "records")
+"""Stages of a camera's own work whose CPU time the host counts in :attr:`CameraPipeline.stage_cpu_s`: decode
+(reading and decoding the stream, sampled-out frames included), letterbox (the pose input), tracking (tracker, head
+boxes, face rules), crop (cutting the classifier's crops), voting (scores into votes, decisions, windows), records
+(encoding the output records)."""
+
 
 @dataclass(frozen=True, slots=True)
 class TrackedFrame:
@@ -80,6 +86,8 @@ class CameraPipeline:
         self.ledger = TrackLedger(camera_id, voting)
         self.windows = CameraWindows(camera_id, window_s, validation)
         self.pose_latency_s: float | None = None  # decode to pose result of the latest frame (metrics), seconds
+        # CPU seconds (thread time) per stage of STAGES since the metrics last took them (metrics; the host adds).
+        self.stage_cpu_s: dict[str, float] = dict.fromkeys(STAGES, 0.0)
         self._alive: set[int] = set()
 
     def track(self, poses: Poses, capture_time_ns: int, frame_bgr: npt.NDArray[np.uint8] | None = None) -> TrackedFrame:

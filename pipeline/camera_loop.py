@@ -36,6 +36,17 @@ from schemas.pose import Poses
 
 logger = logging.getLogger(__name__)
 
+
+@contextlib.contextmanager
+def _cpu(cam: CameraPipeline | None, stage: str) -> Iterator[None]:
+    """Add the calling thread's CPU time in the block to ``cam.stage_cpu_s[stage]`` (blocks must not await)."""
+    t0 = time.thread_time()
+    try:
+        yield
+    finally:
+        if cam is not None:
+            cam.stage_cpu_s[stage] += time.thread_time() - t0
+
 PoseFn = Callable[[npt.NDArray[np.uint8], Letterbox, str, int, int], Awaitable[Poses]]
 ClassifyFn = Callable[[npt.NDArray[np.uint8]], Awaitable[npt.NDArray[np.float32]]]  # crops -> (K, 3) scores
 EmitFn = Callable[[list[Record]], Awaitable[Any]]
@@ -54,6 +65,7 @@ class CameraSpec:
     target_fps: float | None
     queue_frames: int = 4
     open_timeout_s: float = 5.0
+    decoder_threads: int = 1
     max_reconnects: int | None = None  # None: a live camera is never given up
     reconnect_backoff_s: float = 1.0
     max_backoff_s: float = 30.0
@@ -205,6 +217,7 @@ async def run_camera(
             frames = read_frames(
                 spec.source, spec.camera_id, spec.target_fps, spec.open_timeout_s,
                 spec.max_reconnects, spec.reconnect_backoff_s, spec.max_backoff_s, on_state=on_source_state,
+                decoder_threads=spec.decoder_threads,
             )
             try:
                 return frames, await loop.run_in_executor(executor, next, frames, sentinel)
@@ -223,9 +236,12 @@ async def run_camera(
             frames, frame = await open_frames()
             while frame is not sentinel and not stop.is_set():
                 assert isinstance(frame, Frame)
+                if run.cam is not None:
+                    run.cam.stage_cpu_s["decode"] += frame.decode_cpu_s
                 if frame.frame_idx > resume_after:
                     if run.frame_offset:
-                        frame = Frame(frame.frame_idx + run.frame_offset, frame.pts_ns, frame.image, frame.decoded_ns)
+                        frame = Frame(frame.frame_idx + run.frame_offset, frame.pts_ns, frame.image, frame.decoded_ns,
+                                      frame.decode_cpu_s)
                     if live and queue.full():
                         queue.get_nowait()  # drop the oldest: a live camera does not wait for us
                         run.dropped += 1
@@ -280,7 +296,8 @@ async def run_camera(
                 if spec.annotate_path or spec.tracks_path:
                     open_outputs((frame.image.shape[1], frame.image.shape[0]))
                 assert run.input_px is not None  # set by first_frame
-                image, lb = letterbox(frame.image, run.input_px)
+                with _cpu(run.cam, "letterbox"):
+                    image, lb = letterbox(frame.image, run.input_px)
                 fut = asyncio.ensure_future(infer_pose(image, lb, spec.camera_id, frame.frame_idx, frame.pts_ns))
                 inflight.append((frame, fut))
             if not inflight:
@@ -323,23 +340,29 @@ async def _process(
     assert cam is not None  # created before the first pose request
     cam.windows.frames_dropped = run.dropped
     now_ns = run.last_ns = max(now_ns, run.last_ns)
-    tracked = cam.track(poses, now_ns, frame.image)
+    with _cpu(cam, "tracking"):
+        tracked = cam.track(poses, now_ns, frame.image)
     # Tracked: a restart resumes after it (its votes are lost on a fault).
     run.last_frame_idx = cam.windows.last_frame_idx = frame.frame_idx
     if run.tracks_fh is not None:
         write_mot_lines(run.tracks_fh, mot_lines(tracked.poses))
     if len(tracked.classify_rows):
-        crops = cut_crops(frame.image, tracked.crop_xyxy, classifier_input_px)
+        with _cpu(cam, "crop"):
+            crops = cut_crops(frame.image, tracked.crop_xyxy, classifier_input_px)
         scores = await classify(crops)
-        cam.add_scores(tracked.classify_track_ids, scores)
+        with _cpu(cam, "voting"):
+            cam.add_scores(tracked.classify_track_ids, scores)
         if on_crops is not None:
             on_crops(cam, frame, tracked, crops, scores)
         run.summary.faces_classified = cam.windows.faces_classified
         run.summary.faces_rejected = cam.windows.faces_rejected
     run.summary.frames_processed = cam.windows.frames_processed
-    decisions, stats = cam.collect(now_ns)
+    with _cpu(cam, "voting"):
+        decisions, stats = cam.collect(now_ns)
     if decisions or stats:
-        await emit(to_records(decisions, stats, *topics))
+        with _cpu(cam, "records"):
+            records = to_records(decisions, stats, *topics)
+        await emit(records)
         _count(run.summary, decisions)
     if run.writer is not None:
         votes = {t: v for t in tracked.poses.track_id.tolist() if (v := cam.ledger.get(t)) is not None}

@@ -41,21 +41,27 @@ class Frame:
         pts_ns: Presentation time in the stream, ns.
         image: `(H, W, 3)` uint8 BGR, original resolution.
         decoded_ns: Wall clock (UTC epoch ns) when the frame was decoded; the start of its latency to the pose result.
+        decode_cpu_s: CPU seconds the reading thread spent since the previous sampled frame (``time.thread_time``):
+            decoding this frame and the frames the sampler skipped before it.
     """
 
     frame_idx: int
     pts_ns: int
     image: npt.NDArray[np.uint8]
     decoded_ns: int = 0
+    decode_cpu_s: float = 0.0
 
 
-def open_capture(source: str, camera_id: str, open_timeout_s: float = 5.0) -> cv2.VideoCapture:
+def open_capture(
+    source: str, camera_id: str, open_timeout_s: float = 5.0, decoder_threads: int = 1
+) -> cv2.VideoCapture:
     """Open a source with OpenCV's FFmpeg backend.
 
     Args:
         source: A file path or a stream URL.
         camera_id: For error messages.
         open_timeout_s: How long a network stream may take to open.
+        decoder_threads: FFmpeg decoding threads (``cv2.CAP_PROP_N_THREADS``); 0: FFmpeg's choice (one per core).
 
     Raises:
         SourceError: If a file is missing, or the source cannot be opened.
@@ -72,6 +78,8 @@ def open_capture(source: str, camera_id: str, open_timeout_s: float = 5.0) -> cv
         cv2.CAP_PROP_OPEN_TIMEOUT_MSEC, int(open_timeout_s * 1000),
         cv2.CAP_PROP_READ_TIMEOUT_MSEC, int(open_timeout_s * 1000),
     ]
+    if decoder_threads:
+        params += [cv2.CAP_PROP_N_THREADS, decoder_threads]
     cap = cv2.VideoCapture(source, cv2.CAP_FFMPEG, params)
     if not cap.isOpened():
         cap.release()
@@ -129,6 +137,7 @@ def read_frames(
     reconnect_backoff_s: float = 1.0,
     max_backoff_s: float = 30.0,
     on_state: Callable[[str], None] | None = None,
+    decoder_threads: int = 1,
 ) -> Iterator[Frame]:
     """Decode and sample a source's frames.
 
@@ -149,6 +158,8 @@ def read_frames(
         max_backoff_s: Cap of the wait between reopen attempts.
         on_state: Called with ``"running"`` at the first frame after each (re)open and ``"reconnecting"`` when a
             live stream is lost (from the reading thread).
+        decoder_threads: FFmpeg decoding threads (:func:`open_capture`). With 1, decoding runs on the reading
+            thread, so ``Frame.decode_cpu_s`` holds all of it.
 
     Yields:
         Sampled :class:`Frame` objects.
@@ -158,7 +169,7 @@ def read_frames(
     """
     live = is_live(source)
     sampler = FrameSampler(target_fps)
-    cap = open_capture(source, camera_id, open_timeout_s)
+    cap = open_capture(source, camera_id, open_timeout_s, decoder_threads)
     fps = float(cap.get(cv2.CAP_PROP_FPS) or 0.0)
     fps = fps if 0 < fps < 1000 else 25.0
     frame_idx = -1
@@ -167,6 +178,7 @@ def read_frames(
     last_pts_ns = -1
     report = on_state or (lambda _state: None)
     opened = True  # the next frame is the first since an open: report "running"
+    cpu0 = time.thread_time()  # a generator may resume in another thread: re-read after each yield
     try:
         while True:
             ok, image = cap.read()
@@ -185,7 +197,8 @@ def read_frames(
                     pts_ns = last_pts_ns + int(1e9 / fps)
                 last_pts_ns = pts_ns
                 if sampler.keep(pts_ns):
-                    yield Frame(frame_idx, pts_ns, image, time.time_ns())
+                    yield Frame(frame_idx, pts_ns, image, time.time_ns(), time.thread_time() - cpu0)
+                    cpu0 = time.thread_time()
                 continue
             if not live:
                 # Corrupt frames inside a file: skip a few, then it is the end.
@@ -216,7 +229,7 @@ def read_frames(
                                camera_id, frame_idx, attempt, max_reconnects or "unlimited", wait)
                 time.sleep(wait)
                 try:
-                    cap = open_capture(source, camera_id, open_timeout_s)
+                    cap = open_capture(source, camera_id, open_timeout_s, decoder_threads)
                 except SourceError:
                     delay = min(delay * 2, max_backoff_s)
                     continue

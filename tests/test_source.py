@@ -1,3 +1,5 @@
+import time
+
 import numpy as np
 import pytest
 
@@ -53,3 +55,22 @@ def test_truncated_file_yields_the_frames_before_the_damage(tmp_path):
     else:
         error = ""
     assert frames or "cut.mp4" in error, "a truncated file must yield frames or a clear error naming it"
+
+
+def test_decode_cpu_counts_the_frames_the_sampler_skipped():
+    """A live camera decodes every frame of its stream; the CPU of the frames it does not keep belongs to the ones it
+    keeps (``Frame.decode_cpu_s``), so CPU per processed frame by stage adds up (``bench/fleet.py``)."""
+    path = str(shared_video("street_5_masked.mp4"))  # 30 fps
+    every = list(read_frames(path, "street"))
+    sampled = list(read_frames(path, "street", target_fps=5))
+    assert all(f.decode_cpu_s > 0 for f in every[1:])
+    # Both decoded every frame of the file: the totals are of one size, not 6x apart.
+    total_every, total_sampled = sum(f.decode_cpu_s for f in every), sum(f.decode_cpu_s for f in sampled)
+    assert total_sampled > 0.5 * total_every, (total_sampled, total_every)
+    assert total_sampled / len(sampled) > 3 * total_every / len(every)
+
+    # One decoding thread per camera (capture.decoder_threads, default 1): the reading thread does all the decoding,
+    # so what the frames carry is the process's whole CPU for the file, not a part of it.
+    t0 = time.process_time()
+    total = sum(f.decode_cpu_s for f in read_frames(path, "street", decoder_threads=1))
+    assert total > 0.8 * (time.process_time() - t0)
