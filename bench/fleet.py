@@ -259,7 +259,7 @@ def rss_slope_mb_per_min(samples: list[dict], warmup_min: float) -> float | None
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--cameras", type=int, nargs="+", default=[4, 8, 16, 32])
+    ap.add_argument("--cameras", type=int, nargs="*", default=[4, 8, 16, 32])
     ap.add_argument("--minutes", type=float, default=4.0, help="measured minutes per N, after the warm-up")
     ap.add_argument("--warmup-minutes", type=float, default=1.0)
     ap.add_argument("--soak-cameras", type=int, default=4)
