@@ -1,6 +1,7 @@
 """Fleet and soak figures: N live RTSP cameras (GStreamer's server on loopback) through the whole Ray pipeline.
 
     python bench/fleet.py --cameras 4 8 16 32 --minutes 4 --warmup-minutes 1 [--soak-minutes 20 --soak-cameras 4]
+        [--decoder-threads 1 0]
 
 For each N, one run of ``cluster.driver.run`` (local Ray, the defaults of ``maskwatch run``, output to a JSON Lines
 file), stopped by SIGINT as a user stops it. After the warm-up it reports:
@@ -171,7 +172,8 @@ def _counts_at(stats: dict[str, list[CameraStats]], t_ns: int) -> tuple[int, int
     return processed, dropped
 
 
-def run_fleet(n: int, minutes: float, warmup_min: float, video: Path, target_fps: float, work: Path) -> dict:
+def run_fleet(n: int, minutes: float, warmup_min: float, video: Path, target_fps: float, work: Path,
+              decoder_threads: int = 1) -> dict:
     import ray
 
     servers = [RtspServer(video, free_port(), work / f"rtsp-{n}-{i}.log") for i in range(n)]
@@ -182,6 +184,7 @@ def run_fleet(n: int, minutes: float, warmup_min: float, video: Path, target_fps
         "cameras": [{"camera_id": f"fleet-{i}", "source": s.url, "target_fps": target_fps}
                     for i, s in enumerate(servers)],
         "stats": {"window_s": 10},
+        "capture": {"decoder_threads": decoder_threads},
     })
     ray.init(address="local", _node_ip_address="127.0.0.1", include_dashboard=False, logging_level="WARNING",
              _metrics_export_port=metrics_port, num_cpus=max(os.cpu_count() or 1, 4))
@@ -232,6 +235,7 @@ def run_fleet(n: int, minutes: float, warmup_min: float, video: Path, target_fps
     stage["other (Ray calls, asyncio, metrics)"] = cpu.get("camera shards", 0.0) - sum(stage.values())
     return {
         "cameras": n,
+        "decoder_threads": decoder_threads,
         "target_fps": target_fps,
         "measured_s": round(span_s, 1),
         "fps_per_camera": round((p1 - p0) / span_s / n, 3),
@@ -265,24 +269,28 @@ def main() -> None:
     ap.add_argument("--soak-cameras", type=int, default=4)
     ap.add_argument("--soak-minutes", type=float, default=0.0, help="a soak run of this many minutes first (0: none)")
     ap.add_argument("--target-fps", type=float, default=5.0)
+    ap.add_argument("--decoder-threads", type=int, nargs="+", default=[1],
+                    help="capture.decoder_threads; several values: each N is run with each, side by side")
     ap.add_argument("--video", type=Path, default=DEFAULT_VIDEO)
     ap.add_argument("--out", type=Path, help="write every figure as JSON here")
     args = ap.parse_args()
     results: dict[str, object] = {"cpus": os.cpu_count(), "video": args.video.name, "runs": []}
     with tempfile.TemporaryDirectory() as tmp:
         if args.soak_minutes:
-            soak = run_fleet(args.soak_cameras, args.soak_minutes, 3.0, args.video, args.target_fps, Path(tmp))
+            soak = run_fleet(args.soak_cameras, args.soak_minutes, 3.0, args.video, args.target_fps, Path(tmp),
+                             args.decoder_threads[0])
             soak["rss_slope_mb_per_min_after_3_min"] = rss_slope_mb_per_min(soak["rss_mb_each_minute"], 3.0)
             results["soak"] = soak
             print(json.dumps({k: v for k, v in soak.items() if k != "rss_mb_each_minute"}), flush=True)
             if args.out:  # after each run: a later failure keeps what was measured
                 args.out.write_text(json.dumps(results, indent=1))
         for n in args.cameras:
-            r = run_fleet(n, args.minutes, args.warmup_minutes, args.video, args.target_fps, Path(tmp))
-            results["runs"].append(r)  # type: ignore[union-attr]
-            print(json.dumps({k: v for k, v in r.items() if k != "rss_mb_each_minute"}), flush=True)
-            if args.out:
-                args.out.write_text(json.dumps(results, indent=1))
+            for threads in args.decoder_threads:
+                r = run_fleet(n, args.minutes, args.warmup_minutes, args.video, args.target_fps, Path(tmp), threads)
+                results["runs"].append(r)  # type: ignore[union-attr]
+                print(json.dumps({k: v for k, v in r.items() if k != "rss_mb_each_minute"}), flush=True)
+                if args.out:
+                    args.out.write_text(json.dumps(results, indent=1))
 
 
 if __name__ == "__main__":
