@@ -157,6 +157,7 @@ class CameraShardActor:
                 cfg.voting,
                 cfg.stats.window_s,
                 validation,
+                spec.district,
             )
 
         pose = self._pose[zlib.crc32(spec.camera_id.encode()) % len(self._pose)]

@@ -41,6 +41,9 @@ class CameraConfig(_Strict):
     pose_input_px: Annotated[int, Field(ge=128, le=4096, multiple_of=32)] | None = None
     # Camera-motion compensation for this camera (None: tracking.camera_motion): "off" for a camera known to be fixed.
     camera_motion: Literal["auto", "on", "off"] | None = None
+    # The district the camera counts toward (free text, e.g. "district-7"): its statistics records carry it, and
+    # `maskwatch rollup` pools them into per-district statistics. None: the camera is in no district.
+    district: Annotated[str, Field(min_length=1, max_length=200, pattern=r"\S")] | None = None
 
 
 class CaptureConfig(_Strict):
@@ -145,6 +148,7 @@ class KafkaConfig(_Strict):
     bootstrap_servers: str | None = None
     decisions_topic: str = "maskwatch.decisions"
     stats_topic: str = "maskwatch.camera-stats"
+    district_stats_topic: str = "maskwatch.district-stats"  # written by `maskwatch rollup` (compacted)
     client_id: str = "maskwatch"
     security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
     sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] | None = None

@@ -90,6 +90,7 @@ def resolve_cameras(
                 tracks_path=tracks.get(c.camera_id),
                 wait_for_source=cfg.capture.wait_for_unreachable,
                 camera_motion=c.camera_motion,
+                district=c.district,
             )
         )
     return specs

@@ -1,4 +1,4 @@
-"""Reading the per-camera statistics topic back: latest record per camera, printed as a table."""
+"""Reading the statistics topics back: latest record per camera or per district, printed as a table."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from typing import Any
 
 from pipeline.sinks import BOOTSTRAP_TIMEOUT_MS, broker_unreachable, kafka_client_args
 from schemas.errors import SinkError
-from schemas.messages import CameraStats, PersonDecision
+from schemas.messages import CameraStats, DistrictStats, PersonDecision
 
 logger = logging.getLogger(__name__)
 
@@ -52,7 +52,7 @@ def read_topic(cfg: Any, topic: str, timeout_s: float = 10.0) -> list[tuple[str,
         consumer.close()
 
 
-def _current(
+def current_values(
     values: list[bytes], version: int, upgrade: Callable[[dict[str, Any]], dict[str, Any]] | None = None
 ) -> list[dict[str, Any]]:
     """The values of this ``schema_version``, parsed once (``upgrade`` first brings older versions it knows up to
@@ -77,7 +77,7 @@ def latest_stats(cfg: Any, timeout_s: float = 10.0) -> dict[str, CameraStats]:
     are upgraded (:meth:`CameraStats.upgrade`), older ones skipped."""
     latest: dict[str, CameraStats] = {}
     values = [v for _, v in read_topic(cfg, cfg.stats_topic, timeout_s)]
-    for value in _current(values, CameraStats.schema_version, CameraStats.upgrade):
+    for value in current_values(values, CameraStats.schema_version, CameraStats.upgrade):
         s = CameraStats.decode(value)
         prev = latest.get(s.camera_id)
         newer = (s.window_end_ns, s.total_people, s.final)
@@ -86,11 +86,27 @@ def latest_stats(cfg: Any, timeout_s: float = 10.0) -> dict[str, CameraStats]:
     return latest
 
 
+def latest_districts(cfg: Any, timeout_s: float = 10.0) -> dict[str, DistrictStats]:
+    """The latest district record per district (latest window, highest revision) of ``cfg.district_stats_topic``.
+
+    Raises:
+        SinkError: If no broker answers or the topic does not exist.
+    """
+    latest: dict[str, DistrictStats] = {}
+    values = [v for _, v in read_topic(cfg, cfg.district_stats_topic, timeout_s)]
+    for value in current_values(values, DistrictStats.schema_version):
+        d = DistrictStats.decode(value)
+        prev = latest.get(d.district)
+        if prev is None or (d.window_start_ns, d.revision) >= (prev.window_start_ns, prev.revision):
+            latest[d.district] = d
+    return latest
+
+
 def read_decisions(cfg: Any, timeout_s: float = 10.0) -> list[PersonDecision]:
     """All decisions, de-duplicated by ``decision_id`` (delivery is at least once); other schema versions skipped."""
     seen: dict[str, PersonDecision] = {}
     values = [v for _, v in read_topic(cfg, cfg.decisions_topic, timeout_s)]
-    for value in _current(values, PersonDecision.schema_version):
+    for value in current_values(values, PersonDecision.schema_version):
         d = PersonDecision.decode(value)
         seen[d.decision_id] = d
     return list(seen.values())
@@ -105,7 +121,7 @@ def format_table(stats: dict[str, CameraStats]) -> str:
     fraction corrected for the classifier's errors with its Lang–Reiczigel 95% interval."""
     head = ("camera_id", "people", "masked", "unmasked", "undecided", "mask fraction [95% CI]",
             "corrected [95% CI]", "frames", "dropped", "updated (UTC)")
-    rows = [head]
+    rows: list[tuple[str, ...]] = [head]
     for cid in sorted(stats):
         s = stats[cid]
         ci = f"{_pct(s.total_mask_fraction)} [{_pct(s.total_mask_fraction_low)}, {_pct(s.total_mask_fraction_high)}]"
@@ -116,5 +132,27 @@ def format_table(stats: dict[str, CameraStats]) -> str:
                      ci if s.total_mask_fraction is not None else "-",
                      cc if s.total_corrected_mask_fraction is not None else "-", str(s.frames_processed),
                      str(s.frames_dropped), when))
-    widths = [max(len(r[i]) for r in rows) for i in range(len(head))]
+    return _text_table(rows)
+
+
+def _text_table(rows: list[tuple[str, ...]]) -> str:
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     return "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in rows)
+
+
+def format_district_table(latest: dict[str, DistrictStats]) -> str:
+    """A text table: one row per district, running totals pooled over its cameras, the mask fraction with its
+    Wilson 95% interval and the corrected fraction with its Lang–Reiczigel 95% interval."""
+    head = ("district", "cameras", "running", "people", "masked", "unmasked", "undecided", "mask fraction [95% CI]",
+            "corrected [95% CI]", "window (UTC)")
+    rows: list[tuple[str, ...]] = [head]
+    for name in sorted(latest):
+        d = latest[name]
+        ci = (f"{_pct(d.total_mask_fraction)} [{_pct(d.total_mask_fraction_low)}, "
+              f"{_pct(d.total_mask_fraction_high)}]" if d.total_mask_fraction is not None else "-")
+        cc = (f"{_pct(d.total_corrected_mask_fraction)} [{_pct(d.total_corrected_mask_fraction_low)}, "
+              f"{_pct(d.total_corrected_mask_fraction_high)}]" if d.total_corrected_mask_fraction is not None else "-")
+        when = datetime.fromtimestamp(d.window_start_ns / 1e9, UTC).strftime("%Y-%m-%d %H:%M:%S")
+        rows.append((name, str(d.cameras_total), str(d.cameras_running), str(d.total_people), str(d.total_masked),
+                     str(d.total_unmasked), str(d.total_undecided), ci, cc, when))
+    return _text_table(rows)

@@ -1,4 +1,4 @@
-"""The ``maskwatch`` command line: run, stats, eval-tracking, eval-classifier, compare-classifiers, dataset,
+"""The ``maskwatch`` command line: run, stats, rollup, eval-tracking, eval-classifier, compare-classifiers, dataset,
 models build, train-classifier, broker.
 
 User errors print one line, ``maskwatch: error: ...``, and exit with status 2; no traceback.
@@ -129,27 +129,75 @@ def run(
 @main.command()
 @click.option("--kafka-bootstrap", envvar="MASKWATCH_KAFKA_BOOTSTRAP", required=True,
               help="HOST:PORT of Kafka (env MASKWATCH_KAFKA_BOOTSTRAP).")
-@click.option("--topic", default="maskwatch.camera-stats", show_default=True)
+@click.option("--by", type=click.Choice(["camera", "district"]), default="camera", show_default=True,
+              help="One row per camera (camera statistics topic) or per district (`maskwatch rollup`'s topic).")
+@click.option("--topic", help="Topic to read [default: maskwatch.camera-stats, or maskwatch.district-stats with "
+                              "--by district].")
 @click.option("--follow", is_flag=True, help="Keep reading and reprint the table every few seconds.")
 @click.option("--interval-s", default=5.0, show_default=True, help="Refresh period with --follow.")
-@click.option("--json", "as_json", is_flag=True, help="Print the latest record per camera as JSON Lines.")
-def stats(kafka_bootstrap: str, topic: str, follow: bool, interval_s: float, as_json: bool) -> None:
-    """Print the latest statistics per camera from the statistics topic."""
+@click.option("--json", "as_json", is_flag=True, help="Print the latest record per camera or district as JSON Lines.")
+def stats(kafka_bootstrap: str, by: str, topic: str | None, follow: bool, interval_s: float, as_json: bool) -> None:
+    """Print the latest statistics per camera, or per district, from the statistics topics."""
     from cluster.config import KafkaConfig
-    from cluster.stats_reader import format_table, latest_stats
+    from cluster.stats_reader import format_district_table, format_table, latest_districts, latest_stats
 
-    cfg = KafkaConfig(bootstrap_servers=kafka_bootstrap, stats_topic=topic)
+    cfg = KafkaConfig(bootstrap_servers=kafka_bootstrap)
+    if topic:
+        cfg = cfg.model_copy(update={"district_stats_topic" if by == "district" else "stats_topic": topic})
+    shown = cfg.district_stats_topic if by == "district" else cfg.stats_topic
     while True:
-        latest = latest_stats(cfg)
-        if as_json:
-            for cid in sorted(latest):
-                click.echo(json.dumps(latest[cid].to_dict(), sort_keys=True))
+        if by == "district":
+            districts = latest_districts(cfg)
+            records, table = list(districts.values()), format_district_table(districts)
         else:
-            click.echo(format_table(latest) if latest else f"no statistics in {topic} yet")
+            cameras = latest_stats(cfg)
+            records, table = list(cameras.values()), format_table(cameras)
+        if as_json:
+            for rec in records:
+                click.echo(json.dumps(rec.to_dict(), sort_keys=True))
+        else:
+            click.echo(table if records else f"no statistics in {shown} yet")
         if not follow:
             return
         time.sleep(interval_s)
         click.echo()
+
+
+@main.command()
+@click.option("--kafka-bootstrap", envvar="MASKWATCH_KAFKA_BOOTSTRAP",
+              help="HOST:PORT of Kafka (env MASKWATCH_KAFKA_BOOTSTRAP); default: kafka.bootstrap_servers of --config.")
+@click.option("--config", "config_path", type=click.Path(dir_okay=False),
+              help="YAML config file: its kafka section gives the topics and security settings.")
+@click.option("--lateness-s", type=click.FloatRange(min=0), default=10.0, show_default=True,
+              help="How long after a window ends the records of slower cameras are waited for before the district's "
+                   "window is first published (late ones publish it again, revision + 1).")
+@click.option("--outbox", "outbox_path", type=click.Path(dir_okay=False), default="maskwatch-rollup-outbox.jsonl",
+              show_default=True, help="Where district records wait while the broker is away.")
+def rollup(kafka_bootstrap: str | None, config_path: str | None, lateness_s: float, outbox_path: str) -> None:
+    """Pool the cameras' statistics into per-district statistics, until interrupted (SIGINT or SIGTERM).
+
+    Reads the camera statistics topic from the beginning, writes one record per district and window to the
+    compacted district statistics topic, keyed by district. It rebuilds its state from the topics at every start.
+    """
+    import signal
+    import threading
+
+    from cluster.config import Config, load_config
+    from cluster.rollup import run_rollup
+
+    cfg = load_config(config_path) if config_path else Config()
+    kafka = cfg.kafka.model_copy(update={"outbox_path": Path(outbox_path)}
+                                 | ({"bootstrap_servers": kafka_bootstrap} if kafka_bootstrap else {}))
+    if not kafka.bootstrap_servers:
+        msg = "maskwatch rollup needs a broker: --kafka-bootstrap HOST:PORT, or kafka.bootstrap_servers in --config"
+        raise MaskwatchError(msg)
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda _s, _f: stop.set())
+    click.echo(f"rollup: {kafka.stats_topic} -> {kafka.district_stats_topic} at {kafka.bootstrap_servers}; "
+               "Ctrl-C stops it", err=True)
+    n = run_rollup(kafka, lateness_s, stop)
+    click.echo(f"rollup stopped: {n} district record(s) published", err=True)
 
 
 @main.command("eval-tracking")

@@ -65,6 +65,7 @@ class CameraPipeline:
         voting: Voting rules.
         window_s: Statistics window, seconds.
         validation: The classifier's validation counts, for the corrected mask fraction (None: not corrected).
+        district: The camera's district, carried in its statistics records (None: none).
     """
 
     def __init__(
@@ -77,6 +78,7 @@ class CameraPipeline:
         voting: VotingRules | None = None,
         window_s: float = 60.0,
         validation: ClassifierValidation | None = None,
+        district: str | None = None,
     ) -> None:
         self.camera_id = camera_id
         self.frame_wh = frame_wh
@@ -84,7 +86,7 @@ class CameraPipeline:
         self.faces = faces or FaceRules()
         self.tracker = CameraTracker(frame_wh, tracker)
         self.ledger = TrackLedger(camera_id, voting)
-        self.windows = CameraWindows(camera_id, window_s, validation)
+        self.windows = CameraWindows(camera_id, window_s, validation, district)
         self.pose_latency_s: float | None = None  # decode to pose result of the latest frame (metrics), seconds
         # CPU seconds (thread time) per stage of STAGES since the metrics last took them (metrics; the host adds).
         self.stage_cpu_s: dict[str, float] = dict.fromkeys(STAGES, 0.0)

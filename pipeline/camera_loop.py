@@ -73,6 +73,7 @@ class CameraSpec:
     tracks_path: str | None = None  # MOTChallenge person tracks (pipeline.mot), written as frames are processed
     wait_for_source: bool = False  # live camera down at start: retry (backoff up to 60 s) instead of failing
     camera_motion: str | None = None  # "auto" / "on" / "off" for this camera; None: the tracking setting
+    district: str | None = None  # carried in the camera's statistics records (per-district roll-up)
 
 
 @dataclass(slots=True)

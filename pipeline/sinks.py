@@ -107,7 +107,7 @@ def kafka_client_args(cfg: Any) -> dict[str, Any]:
 
 
 def ensure_topics(cfg: Any, partitions: int = 3) -> None:
-    """Create the decisions and (compacted) statistics topics if they do not exist.
+    """Create the decisions and (compacted) camera and district statistics topics if they do not exist.
 
     On a managed cluster (Strimzi ``KafkaTopic``) they exist already and nothing happens.
 
@@ -126,6 +126,7 @@ def ensure_topics(cfg: Any, partitions: int = 3) -> None:
         wanted = [
             NewTopic(cfg.decisions_topic, partitions, 1),
             NewTopic(cfg.stats_topic, partitions, 1, topic_configs={"cleanup.policy": "compact"}),
+            NewTopic(cfg.district_stats_topic, partitions, 1, topic_configs={"cleanup.policy": "compact"}),
         ]
         missing = [t for t in wanted if t.name not in existing]
         if missing:

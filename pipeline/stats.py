@@ -48,13 +48,20 @@ def wilson_interval(successes: int, n: int, z: float = Z_95) -> tuple[float, flo
     return max(0.0, centre - half), min(1.0, centre + half)
 
 
-class _Counts:
+class PeopleCounts:
+    """People decided mask, no mask and undecided, with the mask fraction and its intervals over them.
+
+    Args:
+        masked, unmasked, undecided: Starting counts (people).
+    """
+
     __slots__ = ("masked", "undecided", "unmasked")
 
-    def __init__(self) -> None:
-        self.masked = self.unmasked = self.undecided = 0
+    def __init__(self, masked: int = 0, unmasked: int = 0, undecided: int = 0) -> None:
+        self.masked, self.unmasked, self.undecided = masked, unmasked, undecided
 
     def add(self, d: PersonDecision) -> None:
+        """Count one person's decision."""
         if d.decision == "mask":
             self.masked += 1
         elif d.decision == "no_mask":
@@ -64,9 +71,11 @@ class _Counts:
 
     @property
     def people(self) -> int:
+        """Everyone counted, undecided included."""
         return self.masked + self.unmasked + self.undecided
 
     def fraction(self) -> tuple[float | None, float | None, float | None]:
+        """``(masked / decided, Wilson 95% low, high)``, rounded to 6 places; Nones when nobody was decided."""
         n = self.masked + self.unmasked
         ci = wilson_interval(self.masked, n)
         if ci is None:
@@ -74,6 +83,8 @@ class _Counts:
         return round(self.masked / n, 6), round(ci[0], 6), round(ci[1], 6)
 
     def corrected(self, validation: ClassifierValidation | None) -> tuple[float | None, float | None, float | None]:
+        """Rogan–Gladen estimate with the Lang–Reiczigel 95% interval (:func:`pipeline.prevalence.lang_reiczigel`);
+        Nones when nobody was decided or ``validation`` is None."""
         est = lang_reiczigel(self.masked, self.masked + self.unmasked, validation) if validation else None
         if est is None:
             return None, None, None
@@ -88,18 +99,26 @@ class CameraWindows:
         window_s: Window length in seconds; windows start at multiples of it since the UTC epoch.
         validation: The classifier's validation counts (model metadata or config); None leaves the corrected
             fraction null.
+        district: The camera's district, carried in every record (None: none).
     """
 
-    def __init__(self, camera_id: str, window_s: float, validation: ClassifierValidation | None = None) -> None:
+    def __init__(
+        self,
+        camera_id: str,
+        window_s: float,
+        validation: ClassifierValidation | None = None,
+        district: str | None = None,
+    ) -> None:
         if window_s <= 0:
             msg = f"window_s must be > 0, got {window_s}"
             raise ValueError(msg)
         self.camera_id = camera_id
+        self.district = district
         self.validation = validation
         self._window_ns = int(window_s * 1e9)
         self._start_ns: int | None = None
-        self._window = _Counts()
-        self._total = _Counts()
+        self._window = PeopleCounts()
+        self._total = PeopleCounts()
         self.frames_processed = 0
         self.frames_dropped = 0
         self.faces_classified = 0
@@ -154,6 +173,7 @@ class CameraWindows:
             last_frame_idx=self.last_frame_idx,
             open_tracks=self.open_tracks,
             tracks_lost=self.tracks_lost,
+            district=self.district,
         )
 
     def restore(self, last: CameraStats) -> None:
@@ -186,7 +206,7 @@ class CameraWindows:
             self._start_ns = now_ns - now_ns % self._window_ns
         elif now_ns >= self._start_ns + self._window_ns:
             out.append(self._record(final=False))
-            self._window = _Counts()
+            self._window = PeopleCounts()
             self._start_ns = now_ns - now_ns % self._window_ns
         return out
 

@@ -142,10 +142,11 @@ class CameraStats(_Message):
         tracks_lost: Since start: tracks that were open in a camera process that died, so never decided. Counted
             from ``open_tracks`` of the camera's last record before the crash; a track that began after that
             record is not in it.
+        district: The camera's district (config ``cameras[].district``); null when it has none.
     """
 
-    schema_version: ClassVar[int] = 5
-    schema_file: ClassVar[str] = "camera_stats.v5.json"
+    schema_version: ClassVar[int] = 6
+    schema_file: ClassVar[str] = "camera_stats.v6.json"
 
     camera_id: str
     window_start_ns: int
@@ -183,14 +184,86 @@ class CameraStats(_Message):
     last_frame_idx: int = -1
     open_tracks: int = 0
     tracks_lost: int = 0
+    district: str | None = None
 
     @staticmethod
     def upgrade(obj: dict[str, Any]) -> dict[str, Any]:
-        """A parsed value of the previous version (4) as this version: no tracks open or lost are known. Readers
-        apply it so that a camera's totals survive a maskwatch upgrade; other values are returned unchanged."""
+        """A parsed value of an earlier version (4 or 5) as this version: no tracks open or lost are known (4), no
+        district (4, 5). Readers apply it so that a camera's totals survive a maskwatch upgrade; other values are
+        returned unchanged."""
         if obj.get("schema_version") == 4:
-            return {**obj, "schema_version": 5, "open_tracks": 0, "tracks_lost": 0}
+            obj = {**obj, "schema_version": 5, "open_tracks": 0, "tracks_lost": 0}
+        if obj.get("schema_version") == 5:
+            obj = {**obj, "schema_version": 6, "district": None}
         return obj
 
 
-TOPIC_MESSAGES: dict[str, type[_Message]] = {"decisions": PersonDecision, "camera_stats": CameraStats}
+@dataclass(frozen=True, slots=True)
+class DistrictStats(_Message):
+    """Statistics of one district (the cameras whose records name it) over one UTC-aligned window, plus totals.
+
+    Made by :class:`pipeline.district.DistrictRollup` from the cameras' :class:`CameraStats` records: counts are
+    sums over the cameras, and the fractions pool the district's people (masked / decided over all its cameras, not
+    an average of camera fractions). The corrected fraction is null unless every camera counted was corrected with
+    the same validation figures.
+
+    Attributes:
+        district: District name (config ``cameras[].district``).
+        window_start_ns, window_end_ns: UTC epoch ns, ``[start, end)``: the cameras' own window.
+        revision: 0 when the window is first published; each later publication of the same window (a camera's
+            record came in late) adds 1. Consumers keep the highest revision per ``(district, window_start_ns)``.
+        cameras: Cameras with a record for this window.
+        cameras_total: Cameras known in the district; ``cameras_running``: those whose latest record says
+            ``running``.
+        people, masked, unmasked, undecided: People whose tracks ended in the window, summed over its cameras.
+        mask_fraction, mask_fraction_low, mask_fraction_high: masked / (masked + unmasked) and its Wilson 95%
+            interval.
+        corrected_mask_fraction, corrected_mask_fraction_low, corrected_mask_fraction_high: Rogan–Gladen estimate
+            and Lang–Reiczigel 95% interval on the pooled counts.
+        total_*: The same over the cameras' running totals (each camera's latest record).
+        classifier_sensitivity, classifier_specificity, classifier_validation_source: The validation figures
+            that corrected the totals (null when cameras differ or none were corrected).
+        frames_processed, frames_dropped, tracks_lost: Sums of the cameras' latest running counts.
+    """
+
+    schema_version: ClassVar[int] = 1
+    schema_file: ClassVar[str] = "district_stats.v1.json"
+
+    district: str
+    window_start_ns: int
+    window_end_ns: int
+    revision: int
+    cameras: int
+    cameras_total: int
+    cameras_running: int
+    people: int
+    masked: int
+    unmasked: int
+    undecided: int
+    mask_fraction: float | None
+    mask_fraction_low: float | None
+    mask_fraction_high: float | None
+    corrected_mask_fraction: float | None
+    corrected_mask_fraction_low: float | None
+    corrected_mask_fraction_high: float | None
+    total_people: int
+    total_masked: int
+    total_unmasked: int
+    total_undecided: int
+    total_mask_fraction: float | None
+    total_mask_fraction_low: float | None
+    total_mask_fraction_high: float | None
+    total_corrected_mask_fraction: float | None
+    total_corrected_mask_fraction_low: float | None
+    total_corrected_mask_fraction_high: float | None
+    classifier_sensitivity: str | None
+    classifier_specificity: str | None
+    classifier_validation_source: str | None
+    frames_processed: int
+    frames_dropped: int
+    tracks_lost: int
+
+
+TOPIC_MESSAGES: dict[str, type[_Message]] = {
+    "decisions": PersonDecision, "camera_stats": CameraStats, "district_stats": DistrictStats,
+}

@@ -24,6 +24,8 @@ def test_defaults_validate_and_empty_file_is_defaults(tmp_path):
         ({"cameras": [{"camera_id": "a", "source": "x", "pose_input_px": 650}]}, "multiple of 32, got 650"),
         ({"cameras": [{"camera_id": "a", "source": "x"}, {"camera_id": "a", "source": "y"}]}, "appears twice"),
         ({"tracking": {"distance": "iou"}}, "'tracking.distance'"),
+        ({"cameras": [{"camera_id": "a", "source": "x", "district": ""}]}, "'cameras.0.district'"),
+        ({"cameras": [{"camera_id": "a", "source": "x", "district": "  "}]}, "'cameras.0.district'"),
     ],
 )
 def test_invalid_config_names_the_key_expected_and_actual(data, message):

@@ -380,9 +380,25 @@ def test_objects_refer_to_each_other() -> None:
                 assert e.get("value") == cfg_kafka["bootstrap_servers"], f"{label}: {e['name']}={e.get('value')!r}"
 
     topics = {d["spec"].get("topicName", d["metadata"]["name"]): d for d in docs_of_kind("KafkaTopic")}
-    for key in ("decisions_topic", "stats_topic"):
+    for key in ("decisions_topic", "stats_topic", "district_stats_topic"):
         assert cfg_kafka.get(key) in topics, f"config kafka.{key} {cfg_kafka.get(key)!r} has no KafkaTopic"
-    assert topics[cfg_kafka["stats_topic"]]["spec"]["config"]["cleanup.policy"] == "compact"
+    for key in ("stats_topic", "district_stats_topic"):
+        assert topics[cfg_kafka[key]]["spec"]["config"]["cleanup.policy"] == "compact", key
+
+    # The roll-up Deployment reads the same ConfigMap, at the path its command names, with one replica at a time.
+    (rollup,) = [d for d in docs_of_kind("Deployment") if d["metadata"]["name"] == "maskwatch-rollup"]
+    assert rollup["spec"]["replicas"] == 1
+    assert rollup["spec"]["strategy"]["type"] == "Recreate"
+    pod = rollup["spec"]["template"]["spec"]
+    (container,) = pod["containers"]
+    cmd = container["command"]
+    assert cmd[:2] == ["maskwatch", "rollup"]
+    config_dir = str(Path(cmd[cmd.index("--config") + 1]).parent)
+    mounts = {m["mountPath"]: m["name"] for m in container["volumeMounts"]}
+    volumes = {v["name"]: v for v in pod["volumes"]}
+    assert volumes[mounts[config_dir]]["configMap"]["name"] in cm_names
+    assert str(Path(cmd[cmd.index("--outbox") + 1]).parent) in mounts
+    assert rollup["spec"]["selector"]["matchLabels"].items() <= rollup["spec"]["template"]["metadata"]["labels"].items()
 
     for pm in docs_of_kind("PodMonitor"):
         assert pm["spec"]["selector"]["matchLabels"].get("ray.io/cluster") == rc_name

@@ -114,7 +114,9 @@ def test_camera_state_and_ended_by_go_through_the_json_schemas():
     stats = json.loads(STATS.encode()) | {"camera_state": "reconnecting", "camera_restarts": 2, "last_frame_idx": 99}
     jsonschema.validate(stats, CameraStats.json_schema())
     assert CameraStats.decode(json.dumps(stats)).camera_state == "reconnecting"
-    for bad in ({"camera_state": "sleeping"}, {"camera_restarts": -1}, {"last_frame_idx": -2}):
+    for district in ("district-7", None):
+        jsonschema.validate(stats | {"district": district}, CameraStats.json_schema())
+    for bad in ({"camera_state": "sleeping"}, {"camera_restarts": -1}, {"last_frame_idx": -2}, {"district": ""}):
         with pytest.raises(jsonschema.ValidationError):
             jsonschema.validate(stats | bad, CameraStats.json_schema())
     decision = json.loads(DECISION.encode()) | {"ended_by": "shutdown"}

@@ -157,12 +157,15 @@ def test_restore_continues_totals_and_counts_the_tracks_open_at_a_crash():
         CameraWindows("other", window_s=60).restore(last)
 
 
-def test_a_statistics_record_of_the_previous_schema_version_is_upgraded():
+def test_statistics_records_of_earlier_schema_versions_are_upgraded():
     from schemas.messages import CameraStats
 
-    v5 = CameraWindows("cam", window_s=60).close(1_700_000_000 * 10**9).to_dict()
+    v6 = CameraWindows("cam", window_s=60, district="d7").close(1_700_000_000 * 10**9).to_dict()
+    v5 = {k: v for k, v in v6.items() if k != "district"} | {"schema_version": 5}
     v4 = {k: v for k, v in v5.items() if k not in ("open_tracks", "tracks_lost")} | {"schema_version": 4}
-    with pytest.raises(ValueError, match="schema_version"):
-        CameraStats.decode(v4)
-    up = CameraStats.decode(CameraStats.upgrade(v4))
-    assert (up.total_people, up.open_tracks, up.tracks_lost) == (v5["total_people"], 0, 0)
+    for old in (v4, v5):
+        with pytest.raises(ValueError, match="schema_version"):
+            CameraStats.decode(old)
+        up = CameraStats.decode(CameraStats.upgrade(old))
+        assert (up.total_people, up.open_tracks, up.tracks_lost, up.district) == (v6["total_people"], 0, 0, None)
+    assert CameraStats.decode(CameraStats.upgrade(v6)).district == "d7"
