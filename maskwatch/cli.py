@@ -1,5 +1,5 @@
-"""The ``maskwatch`` command line: run, stats, rollup, eval-tracking, eval-classifier, compare-classifiers, dataset,
-models build, train-classifier, broker.
+"""The ``maskwatch`` command line: run, stats, rollup, dashboard, eval-tracking, eval-classifier,
+compare-classifiers, dataset, models build, train-classifier, broker.
 
 User errors print one line, ``maskwatch: error: ...``, and exit with status 2; no traceback.
 """
@@ -198,6 +198,32 @@ def rollup(kafka_bootstrap: str | None, config_path: str | None, lateness_s: flo
                "Ctrl-C stops it", err=True)
     n = run_rollup(kafka, lateness_s, stop)
     click.echo(f"rollup stopped: {n} district record(s) published", err=True)
+
+
+@main.command()
+@click.option("--kafka-bootstrap", envvar="MASKWATCH_KAFKA_BOOTSTRAP",
+              help="HOST:PORT of Kafka (env MASKWATCH_KAFKA_BOOTSTRAP); default: kafka.bootstrap_servers of --config.")
+@click.option("--config", "config_path", type=click.Path(dir_okay=False),
+              help="YAML config file: its kafka section gives the topics and security settings.")
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on (0.0.0.0 in a pod).")
+@click.option("--port", type=click.IntRange(1, 65535), default=8080, show_default=True)
+def dashboard(kafka_bootstrap: str | None, config_path: str | None, host: str, port: int) -> None:
+    """Serve a live page of the statistics per district and camera, with its JSON API, until interrupted.
+
+    The page is at http://HOST:PORT/, the API at /api/state, /api/series and /api/events (server-sent events), its
+    schema at /openapi.json. A broker that is down is shown on the page and retried.
+    """
+    from cluster.config import Config, load_config
+    from cluster.dashboard import serve
+
+    cfg = load_config(config_path) if config_path else Config()
+    kafka = cfg.kafka.model_copy(update={"bootstrap_servers": kafka_bootstrap} if kafka_bootstrap else {})
+    if not kafka.bootstrap_servers:
+        msg = "maskwatch dashboard needs a broker: --kafka-bootstrap HOST:PORT, or kafka.bootstrap_servers in --config"
+        raise MaskwatchError(msg)
+    click.echo(f"dashboard: http://{host}:{port}/ (statistics from {kafka.bootstrap_servers}); Ctrl-C stops it",
+               err=True)
+    serve(kafka, host, port)
 
 
 @main.command("eval-tracking")

@@ -400,6 +400,22 @@ def test_objects_refer_to_each_other() -> None:
     assert str(Path(cmd[cmd.index("--outbox") + 1]).parent) in mounts
     assert rollup["spec"]["selector"]["matchLabels"].items() <= rollup["spec"]["template"]["metadata"]["labels"].items()
 
+    # The dashboard: its Service selects its pods and targets a port they declare; its probe and --port agree.
+    (dash,) = [d for d in docs_of_kind("Deployment") if d["metadata"]["name"] == "maskwatch-dashboard"]
+    (svc,) = [d for d in docs_of_kind("Service") if d["metadata"]["name"] == "maskwatch-dashboard"]
+    labels = dash["spec"]["template"]["metadata"]["labels"]
+    assert svc["spec"]["selector"].items() <= labels.items()
+    assert dash["spec"]["selector"]["matchLabels"].items() <= labels.items()
+    (c,) = dash["spec"]["template"]["spec"]["containers"]
+    ports = {p["name"]: p["containerPort"] for p in c["ports"]}
+    assert all(p["targetPort"] in ports for p in svc["spec"]["ports"])
+    assert int(c["command"][c["command"].index("--port") + 1]) == ports[c["readinessProbe"]["httpGet"]["port"]]
+    assert c["command"][c["command"].index("--host") + 1] == "0.0.0.0"
+    mounts = {m["mountPath"]: m["name"] for m in c["volumeMounts"]}
+    config_dir = str(Path(c["command"][c["command"].index("--config") + 1]).parent)
+    volumes = {v["name"]: v for v in dash["spec"]["template"]["spec"]["volumes"]}
+    assert volumes[mounts[config_dir]]["configMap"]["name"] in cm_names
+
     for pm in docs_of_kind("PodMonitor"):
         assert pm["spec"]["selector"]["matchLabels"].get("ray.io/cluster") == rc_name
         for ep in pm["spec"]["podMetricsEndpoints"]:

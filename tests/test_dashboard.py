@@ -1,0 +1,184 @@
+"""`maskwatch dashboard` over real HTTP and a real broker: the numbers of the topics, live, through restarts of the
+dashboard and a broker that is down at start."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import socket
+import subprocess
+import sys
+import threading
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from cluster.broker import free_port, start_broker, stop_broker
+from cluster.config import KafkaConfig
+from cluster.dashboard import StatsView, serve
+from cluster.stats_reader import latest_districts, latest_stats
+from pipeline.district import DistrictRollup
+from pipeline.sinks import KafkaSink, Record, ensure_topics
+from tests.test_district import T0, Camera
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _get(url: str, timeout: float = 5.0) -> Any:
+    with urllib.request.urlopen(url, timeout=timeout) as r:
+        body = r.read().decode()
+        return json.loads(body) if r.headers.get_content_type() == "application/json" else body
+
+
+def _wait(what: str, check: Callable[[], Any], timeout_s: float = 30.0) -> Any:
+    deadline = time.monotonic() + timeout_s
+    last: Any = None
+    while time.monotonic() < deadline:
+        try:
+            last = check()
+        except (OSError, urllib.error.URLError) as exc:
+            last = exc
+        if last and not isinstance(last, Exception):
+            return last
+        time.sleep(0.3)
+    raise AssertionError(f"{what}: not within {timeout_s} s (last: {last!r})")
+
+
+@contextmanager
+def dashboard(cfg: KafkaConfig) -> Iterator[str]:
+    port = free_port()
+    stop = threading.Event()
+    t = threading.Thread(target=serve, args=(cfg, "127.0.0.1", port), kwargs={"stop": stop}, daemon=True)
+    t.start()
+    url = f"http://127.0.0.1:{port}"
+    _wait("dashboard up", lambda: _get(f"{url}/healthz"))
+    try:
+        yield url
+    finally:
+        stop.set()
+        t.join(10)
+        assert not t.is_alive(), "dashboard did not stop"
+
+
+def _publish_fleet(cfg: KafkaConfig) -> None:
+    """Two districts of cameras, their camera records and the roll-up's district records, on the topics."""
+    cams = [Camera("n1", "north"), Camera("n2", "north"), Camera("s1", "south")]
+    recs = [cams[0].window(0, 2, 0), cams[1].window(0, 0, 18), cams[2].window(0, 1, 1),
+            cams[0].window(1, 1, 0), cams[1].window(1, 0, 0), cams[2].window(1, 3, 0)]
+    roll = DistrictRollup(lateness_s=0)
+    districts = [d for r in recs for d in roll.add(r)] + roll.flush()
+    sink = KafkaSink(cfg)
+    sink.write([Record(cfg.stats_topic, r.camera_id, r.encode()) for r in recs]
+               + [Record(cfg.district_stats_topic, d.district, d.encode()) for d in districts])
+    sink.close()
+
+
+def _matches_topics(state: dict[str, Any], cfg: KafkaConfig) -> bool:
+    want_d = {k: v.to_dict() for k, v in latest_districts(cfg).items()}
+    want_c = {k: v.to_dict() for k, v in latest_stats(cfg).items()}
+    got_d = {d["district"]: d for d in state["districts"]}
+    got_c = {c["camera_id"]: {k: v for k, v in c.items() if k != "frames_per_s"} for c in state["cameras"]}
+    return bool(want_d) and got_d == want_d and got_c == want_c
+
+
+def _state_matching(url: str, cfg: KafkaConfig) -> dict[str, Any] | None:
+    state = _get(f"{url}/api/state")
+    return state if _matches_topics(state, cfg) else None
+
+
+@pytest.mark.kafka
+def test_the_page_and_api_show_the_topics_live_and_again_after_a_restart(broker, tmp_path):
+    cfg = KafkaConfig(bootstrap_servers=broker, decisions_topic="dash.decisions", stats_topic="dash.camera-stats",
+                      district_stats_topic="dash.district-stats", outbox_path=tmp_path / "outbox.jsonl")
+    ensure_topics(cfg)
+    with dashboard(cfg) as url:
+        page = _get(url)
+        assert "<title>maskwatch</title>" in page
+        assert "http" not in page.replace("http://www.w3.org/2000/svg", "")  # no external resources
+        state = _get(f"{url}/api/state")
+        assert (state["districts"], state["cameras"]) == ([], [])
+        _publish_fleet(cfg)
+        state = _wait("state of the topics", lambda: _state_matching(url, cfg))
+        assert state["broker"]["state"] == "connected"
+        north = next(d for d in state["districts"] if d["district"] == "north")
+        assert (north["total_people"], north["total_masked"], north["cameras_total"]) == (21, 3, 2)
+        n1 = next(c for c in state["cameras"] if c["camera_id"] == "n1")
+        assert n1["frames_per_s"] is not None  # from its last two windows
+        series = _get(f"{url}/api/series?kind=district&key=north")
+        assert [p["window_start_ns"] for p in series] == [T0, T0 + 60 * 10**9]
+        assert series[0]["mask_fraction"] == pytest.approx(0.1)  # 2 of 20, pooled
+        with pytest.raises(urllib.error.HTTPError, match="404"):
+            _get(f"{url}/api/series?kind=camera&key=nobody")
+        api = _get(f"{url}/openapi.json")
+        assert {"/api/state", "/api/series", "/api/events", "/healthz"} <= set(api["paths"])
+        # Server-sent events: the first event is the whole state.
+        with urllib.request.urlopen(f"{url}/api/events", timeout=10) as stream:
+            assert stream.headers.get_content_type() == "text/event-stream"
+            lines = [stream.readline().decode().strip() for _ in range(2)]
+        assert lines[0] == "event: state"
+        assert _matches_topics(json.loads(lines[1].removeprefix("data: ")), cfg)
+    with dashboard(cfg) as url:  # restarted: rebuilt from the compacted topics, the same numbers
+        _wait("state after a restart", lambda: _state_matching(url, cfg))
+
+
+@pytest.mark.kafka
+def test_a_broker_down_at_start_is_on_the_page_and_the_page_recovers(tmp_path):
+    port = free_port()
+    cfg = KafkaConfig(bootstrap_servers=f"127.0.0.1:{port}", decisions_topic="late.decisions",
+                      stats_topic="late.camera-stats", district_stats_topic="late.district-stats",
+                      outbox_path=tmp_path / "outbox.jsonl")
+    with dashboard(cfg) as url:
+        down = _wait("broker unreachable shown",
+                     lambda: (s := _get(f"{url}/api/state"))["broker"]["state"] == "unreachable" and s)
+        assert down["broker"]["bootstrap_servers"] == f"127.0.0.1:{port}"
+        assert down["broker"]["error"]
+        proc = start_broker(port, tmp_path / "broker.log")
+        try:
+            ensure_topics(cfg)
+            _publish_fleet(cfg)
+            state = _wait("recovered", lambda: _state_matching(url, cfg), timeout_s=60)
+            assert state["broker"]["state"] == "connected"
+        finally:
+            stop_broker(proc.pid)
+
+
+def test_a_port_in_use_or_no_broker_is_a_one_line_error():
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        r = subprocess.run([sys.executable, "-m", "maskwatch.cli", "dashboard", "--kafka-bootstrap", "127.0.0.1:9",
+                            "--port", str(port)], capture_output=True, text=True, cwd=REPO, timeout=60)
+    assert r.returncode == 2
+    assert r.stderr.strip().splitlines()[-1].startswith(
+        f"maskwatch: error: dashboard: cannot listen on 127.0.0.1:{port}")
+    r = subprocess.run([sys.executable, "-m", "maskwatch.cli", "dashboard"], capture_output=True, text=True, cwd=REPO,
+                       timeout=60, env={"PATH": "/usr/bin:/bin", "HOME": "/tmp"})
+    assert r.returncode == 2
+    assert r.stderr.strip() == ("maskwatch: error: maskwatch dashboard needs a broker: --kafka-bootstrap HOST:PORT, "
+                                "or kafka.bootstrap_servers in --config")
+
+
+def test_the_view_keeps_one_point_per_window_and_the_latest_revision():
+    view = StatsView()
+    cam = Camera("c", "d")
+    first, second = cam.window(0, 1, 0), cam.window(1, 0, 1)
+    for rec in (first, second, first, second):
+        view.add_camera(rec)
+    assert [p["window_start_ns"] for p in view.series("camera", "c")] == [T0, T0 + 60 * 10**9]
+    assert view.state()["cameras"][0]["total_people"] == 2
+    roll = DistrictRollup(lateness_s=0)
+    (d0,) = roll.add(first)
+    revised = dataclasses.replace(d0, revision=1, people=5)
+    for rec in (d0, revised, d0):  # a re-delivered older revision changes nothing
+        view.add_district(rec)
+    assert [p["people"] for p in view.series("district", "d")] == [5]
+    assert view.state()["districts"][0]["revision"] == 1
+    with pytest.raises(KeyError):
+        view.series("district", "nowhere")
