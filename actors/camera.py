@@ -74,6 +74,10 @@ class CameraShardActor:
         self._pose_latency = Histogram(
             "maskwatch_pose_latency_seconds", "Frame decoded to its poses back in the camera loop (queue, Ray hops, "
             "batching, inference)", boundaries=LATENCY_BUCKETS_S, tag_keys=tags)
+        self._people = Gauge(
+            "maskwatch_camera_people", "People decided since the camera's run started, by decision (running total, "
+            "restored after restarts); a district's pooled mask fraction: sum(mask) / sum(mask + no_mask) by district",
+            tag_keys=("camera_id", "district", "decision"))
         self._stage_cpu = Counter(
             "maskwatch_stage_cpu_seconds", "CPU seconds of a camera's own stages in its shard (decode, letterbox, "
             "tracking, crop, voting, records; thread time)", tag_keys=("camera_id", "stage"))
@@ -90,6 +94,9 @@ class CameraShardActor:
         if cam.pose_latency_s is not None:  # taken once: idle ticks call this too
             self._pose_latency.observe(cam.pose_latency_s, tags)
             cam.pose_latency_s = None
+        total = w.total
+        for decision, n in (("mask", total.masked), ("no_mask", total.unmasked), ("undecided", total.undecided)):
+            self._people.set(n, {"camera_id": cam.camera_id, "district": w.district or "", "decision": decision})
         for stage, cpu_s in cam.stage_cpu_s.items():
             if cpu_s > 0:
                 self._stage_cpu.inc(cpu_s, {"camera_id": cam.camera_id, "stage": stage})

@@ -16,7 +16,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-from schemas.errors import MaskwatchError
+from schemas.errors import ConfigError, MaskwatchError
 
 
 def tansu_binary() -> Path:
@@ -41,6 +41,17 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
+
+
+def check_port_free(host: str, port: int, what: str) -> None:
+    """Raises :class:`ConfigError` naming ``what`` and the port when ``host:port`` cannot be bound (in use)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind((host, port))
+        except OSError as exc:
+            msg = f"{what}: cannot listen on {host}:{port} ({exc.strerror or exc}); choose another port"
+            raise ConfigError(msg) from exc
 
 
 def wait_for_port(port: int, timeout_s: float = 10.0) -> bool:

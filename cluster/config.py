@@ -168,6 +168,9 @@ class RayConfig(_Strict):
     """Where to run."""
 
     address: str | None = None  # None: a local Ray on 127.0.0.1; "auto" or ray://... for a cluster
+    # A local run's Prometheus endpoint (Ray's own metrics and the maskwatch_* ones) on 127.0.0.1: http://127.0.0.1:
+    # <port>/metrics. null: a port Ray chooses. Not used with `address` (the cluster's nodes have their own).
+    metrics_export_port: Annotated[int, Field(ge=1, le=65535)] | None = 8090
     namespace: str = "maskwatch"
 
 

@@ -15,7 +15,6 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import socket
 import threading
 import time
 from collections.abc import AsyncIterator, Callable
@@ -23,7 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from schemas.errors import ConfigError
+from cluster.broker import check_port_free
 from schemas.messages import CameraStats, DistrictStats
 
 logger = logging.getLogger(__name__)
@@ -260,17 +259,6 @@ def create_app(view: StatsView, event_interval_s: float = 0.5) -> Any:
     return app
 
 
-def check_port_free(host: str, port: int) -> None:
-    """Raises :class:`ConfigError` naming the port when it cannot be bound (in use, or not allowed)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            s.bind((host, port))
-        except OSError as exc:
-            msg = f"dashboard: cannot listen on {host}:{port} ({exc.strerror or exc}); choose another --port"
-            raise ConfigError(msg) from exc
-
-
 def serve(cfg: Any, host: str, port: int, on_started: Callable[[Any], None] | None = None,
           stop: threading.Event | None = None) -> None:
     """Follow the topics and serve the dashboard on ``host:port`` until ``stop`` or SIGINT/SIGTERM.
@@ -280,11 +268,11 @@ def serve(cfg: Any, host: str, port: int, on_started: Callable[[Any], None] | No
         on_started: Called with the uvicorn server once it listens (tests).
 
     Raises:
-        ConfigError: If the port cannot be bound.
+        ConfigError: If the port cannot be bound (:func:`cluster.broker.check_port_free`).
     """
     import uvicorn
 
-    check_port_free(host, port)
+    check_port_free(host, port, "dashboard")
     stop = stop or threading.Event()
     view = StatsView()
     view.set_broker("connecting", cfg.bootstrap_servers)

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from cluster.broker import check_port_free
 from cluster.config import Config, default_pose_input_px, model_dir
 from pipeline.camera_loop import CameraSpec
 from pipeline.facegate import load_face_gate
@@ -132,9 +133,13 @@ def init_ray(cfg: Config, num_cpus: float) -> None:
             msg = f"cannot join the Ray cluster at {cfg.ray.address}: {exc}.{hint}"
             raise MaskwatchError(msg) from None
     else:
+        port = cfg.ray.metrics_export_port
+        if port is not None:
+            check_port_free("127.0.0.1", port, "ray.metrics_export_port")
         ray.init(
             address="local",
             _node_ip_address="127.0.0.1",
+            _metrics_export_port=port,
             num_cpus=max(os.cpu_count() or 1, math.ceil(num_cpus)),
             include_dashboard=False,
             namespace=cfg.ray.namespace,

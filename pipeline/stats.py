@@ -176,6 +176,12 @@ class CameraWindows:
             district=self.district,
         )
 
+    @property
+    def total(self) -> PeopleCounts:
+        """The running totals since the camera's run started (restored ones included); read only."""
+        t = self._total
+        return PeopleCounts(t.masked, t.unmasked, t.undecided)
+
     def restore(self, last: CameraStats) -> None:
         """Carry on from the camera's last published record, after its process or the whole job restarted.
 

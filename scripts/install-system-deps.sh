@@ -4,10 +4,12 @@
 #   gir1.2-gst-rtsp-server-1.0  GstRtspServer (libgstrtspserver; Debian makes it depend on GStreamer core and
 #                               plugins -base, -good and -bad: filesrc, appsrc, identity, rtpbin, udpsink)
 #   gstreamer1.0-plugins-good   qtdemux, rtph264pay (used directly by scripts/rtsp_server.py)
+#   chromium, chromium-driver  the dashboard in a real browser (tests/test_dashboard_browser.py, selenium)
+#   prometheus                  scrapes a local run's metrics in tests/test_prometheus.py
 # Not needed: gstreamer1.0-rtsp (rtspclientsink), -plugins-ugly and -libav (nothing is re-encoded or decoded).
 # Idempotent: installs (and runs apt-get update) only when a package is missing. Needs root (CI runs as root).
 set -euo pipefail
-PKGS=(python3-gi gir1.2-gst-rtsp-server-1.0 gstreamer1.0-plugins-good)
+PKGS=(python3-gi gir1.2-gst-rtsp-server-1.0 gstreamer1.0-plugins-good chromium chromium-driver prometheus)
 
 missing=()
 for p in "${PKGS[@]}"; do
