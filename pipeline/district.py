@@ -79,6 +79,7 @@ class DistrictRollup:
             raise ValueError(msg)
         self.lateness_ns = int(lateness_s * 1e9)
         self._districts: dict[str, _District] = {}
+        self._latest: dict[str, CameraStats] = {}  # camera_id -> its latest record
         self._district_of: dict[str, str] = {}  # camera_id -> district of its latest record
 
     @property
@@ -99,21 +100,19 @@ class DistrictRollup:
         A record without a district takes its camera out of the district it was in (the camera was moved); a camera
         counts in the district of its latest record.
         """
-        prev = self._district_of.get(rec.camera_id)
         out: list[DistrictStats] = []
-        if prev is not None and prev != rec.district:
-            old = self._districts[prev]
-            cur = old.latest.get(rec.camera_id)
-            if cur is not None and _newer(rec, cur):
-                del old.latest[rec.camera_id]
-                del self._district_of[rec.camera_id]
+        latest = self._latest.get(rec.camera_id)
+        if latest is None or _newer(rec, latest):  # a re-delivered older record moves nothing
+            self._latest[rec.camera_id] = rec
+            prev = self._district_of.pop(rec.camera_id, None)
+            if prev is not None and prev != rec.district:
+                self._districts[prev].latest.pop(rec.camera_id, None)
+            if rec.district is not None:
+                self._district_of[rec.camera_id] = rec.district
+                self._districts.setdefault(rec.district, _District(rec.district)).latest[rec.camera_id] = rec
         if rec.district is None:
             return out
         d = self._districts.setdefault(rec.district, _District(rec.district))
-        cur = d.latest.get(rec.camera_id)
-        if cur is None or _newer(rec, cur):
-            d.latest[rec.camera_id] = rec
-            self._district_of[rec.camera_id] = rec.district
         d.max_end_ns = max(d.max_end_ns, rec.window_end_ns)
         start = rec.window_start_ns
         if start <= d.published_until_ns and start not in d.published:

@@ -145,11 +145,17 @@ def test_cameras_without_a_district_count_nowhere_and_a_moved_camera_counts_in_i
     assert roll.add(none.window(0, 5, 0)) == []
     assert roll.districts == []
     cam = Camera("m", "old")
-    (old,) = roll.add(cam.window(0, 1, 0))  # lateness 0: published as soon as it comes
+    first = cam.window(0, 1, 0)
+    (old,) = roll.add(first)  # lateness 0: published as soon as it comes
     assert (old.district, old.total_people) == ("old", 1)
     cam.w.district = "new"
     (new,) = roll.add(cam.window(1, 1, 0))
     assert (new.district, new.people, new.total_people) == ("new", 1, 2)  # its running totals moved with it
     assert roll.districts == ["new", "old"]
+    assert roll.add(first) == []  # its old record again (at least once): the camera stays in its new district
+    other = Camera("o", "old")
+    (old_again,) = roll.add(other.window(0, 0, 1))  # late for minute 0 of "old": published again
+    assert (old_again.revision, old_again.people, old_again.cameras) == (1, 2, 2)  # "m" was in "old" then
+    assert (old_again.cameras_total, old_again.total_people) == (1, 1)  # ... and is not any more
     with pytest.raises(ValueError, match="lateness_s"):
         DistrictRollup(lateness_s=-1)
