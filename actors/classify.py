@@ -18,7 +18,8 @@ from pipeline.onnx_models import MaskClassifier
 
 # Months of operation: always restarted (max_restarts=-1). A model call is idempotent, so a call in flight when the
 # process dies is retried on the restarted actor (max_task_retries) and the camera that made it goes on.
-@ray.remote(max_restarts=-1, max_task_retries=2)
+# enable_task_events=False: one call per frame with faces (see PoseActor).
+@ray.remote(max_restarts=-1, max_task_retries=2, enable_task_events=False)
 class ClassifyActor:
     """Scores `(K, S, S, 3)` uint8 RGB crops; requests of many cameras are concatenated into one model call."""
 

@@ -22,7 +22,9 @@ logger = logging.getLogger(__name__)
 
 # Months of operation: always restarted (max_restarts=-1). A model call is idempotent, so a call in flight when the
 # process dies is retried on the restarted actor (max_task_retries) and the camera that made it goes on.
-@ray.remote(max_restarts=-1, max_task_retries=2)
+# enable_task_events=False: one call per frame per camera; Ray's GCS would keep an event record of each (it grew
+# 3.2 MB a minute with 4 cameras, bench/RESULTS.md), as Ray Serve turns them off for its replicas.
+@ray.remote(max_restarts=-1, max_task_retries=2, enable_task_events=False)
 class PoseActor:
     """Runs the pose model on letterboxed frames from many cameras, batching those of the same input shape."""
 

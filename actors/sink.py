@@ -11,7 +11,8 @@ from pipeline.sinks import JsonLinesSink, KafkaSink, Record
 
 # Restarted by Ray if its process dies; the outbox is on disk and re-sent by the new process. Records it held only in
 # memory (sent, not yet acknowledged) are lost with the process: at most request_timeout_s of them.
-@ray.remote(max_restarts=-1)
+# enable_task_events=False: a write per frame that ends a track or a window, from every camera (see PoseActor).
+@ray.remote(max_restarts=-1, enable_task_events=False)
 class SinkActor:
     """Writes records; Kafka when ``bootstrap_servers`` is set, else the JSON Lines file ``out_path``."""
 
