@@ -26,7 +26,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from pipeline.prevalence import ClassifierValidation
-from pipeline.stats import PeopleCounts
+from pipeline.stats import PeopleCounts, people_fields
 from schemas.messages import CameraStats, DistrictStats
 
 KEEP_WINDOWS = 1440
@@ -166,12 +166,6 @@ class DistrictRollup:
                               sum(r.undecided for r in recs))
         total = PeopleCounts(sum(r.total_masked for r in latest), sum(r.total_unmasked for r in latest),
                              sum(r.total_undecided for r in latest))
-        v_window, v_total = _validation_of(recs), _validation_of(latest)
-        frac, low, high = window.fraction()
-        cfrac, clow, chigh = window.corrected(v_window)
-        tfrac, tlow, thigh = total.fraction()
-        ctfrac, ctlow, cthigh = total.corrected(v_total)
-        se, sp = v_total.counts() if v_total else (None, None)
         return DistrictStats(
             district=d.name,
             window_start_ns=start,
@@ -180,29 +174,7 @@ class DistrictRollup:
             cameras=len({r.camera_id for r in recs}),
             cameras_total=len(latest),
             cameras_running=sum(r.camera_state == "running" for r in latest),
-            people=window.people,
-            masked=window.masked,
-            unmasked=window.unmasked,
-            undecided=window.undecided,
-            mask_fraction=frac,
-            mask_fraction_low=low,
-            mask_fraction_high=high,
-            corrected_mask_fraction=cfrac,
-            corrected_mask_fraction_low=clow,
-            corrected_mask_fraction_high=chigh,
-            total_people=total.people,
-            total_masked=total.masked,
-            total_unmasked=total.unmasked,
-            total_undecided=total.undecided,
-            total_mask_fraction=tfrac,
-            total_mask_fraction_low=tlow,
-            total_mask_fraction_high=thigh,
-            total_corrected_mask_fraction=ctfrac,
-            total_corrected_mask_fraction_low=ctlow,
-            total_corrected_mask_fraction_high=cthigh,
-            classifier_sensitivity=se,
-            classifier_specificity=sp,
-            classifier_validation_source=v_total.source if v_total else None,
+            **people_fields(window, total, _validation_of(recs), _validation_of(latest)),
             frames_processed=sum(r.frames_processed for r in latest),
             frames_dropped=sum(r.frames_dropped for r in latest),
             tracks_lost=sum(r.tracks_lost for r in latest),

@@ -11,6 +11,7 @@ Lang–Reiczigel 2014 interval), when the classifier's validation counts are kno
 from __future__ import annotations
 
 import math
+from typing import Any
 
 from pipeline.prevalence import ClassifierValidation, lang_reiczigel
 from schemas.messages import CameraState, CameraStats, PersonDecision
@@ -91,6 +92,32 @@ class PeopleCounts:
         return round(est[0], 6), round(est[1], 6), round(est[2], 6)
 
 
+def people_fields(
+    window: PeopleCounts,
+    total: PeopleCounts,
+    window_validation: ClassifierValidation | None,
+    total_validation: ClassifierValidation | None,
+) -> dict[str, Any]:
+    """The people, fraction and correction fields that :class:`CameraStats` and
+    :class:`~schemas.messages.DistrictStats` share, for a window and the running totals: counts, the mask fraction
+    with its Wilson interval, and the corrected fraction with its Lang–Reiczigel interval (null without validation),
+    with the validation figures that corrected the totals."""
+    out: dict[str, Any] = {}
+    for prefix, counts, validation in (("", window, window_validation), ("total_", total, total_validation)):
+        frac, low, high = counts.fraction()
+        cfrac, clow, chigh = counts.corrected(validation)
+        out |= {
+            f"{prefix}people": counts.people, f"{prefix}masked": counts.masked,
+            f"{prefix}unmasked": counts.unmasked, f"{prefix}undecided": counts.undecided,
+            f"{prefix}mask_fraction": frac, f"{prefix}mask_fraction_low": low, f"{prefix}mask_fraction_high": high,
+            f"{prefix}corrected_mask_fraction": cfrac, f"{prefix}corrected_mask_fraction_low": clow,
+            f"{prefix}corrected_mask_fraction_high": chigh,
+        }
+    se, sp = total_validation.counts() if total_validation else (None, None)
+    return out | {"classifier_sensitivity": se, "classifier_specificity": sp,
+                  "classifier_validation_source": total_validation.source if total_validation else None}
+
+
 class CameraWindows:
     """Windowed statistics of one camera.
 
@@ -131,39 +158,12 @@ class CameraWindows:
 
     def _record(self, final: bool) -> CameraStats:
         assert self._start_ns is not None  # internal invariant, callers check
-        frac, low, high = self._window.fraction()
-        tfrac, tlow, thigh = self._total.fraction()
-        cfrac, clow, chigh = self._window.corrected(self.validation)
-        ctfrac, ctlow, cthigh = self._total.corrected(self.validation)
-        se, sp = self.validation.counts() if self.validation else (None, None)
         return CameraStats(
             camera_id=self.camera_id,
             window_start_ns=self._start_ns,
             window_end_ns=self._start_ns + self._window_ns,
             final=final,
-            people=self._window.people,
-            masked=self._window.masked,
-            unmasked=self._window.unmasked,
-            undecided=self._window.undecided,
-            mask_fraction=frac,
-            mask_fraction_low=low,
-            mask_fraction_high=high,
-            corrected_mask_fraction=cfrac,
-            corrected_mask_fraction_low=clow,
-            corrected_mask_fraction_high=chigh,
-            total_people=self._total.people,
-            total_masked=self._total.masked,
-            total_unmasked=self._total.unmasked,
-            total_undecided=self._total.undecided,
-            total_mask_fraction=tfrac,
-            total_mask_fraction_low=tlow,
-            total_mask_fraction_high=thigh,
-            total_corrected_mask_fraction=ctfrac,
-            total_corrected_mask_fraction_low=ctlow,
-            total_corrected_mask_fraction_high=cthigh,
-            classifier_sensitivity=se,
-            classifier_specificity=sp,
-            classifier_validation_source=self.validation.source if self.validation else None,
+            **people_fields(self._window, self._total, self.validation, self.validation),
             frames_processed=self.frames_processed,
             frames_dropped=self.frames_dropped,
             faces_classified=self.faces_classified,
