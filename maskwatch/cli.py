@@ -213,6 +213,9 @@ def dashboard(kafka_bootstrap: str | None, config_path: str | None, host: str, p
     The page is at http://HOST:PORT/, the API at /api/state, /api/series and /api/events (server-sent events), its
     schema at /openapi.json. A broker that is down is shown on the page and retried.
     """
+    import signal
+
+    from cluster.broker import check_port_free
     from cluster.config import Config, load_config
     from cluster.dashboard import serve
 
@@ -221,6 +224,10 @@ def dashboard(kafka_bootstrap: str | None, config_path: str | None, host: str, p
     if not kafka.bootstrap_servers:
         msg = "maskwatch dashboard needs a broker: --kafka-bootstrap HOST:PORT, or kafka.bootstrap_servers in --config"
         raise MaskwatchError(msg)
+    check_port_free(host, port, "dashboard")
+    # uvicorn shuts down on SIGTERM/SIGINT, then raises the signal again: a stop asked for is a clean exit (status 0).
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda _s, _f: sys.exit(0))
     click.echo(f"dashboard: http://{host}:{port}/ (statistics from {kafka.bootstrap_servers}); Ctrl-C stops it",
                err=True)
     serve(kafka, host, port)
