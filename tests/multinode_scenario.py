@@ -59,7 +59,7 @@ def main() -> int:
     from cluster.stats_reader import read_topic
     from pipeline.sinks import ensure_topics
     from schemas.messages import CameraStats
-    from tests.procs import descendants
+    from tests.procs import descendants, stop_all
 
     report: dict[str, object] = {}
     procs: list[subprocess.Popen[bytes]] = []
@@ -139,13 +139,7 @@ def main() -> int:
                 "stats": {c: [s.to_dict() for s in recs] for c, recs in final.items()},
             }
         finally:
-            for p in reversed(procs):
-                if p.poll() is None:
-                    p.send_signal(signal.SIGTERM)
-                    try:
-                        p.wait(timeout=30)
-                    except subprocess.TimeoutExpired:
-                        p.kill()
+            stop_all(reversed(procs))
             ray.shutdown()
     args.out.write_text(json.dumps(report))
     return 0

@@ -3,6 +3,9 @@ servers) and must measure or end only their own."""
 
 from __future__ import annotations
 
+import signal
+import subprocess
+from collections.abc import Iterable
 from pathlib import Path
 
 
@@ -28,3 +31,15 @@ def descendants(pid: int) -> list[tuple[int, str]]:
             out.append(child)
             todo.append(child[0])
     return out
+
+
+def stop_all(procs: Iterable[subprocess.Popen[bytes]], timeout_s: float = 30.0) -> None:
+    """SIGTERM each process still running (in the given order), wait up to ``timeout_s``, then SIGKILL it."""
+    for p in procs:
+        if p.poll() is None:
+            p.send_signal(signal.SIGTERM)
+            try:
+                p.wait(timeout=timeout_s)
+            except subprocess.TimeoutExpired:
+                p.kill()
+                p.wait()

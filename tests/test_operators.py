@@ -33,6 +33,7 @@ from cluster.grafana import panels
 from cluster.rollup import run_rollup
 from cluster.stats_reader import latest_districts, latest_stats
 from tests.conftest import pose_model, shared_video
+from tests.procs import stop_all
 from tests.rtsp_server import RtspServer
 
 pytestmark = [pytest.mark.ray, pytest.mark.kafka, pytest.mark.slow]
@@ -207,14 +208,7 @@ def test_operators_see_the_run_in_prometheus_and_in_a_real_browser(broker: str, 
     finally:
         if driver is not None:
             driver.quit()
-        for p in procs:
-            if p.poll() is None:
-                p.send_signal(signal.SIGTERM)
-                try:
-                    p.wait(timeout=30)
-                except subprocess.TimeoutExpired:
-                    p.kill()
-                    p.wait()
+        stop_all(procs)
         stop.set()
         for t in threads:
             t.join(timeout=15)
