@@ -76,14 +76,12 @@ class StatsView:
         with self._lock:
             series = self._camera_series.setdefault(rec.camera_id, {})
             prev = series.get(rec.window_start_ns)
-            if prev is not None and (prev.total_people, prev.frames_processed, prev.final) >= (
-                    rec.total_people, rec.frames_processed, rec.final):
+            if prev is not None and prev.progress >= rec.progress:
                 return
             series[rec.window_start_ns] = rec
             _trim(series, self._points)
             cur = self.cameras.get(rec.camera_id)
-            if cur is None or (rec.window_start_ns, rec.frames_processed) >= (
-                    cur.window_start_ns, cur.frames_processed):
+            if cur is None or rec.progress >= cur.progress:
                 self.cameras[rec.camera_id] = rec
                 self._fps[rec.camera_id] = _fps(list(series.values()))
             self.updated_ns = time.time_ns()
@@ -94,12 +92,12 @@ class StatsView:
         with self._lock:
             series = self._district_series.setdefault(rec.district, {})
             prev = series.get(rec.window_start_ns)
-            if prev is not None and prev.revision >= rec.revision:
+            if prev is not None and prev.progress >= rec.progress:
                 return
             series[rec.window_start_ns] = rec
             _trim(series, self._points)
             cur = self.districts.get(rec.district)
-            if cur is None or (rec.window_start_ns, rec.revision) >= (cur.window_start_ns, cur.revision):
+            if cur is None or rec.progress >= cur.progress:
                 self.districts[rec.district] = rec
             self.updated_ns = time.time_ns()
             self._bump()

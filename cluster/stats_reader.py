@@ -80,8 +80,7 @@ def latest_stats(cfg: Any, timeout_s: float = 10.0) -> dict[str, CameraStats]:
     for value in current_values(values, CameraStats.schema_version, CameraStats.upgrade):
         s = CameraStats.decode(value)
         prev = latest.get(s.camera_id)
-        newer = (s.window_end_ns, s.total_people, s.final)
-        if prev is None or newer >= (prev.window_end_ns, prev.total_people, prev.final):
+        if prev is None or s.progress >= prev.progress:
             latest[s.camera_id] = s
     return latest
 
@@ -97,7 +96,7 @@ def latest_districts(cfg: Any, timeout_s: float = 10.0) -> dict[str, DistrictSta
     for value in current_values(values, DistrictStats.schema_version):
         d = DistrictStats.decode(value)
         prev = latest.get(d.district)
-        if prev is None or (d.window_start_ns, d.revision) >= (prev.window_start_ns, prev.revision):
+        if prev is None or d.progress >= prev.progress:
             latest[d.district] = d
     return latest
 

@@ -45,12 +45,6 @@ def _validation_of(records: Iterable[CameraStats]) -> ClassifierValidation | Non
     return ClassifierValidation.parse(se, sp, source)
 
 
-def _newer(a: CameraStats, b: CameraStats) -> bool:
-    """Is ``a`` a later record of its camera than ``b``? (Window, then progress: a re-delivered older record is not.)"""
-    return (a.window_start_ns, a.total_people, a.frames_processed, a.final) > (
-        b.window_start_ns, b.total_people, b.frames_processed, b.final)
-
-
 @dataclass
 class _District:
     name: str
@@ -102,7 +96,7 @@ class DistrictRollup:
         """
         out: list[DistrictStats] = []
         latest = self._latest.get(rec.camera_id)
-        if latest is None or _newer(rec, latest):  # a re-delivered older record moves nothing
+        if latest is None or rec.progress > latest.progress:  # a re-delivered older record moves nothing
             self._latest[rec.camera_id] = rec
             prev = self._district_of.pop(rec.camera_id, None)
             if prev is not None and prev != rec.district:

@@ -186,6 +186,12 @@ class CameraStats(_Message):
     tracks_lost: int = 0
     district: str | None = None
 
+    @property
+    def progress(self) -> tuple[int, int, int, bool]:
+        """Orders one camera's records: a later window, then more people counted and frames processed, then final.
+        A re-delivered older record sorts before the camera's newer ones (readers keep the greatest)."""
+        return self.window_start_ns, self.total_people, self.frames_processed, self.final
+
     @staticmethod
     def upgrade(obj: dict[str, Any]) -> dict[str, Any]:
         """A parsed value of an earlier version (4 or 5) as this version: no tracks open or lost are known (4), no
@@ -262,6 +268,11 @@ class DistrictStats(_Message):
     frames_processed: int
     frames_dropped: int
     tracks_lost: int
+
+    @property
+    def progress(self) -> tuple[int, int]:
+        """Orders one district's records: a later window, then a later revision of it (readers keep the greatest)."""
+        return self.window_start_ns, self.revision
 
 
 TOPIC_MESSAGES: dict[str, type[_Message]] = {
