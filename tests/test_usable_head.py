@@ -9,24 +9,19 @@ import onnx
 import onnxruntime as ort
 import pytest
 
-from maskwatch.training.usable import USABLE_OUTPUT, PooledFeatures, add_usable_output
+from maskwatch.training.usable import (
+    PooledFeatures,
+    add_usable_output,
+    merge_usable_net,
+    strip_usable_output,
+)
 from pipeline.onnx_models import MaskClassifier
 
 CLASSIFIER = Path(__file__).resolve().parents[1] / "maskwatch" / "assets" / "mask_classifier.onnx"
 
 
 def _without_head(src: Path, dst: Path) -> None:
-    model = onnx.load(str(src))
-    nodes = [n for n in model.graph.node if not any(o.startswith("usable") for o in n.output)]
-    del model.graph.node[:]
-    model.graph.node.extend(nodes)
-    inits = [i for i in model.graph.initializer if not i.name.startswith("usable/")]
-    del model.graph.initializer[:]
-    model.graph.initializer.extend(inits)
-    outs = [o for o in model.graph.output if o.name != USABLE_OUTPUT]
-    del model.graph.output[:]
-    model.graph.output.extend(outs)
-    onnx.save(model, str(dst))
+    onnx.save(strip_usable_output(onnx.load(str(src))), str(dst))
 
 
 def test_added_head_is_a_logistic_regression_on_pooled_features(tmp_path):
@@ -59,3 +54,30 @@ def test_classifier_without_head_lets_every_crop_count(tmp_path):
     assert scores.shape == (3, 2)
     assert scores[:, 1].tolist() == [1.0, 1.0, 1.0]
     assert MaskClassifier(base, device="cpu").predict_scores(crops[:0]).shape == (0, 2)
+
+
+def test_merged_network_runs_on_the_same_crops(tmp_path):
+    """A second network merged as ``usable_score`` sees the classifier's own input: merging the classifier's mask
+    network with itself must give usable_score == mask_score, crop by crop, in one session call."""
+    base = strip_usable_output(onnx.load(str(CLASSIFIER)))
+    assert [o.name for o in base.graph.output] == ["mask_score"]
+    merged = merge_usable_net(base, base, {"maskwatch.usable_head": "itself"})
+    path = tmp_path / "merged.onnx"
+    onnx.save(merged, str(path))
+    clf = MaskClassifier(path, device="cpu")
+    assert clf.has_usable
+    assert clf.metadata["maskwatch.usable_head"] == "itself"
+    crops = np.random.default_rng(1).integers(0, 256, (5, 96, 96, 3), dtype=np.uint8)
+    scores = clf.predict_scores(crops)
+    np.testing.assert_allclose(scores[:, 1], scores[:, 0], atol=1e-6)
+    base_path = tmp_path / "base.onnx"
+    onnx.save(base, str(base_path))
+    alone = ort.InferenceSession(str(base_path), providers=["CPUExecutionProvider"]).run(
+        ["mask_score"], {"crops": crops}
+    )
+    np.testing.assert_allclose(scores[:, 0], alone[0], atol=1e-6)
+    # Stripping takes the merged network out again, and a classifier that has the output refuses a second one.
+    assert [o.name for o in strip_usable_output(merged).graph.output] == ["mask_score"]
+    assert not any(n.name.startswith("usable_net/") for n in strip_usable_output(merged).graph.node)
+    with pytest.raises(ValueError, match="already has an output 'usable_score'"):
+        merge_usable_net(merged, base, {})

@@ -1,16 +1,22 @@
 """Teach the mask classifier a second output, ``usable_score``: is this crop a face that can show a mask?
 
 The face gate's detector (YuNet, :mod:`pipeline.facegate`) passes backs of heads, hair and faces whose mouth is
-hidden behind the person in front. This module fits a logistic regression on the classifier's own pooled features
-(the input of its last fully connected layer: 1,280 values for efficientnet_lite0) that tells usable faces from
-the rest, and adds it to the classifier's ONNX graph as a second output (one matrix product, no second pass).
+hidden behind the person in front. This module adds a second output to the classifier's ONNX graph that tells
+usable faces from the rest. Two heads can be made (``--head``):
+
+- ``net`` (the default, shipped since 2026-11-30): a second EfficientNet-Lite0 (ImageNet weights, the classifier's
+  architecture, input and street augmentation), fine-tuned on usable vs not usable crops, quantized to int8 and
+  merged into the classifier's graph on the same ``crops`` input. One session call runs both networks.
+- ``linear``: a logistic regression on the classifier's own pooled features (the input of its last fully connected
+  layer: 1,280 values for efficientnet_lite0). One matrix product, no second network (shipped 2026-11-29).
 
 Training data (labels by looking, `data/labels/README.md`):
 - usable: the annotated faces of the classifier's training split (:func:`maskwatch.training.data.split_images`,
-  the same seed, so its held-out faces stay held out), the ``face`` rows of ``photo_false_faces.csv`` and of
-  ``video_head_crops.csv``;
-- not usable: the ``not_a_face`` rows of ``photo_false_faces.csv`` and the ``not_a_face`` and ``unusable`` rows of
-  ``video_head_crops.csv`` (backs of heads, blurs, hidden mouths from street and CCTV videos).
+  the same seed, so its held-out faces stay held out) and the ``face`` rows of ``photo_false_faces.csv``,
+  ``photo_head_crops.csv`` and ``video_head_crops.csv``;
+- not usable: the ``not_a_face`` rows of the two photo files and the ``not_a_face`` and ``unusable`` rows of
+  ``photo_head_crops.csv`` and ``video_head_crops.csv`` (backs of heads, blurs, hidden mouths from street photos and
+  CCTV videos).
 
 The masked-crowd videos of ``face_gate_crops.csv`` are never trained on: they measure the result.
 
@@ -151,6 +157,159 @@ def add_usable_output(
     onnx.save(model, str(out))
 
 
+def strip_usable_output(model: Any) -> Any:
+    """A copy of the classifier graph ``model`` (an ``onnx.ModelProto``) without its ``usable_score`` head.
+
+    Removes the output and every node and initializer of a head this module added (names under ``usable/`` for
+    the linear head, ``usable_net/`` for the network); a graph without the output comes back unchanged.
+    """
+    import onnx
+
+    out = onnx.ModelProto()
+    out.CopyFrom(model)
+    g = out.graph
+    prefixes = ("usable/", "usable_net/")
+    nodes = [n for n in g.node if not any(o == USABLE_OUTPUT or o.startswith(prefixes) for o in n.output)]
+    inits = [i for i in g.initializer if not i.name.startswith(prefixes)]
+    outs = [o for o in g.output if o.name != USABLE_OUTPUT]
+    infos = [v for v in g.value_info if not v.name.startswith(prefixes)]
+    for field, keep in ((g.node, nodes), (g.initializer, inits), (g.output, outs), (g.value_info, infos)):
+        del field[:]
+        field.extend(keep)
+    return out
+
+
+def merge_usable_net(classifier: Any, net: Any, metadata: dict[str, str]) -> Any:
+    """Add the one-output crop network ``net`` to ``classifier`` as its ``usable_score`` output (both ``ModelProto``).
+
+    ``net`` must take the classifier's input (uint8 `(N, S, S, 3)` crops) and give `(N,)` float32 probabilities, as
+    :func:`maskwatch.training.train.export_onnx` writes it. Its names get the prefix ``usable_net/``; its input is
+    wired to the classifier's input, so one session call runs both networks on the same crops.
+
+    Raises:
+        ValueError: If ``classifier`` already has a ``usable_score`` output, the inputs differ in type or shape, or
+            ``net`` does not have exactly one input and one output.
+    """
+    import onnx
+    from onnx import compose
+
+    if any(o.name == USABLE_OUTPUT for o in classifier.graph.output):
+        msg = f"the classifier already has an output {USABLE_OUTPUT!r}: strip it first (strip_usable_output)"
+        raise ValueError(msg)
+    if len(net.graph.input) != 1 or len(net.graph.output) != 1:
+        msg = f"the usable-face network must have one input and one output, got {len(net.graph.input)} and " \
+              f"{len(net.graph.output)}"
+        raise ValueError(msg)
+    (c_in,), (n_in,) = classifier.graph.input, net.graph.input
+    if c_in.type != n_in.type:
+        msg = f"input mismatch: classifier {c_in.type}, usable-face network {n_in.type}"
+        raise ValueError(msg)
+    prefixed = compose.add_prefix(net, "usable_net/")
+    src_in, src_out = prefixed.graph.input[0].name, prefixed.graph.output[0].name
+    merged = onnx.ModelProto()
+    merged.CopyFrom(classifier)
+    g = merged.graph
+    for node in prefixed.graph.node:
+        node.input[:] = [c_in.name if i == src_in else i for i in node.input]
+        node.output[:] = [USABLE_OUTPUT if o == src_out else o for o in node.output]
+        g.node.append(node)
+    g.initializer.extend(prefixed.graph.initializer)
+    g.value_info.extend(prefixed.graph.value_info)
+    g.output.append(onnx.helper.make_tensor_value_info(USABLE_OUTPUT, onnx.TensorProto.FLOAT, ["N"]))
+    have = {(o.domain, o.version) for o in merged.opset_import}
+    merged.opset_import.extend(o for o in prefixed.opset_import if (o.domain, o.version) not in have)
+    props = {q.key: q.value for q in merged.metadata_props} | metadata
+    del merged.metadata_props[:]
+    for k, v in props.items():
+        merged.metadata_props.append(onnx.StringStringEntryProto(key=k, value=v))
+    onnx.checker.check_model(merged)
+    return merged
+
+
+def train_usable_net(
+    annotated_faces: npt.NDArray[np.uint8],
+    domain_faces: npt.NDArray[np.uint8],
+    not_usable: npt.NDArray[np.uint8],
+    *,
+    crop_margin: float,
+    epochs: int = 10,
+    seed: int = 0,
+    threads: int = 2,
+    log: Any = print,
+) -> Any:
+    """Fine-tune EfficientNet-Lite0 (ImageNet weights) to tell usable faces from the rest.
+
+    Each epoch draws 4,800 crops: half ``not_usable``, a quarter ``domain_faces`` (faces cut by the pipeline's own
+    keypoint head boxes on photos and videos), a quarter ``annotated_faces``; each crop goes through the
+    classifier's :class:`~maskwatch.training.train.StreetAugment`. AdamW 6e-4 with weight decay 1e-5, one-cycle
+    schedule (10% warm-up), batch 48, binary cross-entropy: the classifier's optimiser settings.
+
+    Args:
+        annotated_faces, domain_faces, not_usable: `(N, S, S, 3)` uint8 RGB crops, cut with ``crop_margin``.
+        crop_margin: Crop side over face side (for the augmentation's downscaling).
+        epochs, seed, threads: Training length, seed of sampling, augmentation and initialisation, torch threads.
+        log: Progress sink.
+
+    Returns:
+        The trained module (eval mode) in the classifier's contract: uint8 `(N, S, S, 3)` in, `(N,)` probability out.
+    """
+    import time
+
+    import torch
+
+    from maskwatch.training.train import StreetAugment, build_model, contract_module
+
+    torch.manual_seed(seed)
+    torch.set_num_threads(threads)
+    px = int(not_usable.shape[1])
+    net, mean, std = build_model("efficientnet_lite0", px, 1)
+    net = net.to(memory_format=torch.channels_last)
+    model = contract_module(net, mean, std)
+    rng = np.random.default_rng(seed)
+    aug = StreetAugment(px, crop_margin, rng)
+    n, batch = 4800, 48
+    steps = epochs * (n // batch)
+    opt = torch.optim.AdamW(model.parameters(), lr=6e-4, weight_decay=1e-5)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, 6e-4, total_steps=steps, pct_start=0.1)
+    pools = (not_usable, domain_faces, annotated_faces)
+    t0 = time.time()
+    for epoch in range(epochs):
+        model.train()
+        src = np.searchsorted([0.5, 0.75], rng.random(n), side="right")  # 0: not usable, 1: domain, 2: annotated
+        picks = [pools[k][rng.integers(len(pools[k]))] for k in src]
+        target = (src > 0).astype(np.float32)
+        total = 0.0
+        for i in range(0, n - batch + 1, batch):
+            x = torch.from_numpy(np.stack([aug(c, float("nan")) for c in picks[i : i + batch]]))
+            x = (x.permute(0, 3, 1, 2).float() - model.mean) * model.inv_std
+            loss = torch.nn.functional.binary_cross_entropy_with_logits(
+                model.net(x).reshape(-1), torch.from_numpy(target[i : i + batch])
+            )
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            sched.step()
+            total += float(loss.detach())
+        log(f"usable net epoch {epoch + 1}/{epochs} loss {total / (n // batch):.4f} ({time.time() - t0:.0f}s)")
+    net.to(memory_format=torch.contiguous_format)
+    return model.eval()
+
+
+def usable_net_graph(model: Any, calib: npt.NDArray[np.uint8]) -> Any:
+    """Export :func:`train_usable_net`'s module to ONNX and quantize it to int8 on ``calib`` crops (``ModelProto``)."""
+    import tempfile
+
+    import onnx
+
+    from maskwatch.training.train import export_onnx, quantize_int8
+
+    with tempfile.TemporaryDirectory() as tmp:
+        fp32, int8 = Path(tmp) / "fp32.onnx", Path(tmp) / "int8.onnx"
+        export_onnx(model, fp32, int(calib.shape[1]))
+        quantize_int8(fp32, int8, calib)
+        return onnx.load(str(int8))
+
+
 def video_crops(
     labels_csv: Path, videos_dir: Path, input_px: int
 ) -> tuple[npt.NDArray[np.uint8], npt.NDArray[np.str_], npt.NDArray[np.str_]]:
@@ -250,49 +409,85 @@ def gate_report(
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Command line: fit the usable-face head, print the held-out report as JSON, write the model."""
+    """Command line: train the usable-face head, write the model, print the report on held-out crops as JSON."""
     p = argparse.ArgumentParser(prog="python -m maskwatch.training.usable", description=__doc__.split("\n\n")[0])
     p.add_argument("--data-root", type=Path, required=True, help="shared data folder (detection/, videos/)")
-    p.add_argument("--classifier", type=Path, required=True, help="mask classifier .onnx to extend")
+    p.add_argument("--classifier", type=Path, required=True,
+                   help="mask classifier .onnx to extend (a usable_score head it has is replaced)")
     p.add_argument("--out", type=Path, required=True, help="the extended .onnx to write")
     p.add_argument("--labels-dir", type=Path, default=LABELS_DIR)
-    p.add_argument("--l2", type=float, default=0.03, help="L2 penalty on the standardised weights")
+    p.add_argument("--head", choices=("net", "linear"), default="net",
+                   help="net: a fine-tuned second network (default); linear: logistic regression on pooled features")
+    p.add_argument("--epochs", type=int, default=10, help="--head net: training epochs of 4,800 crops")
+    p.add_argument("--threads", type=int, default=2, help="--head net: torch threads")
+    p.add_argument("--l2", type=float, default=0.03, help="--head linear: L2 penalty on the standardised weights")
     p.add_argument("--threshold", type=float, default=0.5, help="pass mark reported (faces.usable_min_score)")
     p.add_argument("--yunet-min", type=float, default=0.6, help="face-gate pass mark reported with it")
     p.add_argument("--seed", type=int, default=0)
     args = p.parse_args(argv)
 
+    import tempfile
+
     import onnx
 
     from pipeline.facegate import YUNET_FILE, load_face_gate
+    from pipeline.onnx_models import MaskClassifier
 
-    meta = {q.key: q.value for q in onnx.load(str(args.classifier)).metadata_props}
+    base = strip_usable_output(onnx.load(str(args.classifier)))
+    meta = {q.key: q.value for q in base.metadata_props}
     margin, px = float(meta["maskwatch.crop_margin"]), int(meta["maskwatch.input_px"])
     videos = args.data_root / "videos"
     tr_faces, held_faces, held_px = annotated_faces(args.data_root, margin, px, args.seed)
-    ph_crops, ph_label = photo_crops(args.data_root, args.labels_dir / "photo_false_faces.csv", margin, px)
+    parts = [photo_crops(args.data_root, args.labels_dir / name, margin, px)
+             for name in ("photo_false_faces.csv", "photo_head_crops.csv")]
     vh_crops, vh_label, _ = video_crops(args.labels_dir / "video_head_crops.csv", videos, px)
-    vh_keep = np.isin(vh_label, USABLE_VIDEO_LABELS + NOT_USABLE_VIDEO_LABELS)
-    pooled_features = PooledFeatures(args.classifier)
-    x = np.concatenate([pooled_features(c) for c in (tr_faces, ph_crops, vh_crops[vh_keep])])
-    y = np.concatenate([
-        np.ones(len(tr_faces)), (ph_label == "face").astype(float), np.isin(vh_label[vh_keep], USABLE_VIDEO_LABELS)
-    ]).astype(np.float32)
-    weight = np.where(y == 1, 0.5 / y.sum(), 0.5 / (1 - y).sum()).astype(np.float32) * len(y)
-    w, b = fit_logistic(x, y, weight, args.l2)
+    parts.append((vh_crops, vh_label))
+    dom_crops = np.concatenate([c for c, _ in parts])
+    dom_label = np.concatenate([lab for _, lab in parts])
+    known = np.isin(dom_label, USABLE_VIDEO_LABELS + NOT_USABLE_VIDEO_LABELS)  # leaves out the studio_4 painting
+    dom_crops, dom_usable = dom_crops[known], np.isin(dom_label[known], USABLE_VIDEO_LABELS)
+    train = {"annotated_faces": len(tr_faces), "domain_faces": int(dom_usable.sum()),
+             "not_usable": int((~dom_usable).sum())}
+    print(f"training crops: {train}", file=sys.stderr, flush=True)
 
+    if args.head == "linear":
+        with tempfile.TemporaryDirectory() as tmp:
+            base_path = Path(tmp) / "base.onnx"
+            onnx.save(base, str(base_path))
+            pooled_features = PooledFeatures(base_path)
+            x = np.concatenate([pooled_features(c) for c in (tr_faces, dom_crops)])
+            y = np.concatenate([np.ones(len(tr_faces)), dom_usable]).astype(np.float32)
+            weight = np.where(y == 1, 0.5 / y.sum(), 0.5 / (1 - y).sum()).astype(np.float32) * len(y)
+            w, b = fit_logistic(x, y, weight, args.l2)
+            add_usable_output(base_path, args.out, w, b, {
+                "maskwatch.usable_head": f"logistic regression on pooled features, l2 {args.l2}, "
+                f"{int(y.sum())} usable / {int((1 - y).sum())} not (maskwatch.training.usable)",
+            })
+        train["l2"] = args.l2
+    else:
+        log = lambda m: print(m, file=sys.stderr, flush=True)  # noqa: E731 - a one-line sink
+        model = train_usable_net(tr_faces, dom_crops[dom_usable], dom_crops[~dom_usable], crop_margin=margin,
+                                 epochs=args.epochs, seed=args.seed, threads=args.threads, log=log)
+        rng = np.random.default_rng(args.seed + 1)
+        calib = np.concatenate([rng.permutation(tr_faces)[:256], rng.permutation(dom_crops)[:256]])
+        merged = merge_usable_net(base, usable_net_graph(model, calib), {
+            "maskwatch.usable_head": f"efficientnet_lite0_int8 fine-tuned, {args.epochs} epochs, "
+            f"{train['annotated_faces']} annotated + {train['domain_faces']} pipeline faces / "
+            f"{train['not_usable']} not usable (maskwatch.training.usable)",
+        })
+        onnx.save(merged, str(args.out))
+        train["epochs"] = args.epochs
+
+    clf = MaskClassifier(args.out, device="cpu")
     ev_crops, ev_label, ev_video = video_crops(args.labels_dir / "face_gate_crops.csv", videos, px)
     gate = load_face_gate(Path(__file__).resolve().parents[1] / "assets" / YUNET_FILE)
-
-    def usable(c: npt.NDArray[np.uint8]) -> npt.NDArray[np.float32]:
-        return 1.0 / (1.0 + np.exp(-(pooled_features(c) @ w + b)))
-
-    ev_u, ev_y = usable(ev_crops), gate.face_scores(ev_crops)
+    ev_u, ev_y = clf.predict_scores(ev_crops)[:, 1], gate.face_scores(ev_crops)
     held16 = held_faces[held_px >= 16]
-    ho_u, ho_y = usable(held16), gate.face_scores(held16)
+    ho_u, ho_y = clf.predict_scores(held16)[:, 1], gate.face_scores(held16)
     t, ty = args.threshold, args.yunet_min
     report = {
-        "train": {"usable": int(y.sum()), "not_usable": int((1 - y).sum()), "l2": args.l2},
+        "head": args.head,
+        "train": train,
         "video_crops_face_detector_only": gate_report(ev_y >= ty, ev_label, ev_video),
         "video_crops_usable_only": gate_report(ev_u >= t, ev_label, ev_video),
         "video_crops_both": gate_report((ev_u >= t) & (ev_y >= ty), ev_label, ev_video),
@@ -303,10 +498,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     }
     json.dump(report, sys.stdout, indent=1)
     print()
-    add_usable_output(args.classifier, args.out, w, b, {
-        "maskwatch.usable_head": f"logistic regression on pooled features, l2 {args.l2}, "
-        f"{int(y.sum())} usable / {int((1 - y).sum())} not (maskwatch.training.usable)",
-    })
     return 0
 
 
