@@ -1,7 +1,9 @@
 """Mask classifier and face gate crops/s next to the pose model's frames/s, same process, one run.
 
-The classifier at batch 1, 8, 32 and 128; the face gate (YuNet via ``cv2.FaceDetectorYN``, one crop per call, as
-``pipeline.facegate`` runs it) per crop.
+The classifier at batch 1, 8, 32 and 128 (both outputs, ``mask_score`` and ``usable_score``, as the pipeline calls it),
+its mask network alone at batch 32 (the rest is the usable-face output's cost: a second network since 2026-11-30),
+and the face gate's detector (YuNet via ``cv2.FaceDetectorYN``, one crop per call, as ``pipeline.facegate`` runs it)
+per crop.
 
     python bench/classifier_throughput.py [--model M] [--device cpu|cuda] [--seconds 3]
 
@@ -77,6 +79,13 @@ def main() -> None:
         sec = timed(lambda batch=batch: clf.predict(batch), args.seconds)
         rows[b] = b / sec
         print(f"{f'classifier, batch {b}':<36}{1000 * sec:>10.2f}{b / sec:>10.0f}  crops/s")
+    if clf.has_usable:
+        batch = np.ascontiguousarray(np.resize(pool, (32, s, s, 3)))
+        sec = timed(lambda: clf.session.run(["mask_score"], {clf.input_name: batch}), args.seconds) / 32
+        usable = 1 / rows[32] - sec
+        print(f"{'mask network alone, batch 32':<36}{1000 * sec * 32:>10.2f}{1 / sec:>10.0f}  crops/s")
+        print(f"{'usable-face output, per crop':<36}{1000 * usable:>10.2f}{'':>10}"
+              f"   = {usable * rows[32]:.2f} classifier crops (batch 32)")
     cfg = Config().classify
     gate = load_face_gate(cfg.face_detector_path, cfg.face_detector_input_px) if cfg.face_detector_path else None
     gate_sec = None

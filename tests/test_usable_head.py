@@ -13,6 +13,7 @@ from maskwatch.training.usable import (
     PooledFeatures,
     add_usable_output,
     merge_usable_net,
+    occlude_lower_face,
     strip_usable_output,
 )
 from pipeline.onnx_models import MaskClassifier
@@ -81,3 +82,17 @@ def test_merged_network_runs_on_the_same_crops(tmp_path):
     assert not any(n.name.startswith("usable_net/") for n in strip_usable_output(merged).graph.node)
     with pytest.raises(ValueError, match="already has an output 'usable_score'"):
         merge_usable_net(merged, base, {})
+
+
+def test_synthetic_occlusion_hides_the_lower_face_only():
+    """The not-usable crops made for training keep the eyes and hide the mouth behind the filler's pixels."""
+    face = np.full((96, 96, 3), 200, np.uint8)
+    filler = np.full((96, 96, 3), 20, np.uint8)
+    rng = np.random.default_rng(0)
+    for _ in range(20):
+        out = occlude_lower_face(face, filler, rng)
+        assert out.shape == face.shape
+        assert out.dtype == np.uint8
+        assert (out[: int(0.45 * 96)] == 200).all()  # above the occluder: the face as it was (eyes near 40%)
+        assert (out[int(0.86 * 96) :, 40:56] == 20).all()  # the chin, under every ellipse drawn: the filler
+    assert (face == 200).all()  # the input is not modified
