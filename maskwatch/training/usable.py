@@ -4,19 +4,21 @@ The face gate's detector (YuNet, :mod:`pipeline.facegate`) passes backs of heads
 hidden behind the person in front. This module adds a second output to the classifier's ONNX graph that tells
 usable faces from the rest. Two heads can be made (``--head``):
 
-- ``net`` (the default, shipped since 2026-11-30): a second EfficientNet-Lite0 (ImageNet weights, the classifier's
-  architecture, input and street augmentation), fine-tuned on usable vs not usable crops, quantized to int8 and
-  merged into the classifier's graph on the same ``crops`` input. One session call runs both networks.
-- ``linear``: a logistic regression on the classifier's own pooled features (the input of its last fully connected
-  layer: 1,280 values for efficientnet_lite0). One matrix product, no second network (shipped 2026-11-29).
+- ``linear`` (the default; the shipped file's head since 2026-11-29): a logistic regression on the classifier's own
+  pooled features (the input of its last fully connected layer: 1,280 values for efficientnet_lite0). One matrix
+  product, no second network.
+- ``net`` (measured 2026-11-30, not shipped: `maskwatch/assets/FACE_GATE.md`): a second EfficientNet-Lite0
+  (ImageNet weights, the classifier's architecture, input and street augmentation), fine-tuned on usable vs not
+  usable crops, quantized to int8 and merged into the classifier's graph on the same ``crops`` input. One session
+  call runs both networks.
 
 Training data (labels by looking, `data/labels/README.md`):
 - usable: the annotated faces of the classifier's training split (:func:`maskwatch.training.data.split_images`,
-  the same seed, so its held-out faces stay held out) and the ``face`` rows of ``photo_false_faces.csv``,
-  ``photo_head_crops.csv`` and ``video_head_crops.csv``;
-- not usable: the ``not_a_face`` rows of the two photo files and the ``not_a_face`` and ``unusable`` rows of
-  ``photo_head_crops.csv`` and ``video_head_crops.csv`` (backs of heads, blurs, hidden mouths from street photos and
-  CCTV videos).
+  the same seed, so its held-out faces stay held out) and the ``face`` rows of the photo label files
+  (``--photo-labels``: ``photo_false_faces.csv`` by default, as shipped; ``photo_head_crops.csv`` adds 684 more) and
+  of ``video_head_crops.csv``;
+- not usable: their ``not_a_face`` and ``unusable`` rows (backs of heads, blurs, hidden mouths from street photos
+  and CCTV videos).
 
 The masked-crowd videos of ``face_gate_crops.csv`` are never trained on: they measure the result.
 
@@ -459,8 +461,11 @@ def main(argv: Sequence[str] | None = None) -> int:
                    help="mask classifier .onnx to extend (a usable_score head it has is replaced)")
     p.add_argument("--out", type=Path, required=True, help="the extended .onnx to write")
     p.add_argument("--labels-dir", type=Path, default=LABELS_DIR)
-    p.add_argument("--head", choices=("net", "linear"), default="net",
-                   help="net: a fine-tuned second network (default); linear: logistic regression on pooled features")
+    p.add_argument("--head", choices=("linear", "net"), default="linear",
+                   help="linear: logistic regression on pooled features (default, shipped); net: a fine-tuned second "
+                        "network")
+    p.add_argument("--photo-labels", default="photo_false_faces.csv",
+                   help="comma-separated label files of head crops on the training photos, in --labels-dir")
     p.add_argument("--epochs", type=int, default=10, help="--head net: training epochs of 4,800 crops")
     p.add_argument("--threads", type=int, default=2, help="--head net: torch threads")
     p.add_argument("--occlusion", type=float, default=0.0,
@@ -487,7 +492,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     videos = args.data_root / "videos"
     tr_faces, held_faces, held_px = annotated_faces(args.data_root, margin, px, args.seed)
     parts = [photo_crops(args.data_root, args.labels_dir / name, margin, px)
-             for name in ("photo_false_faces.csv", "photo_head_crops.csv")]
+             for name in args.photo_labels.split(",") if name]
     vh_crops, vh_label, vh_video = video_crops(args.labels_dir / "video_head_crops.csv", videos, px)
     val_videos = [v for v in args.val_videos.split(",") if v]
     unknown = sorted(set(val_videos) - set(vh_video.tolist()))
@@ -519,12 +524,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         train["l2"] = args.l2
     else:
         log = lambda m: print(m, file=sys.stderr, flush=True)  # noqa: E731 - a one-line sink
-        model = train_usable_net(tr_faces, dom_crops[dom_usable], dom_crops[~dom_usable], crop_margin=margin,
-                                 epochs=args.epochs, occlusion=args.occlusion, seed=args.seed,
-                                 threads=args.threads, log=log)
-        rng = np.random.default_rng(args.seed + 1)
-        calib = np.concatenate([rng.permutation(tr_faces)[:256], rng.permutation(dom_crops)[:256]])
-        with contextlib.redirect_stdout(sys.stderr):  # the quantizer prints its progress
+        with contextlib.redirect_stdout(sys.stderr):  # the weights loader and the quantizer print progress
+            model = train_usable_net(tr_faces, dom_crops[dom_usable], dom_crops[~dom_usable], crop_margin=margin,
+                                     epochs=args.epochs, occlusion=args.occlusion, seed=args.seed,
+                                     threads=args.threads, log=log)
+            rng = np.random.default_rng(args.seed + 1)
+            calib = np.concatenate([rng.permutation(tr_faces)[:256], rng.permutation(dom_crops)[:256]])
             graph = usable_net_graph(model, calib)
         merged = merge_usable_net(base, graph, {
             "maskwatch.usable_head": f"efficientnet_lite0_int8 fine-tuned, {args.epochs} epochs, "
