@@ -200,8 +200,8 @@ def merge_usable_net(classifier: Any, net: Any, metadata: dict[str, str]) -> Any
         msg = f"the classifier already has an output {USABLE_OUTPUT!r}: strip it first (strip_usable_output)"
         raise ValueError(msg)
     if len(net.graph.input) != 1 or len(net.graph.output) != 1:
-        msg = f"the usable-face network must have one input and one output, got {len(net.graph.input)} and " \
-              f"{len(net.graph.output)}"
+        msg = (f"the usable-face network must have one input and one output, got {len(net.graph.input)} and "
+               f"{len(net.graph.output)}")
         raise ValueError(msg)
     (c_in,), (n_in,) = classifier.graph.input, net.graph.input
     if c_in.type != n_in.type:
