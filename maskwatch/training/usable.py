@@ -124,6 +124,16 @@ def fit_logistic(
     return w.astype(np.float32), b
 
 
+def _update_metadata(model: Any, metadata: dict[str, str]) -> None:
+    """Set ``metadata`` in the ``ModelProto``'s metadata_props, keeping the other keys and their order."""
+    import onnx
+
+    props = {q.key: q.value for q in model.metadata_props} | metadata
+    del model.metadata_props[:]
+    for k, v in props.items():
+        model.metadata_props.append(onnx.StringStringEntryProto(key=k, value=v))
+
+
 def add_usable_output(
     classifier: Path, out: Path, w: npt.NDArray[np.float32], b: float, metadata: dict[str, str]
 ) -> None:
@@ -152,10 +162,7 @@ def add_usable_output(
         helper.make_node("Squeeze", ["usable/prob", "usable/axes"], [USABLE_OUTPUT]),
     ])
     model.graph.output.append(helper.make_tensor_value_info(USABLE_OUTPUT, onnx.TensorProto.FLOAT, ["N"]))
-    props = {p.key: p.value for p in model.metadata_props} | metadata
-    del model.metadata_props[:]
-    for k, v in props.items():
-        model.metadata_props.append(onnx.StringStringEntryProto(key=k, value=v))
+    _update_metadata(model, metadata)
     onnx.checker.check_model(model)
     onnx.save(model, str(out))
 
@@ -221,10 +228,7 @@ def merge_usable_net(classifier: Any, net: Any, metadata: dict[str, str]) -> Any
     g.output.append(onnx.helper.make_tensor_value_info(USABLE_OUTPUT, onnx.TensorProto.FLOAT, ["N"]))
     have = {(o.domain, o.version) for o in merged.opset_import}
     merged.opset_import.extend(o for o in prefixed.opset_import if (o.domain, o.version) not in have)
-    props = {q.key: q.value for q in merged.metadata_props} | metadata
-    del merged.metadata_props[:]
-    for k, v in props.items():
-        merged.metadata_props.append(onnx.StringStringEntryProto(key=k, value=v))
+    _update_metadata(merged, metadata)
     onnx.checker.check_model(merged)
     return merged
 
@@ -529,7 +533,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                                      epochs=args.epochs, occlusion=args.occlusion, seed=args.seed,
                                      threads=args.threads, log=log)
             rng = np.random.default_rng(args.seed + 1)
-            calib = np.concatenate([rng.permutation(tr_faces)[:256], rng.permutation(dom_crops)[:256]])
+            # The same crops as permuting the arrays themselves, without copying them whole.
+            calib = np.concatenate([tr_faces[rng.permutation(len(tr_faces))[:256]],
+                                    dom_crops[rng.permutation(len(dom_crops))[:256]]])
             graph = usable_net_graph(model, calib)
         merged = merge_usable_net(base, graph, {
             "maskwatch.usable_head": f"efficientnet_lite0_int8 fine-tuned, {args.epochs} epochs, "
