@@ -74,13 +74,12 @@ def main() -> None:
           f"{clf.provider}; pose {pose.path.name} on {pose.provider}; {os.cpu_count()} CPU(s)")
     print(f"{'what':<36}{'ms/call':>10}{'items/s':>10}")
     rows = {}
-    for b in (1, 8, 32, 128):
-        batch = np.ascontiguousarray(np.resize(pool, (b, s, s, 3)))
+    batches = {b: np.ascontiguousarray(np.resize(pool, (b, s, s, 3))) for b in (1, 8, 32, 128)}
+    for b, batch in batches.items():
         sec = timed(lambda batch=batch: clf.predict(batch), args.seconds)
         rows[b] = b / sec
         print(f"{f'classifier, batch {b}':<36}{1000 * sec:>10.2f}{b / sec:>10.0f}  crops/s")
     if clf.has_usable:
-        batch = np.ascontiguousarray(np.resize(pool, (32, s, s, 3)))
         # The same file without its usable_score head (onnxruntime runs every node, whatever output is asked for).
         import onnx
         import onnxruntime as ort
@@ -89,7 +88,7 @@ def main() -> None:
 
         bare = ort.InferenceSession(strip_usable_output(onnx.load(args.model)).SerializeToString(),
                                     providers=clf.session.get_providers())
-        sec = timed(lambda: bare.run(["mask_score"], {clf.input_name: batch}), args.seconds) / 32
+        sec = timed(lambda: bare.run(["mask_score"], {clf.input_name: batches[32]}), args.seconds) / 32
         usable = 1 / rows[32] - sec
         print(f"{'mask network alone, batch 32':<36}{1000 * sec * 32:>10.2f}{1 / sec:>10.0f}  crops/s")
         print(f"{'usable-face output, per crop':<36}{1000 * usable:>10.2f}{'':>10}"
