@@ -1,11 +1,20 @@
-"""Per-person decisions on the shared videos, one `maskwatch run` (local Ray) over all of them as cameras.
+"""Per-person decisions on the labelled shared videos, scored against the people labelled by looking.
 
-    python bench/decisions.py [--config maskwatch.yaml] [--out decisions.jsonl] [VIDEO ...]
+    python bench/decisions.py [--config maskwatch.yaml] [--set tracking.reid_hit_counter_max=60 ...]
+                              [--out DIR] [--reuse DIR] [--json] [VIDEO ...]
 
-Prints, per video, the people decided mask / no_mask / undecided and the face crops classified and rejected by the
-face gate, from the final statistics record, next to what is known of the video (``EXPECTED``). Judge a change to
-detection, tracking, the face gate or voting by these decisions, and look at the crops behind them with
-``maskwatch dataset extract``.
+One `maskwatch run` (local Ray) over every video that has a label file in ``data/labels/people/`` (or the videos
+named), each a camera, writing each camera's person tracks (MOTChallenge) and the decision and statistics records.
+Prints, per video and pooled, the camera's own counts (people, mask, no_mask, undecided, face crops classified and
+rejected by the face gate) and then the person-level table of ``maskwatch eval-people``
+(:mod:`maskwatch.evaluation.people`): people labelled, with a face, found, tracks per person, unmatched tracks,
+people decided, coverage, sensitivity and specificity with Wilson 95% intervals, wrong decisions, and the published
+next to the labelled mask fraction.
+
+``--set key=value`` overrides one config setting (dotted path, YAML value), so that settings can be chosen on some
+videos and reported on others (name the videos). ``--reuse DIR`` scores the outputs of an earlier ``--out DIR``
+again without running. Judge a change to detection, tracking, the face gate or voting by this table, and look at the
+crops behind the decisions with ``maskwatch dataset extract``.
 """
 
 from __future__ import annotations
@@ -17,58 +26,85 @@ import sys
 import tempfile
 from pathlib import Path
 
+import yaml
+
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 os.environ.setdefault("OPENCV_LOG_LEVEL", "ERROR")
 
-from cluster.config import CameraConfig, load_config
-from cluster.driver import run
+from cluster.config import CameraConfig, load_config, parse_config
+from maskwatch.evaluation.people import evaluate_video, format_table, pooled, read_decisions, read_labels
+from pipeline.mot import read_mot
 
-VIDEOS = Path(__file__).resolve().parents[2] / "shared" / "data" / "videos"
-# What is known of each video (../shared/data/SOURCES.md) and the decision target that follows from it.
-EXPECTED = {
-    "queue_hk_masked": "everyone masked: no_mask 0, mask >= 12",
-    "queue_dark_masks": "one of ~9 unmasked: at most one wrong decision",
-    "cctv_corridor_masked": "one masked man: mask",
-    "street_5_masked": "5 masked: no_mask 0",
-    "office_2_masked": "2 masked: no_mask 0",
-    "single_masked": "1 masked: mask",
-    "single_unmasked": "1 unmasked: no_mask",
-    "single_puts_mask_on": "transition: final state (mask) or undecided",
-    "single_mask_on_off": "on and off: not wrong",
-    "studio_4_unmasked_to_masked": "final state (mask) or undecided, never no_mask",
-    "towncentre_cctv_10s": "pre-2020, nobody masked: mask 0",
-}
+ROOT = Path(__file__).resolve().parents[1]
+VIDEOS = ROOT.parent / "shared" / "data" / "videos"
+LABELS = ROOT / "data" / "labels" / "people"
+
+
+def _override(cfg_dict: dict, assignments: list[str]) -> dict:
+    for a in assignments:
+        key, sep, value = a.partition("=")
+        if not sep:
+            msg = f"--set expects key=value, got {a!r}"
+            raise SystemExit(msg)
+        node = cfg_dict
+        *parents, leaf = key.split(".")
+        for k in parents:
+            node = node.setdefault(k, {})
+        node[leaf] = yaml.safe_load(value)
+    return cfg_dict
 
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("videos", nargs="*", help="video names in ../shared/data/videos (default: all of EXPECTED)")
+    ap.add_argument("videos", nargs="*", help="video names (default: every video with a label file)")
     ap.add_argument("--config", help="YAML config (cameras are replaced by the videos)")
-    ap.add_argument("--out", help="JSON Lines of every record (default: a temporary file)")
+    ap.add_argument("--set", dest="sets", action="append", default=[], help="override a setting: key=value")
+    ap.add_argument("--out", help="folder for records.jsonl and the tracks files (default: a temporary folder)")
+    ap.add_argument("--reuse", help="score the outputs of an earlier --out folder instead of running")
+    ap.add_argument("--json", action="store_true", help="print the person-level figures as JSON")
     args = ap.parse_args()
-    names = args.videos or list(EXPECTED)
-    cams = []
+    names = [Path(v).stem for v in args.videos] or sorted(p.stem for p in LABELS.glob("*.csv"))
     for name in names:
-        path = VIDEOS / f"{Path(name).stem}.mp4"
-        if not path.is_file():
-            print(f"missing {path}", file=sys.stderr)
+        if not (VIDEOS / f"{name}.mp4").is_file():
+            print(f"missing {VIDEOS / f'{name}.mp4'} (the shared videos are not here)", file=sys.stderr)
             return 2
-        cams.append(CameraConfig(camera_id=path.stem, source=str(path)))
-    cfg = load_config(args.config).model_copy(update={"cameras": cams})
-    out = args.out or str(Path(tempfile.mkdtemp(prefix="maskwatch-decisions-")) / "records.jsonl")
-    result = run(cfg, out_path=out)
+        if not (LABELS / f"{name}.csv").is_file():
+            print(f"no labels for {name}: {LABELS / f'{name}.csv'}", file=sys.stderr)
+            return 2
+    out = Path(args.reuse or args.out or tempfile.mkdtemp(prefix="maskwatch-decisions-"))
+    records = out / "records.jsonl"
+    if not args.reuse:
+        from cluster.driver import run
+
+        out.mkdir(parents=True, exist_ok=True)
+        base = load_config(args.config).model_dump(mode="json", exclude={"cameras"})
+        cfg = parse_config(_override(base, args.sets), "bench/decisions.py --set")
+        cams = [CameraConfig(camera_id=n, source=str(VIDEOS / f"{n}.mp4")) for n in names]
+        cfg = cfg.model_copy(update={"cameras": cams})
+        result = run(cfg, out_path=str(records), tracks={n: str(out / f"{n}.tracks.txt") for n in names})
+        print(f"records: {records} ({result.records}), {result.wall_s} s", file=sys.stderr)
     final = {}
-    for line in Path(out).read_text().splitlines():
+    for line in records.read_text().splitlines():
         rec = json.loads(line)
-        if rec["topic"] == cfg.kafka.stats_topic and rec["value"]["final"]:
+        if rec["value"].get("final"):
             final[rec["key"]] = rec["value"]
-    print(f"{'video':<30}{'people':>7}{'mask':>6}{'no_mask':>8}{'undec.':>7}{'faces':>7}{'rejected':>9}  expected")
-    for c in cams:
-        s = final[c.camera_id]
-        print(f"{c.camera_id:<30}{s['total_people']:>7}{s['total_masked']:>6}{s['total_unmasked']:>8}"
-              f"{s['total_undecided']:>7}{s['faces_classified']:>7}{s['faces_rejected']:>9}  "
-              f"{EXPECTED.get(c.camera_id, '')}")
-    print(f"records: {out} ({result.records}), {result.wall_s} s")
+    print(f"{'video':<28}{'people':>7}{'mask':>6}{'no_mask':>8}{'undec.':>7}{'faces':>7}{'rejected':>9}")
+    for n in names:
+        s = final[n]
+        print(f"{n:<28}{s['total_people']:>7}{s['total_masked']:>6}{s['total_unmasked']:>8}"
+              f"{s['total_undecided']:>7}{s['faces_classified']:>7}{s['faces_rejected']:>9}")
+    print()
+    decisions = read_decisions(records)
+    results = [
+        evaluate_video(read_labels(LABELS / f"{n}.csv"), read_mot(out / f"{n}.tracks.txt"),
+                       [d for d in decisions if d["camera_id"] == n])
+        for n in names
+    ]
+    if args.json:
+        print(json.dumps({r.video: r.to_dict() for r in [*results, pooled(results)]}, indent=1))
+    else:
+        print(format_table(results))
+    print(f"outputs: {out}", file=sys.stderr)
     return 0
 
 

@@ -76,14 +76,16 @@ def detections(source: str, input_px: int, cache: Path, nms_iou: float) -> tuple
     return out, wh
 
 
-def track(frames: list[dict], wh: tuple[int, int], params: TrackerParams, conf: float) -> np.ndarray:
-    """Replay detections through the tracker; MOT rows `(M, 7)` (:func:`pipeline.mot.mot_rows`)."""
+def track(frames: list[dict], wh: tuple[int, int], params: TrackerParams, conf: float,
+          images: dict[int, np.ndarray] | None = None) -> np.ndarray:
+    """Replay detections through the tracker; MOT rows `(M, 7)` (:func:`pipeline.mot.mot_rows`). ``images``
+    (frame_idx -> BGR frame) gives the tracker the frames, as the pipeline does (shot cuts, torso embeddings)."""
     tracker = CameraTracker(wh, params)
     rows = []
     for f in frames:
         keep = f["score"] >= conf
         score, bbox, kp = f["score"][keep], f["bbox_xyxy"][keep], f["keypoints"][keep]
-        tid = tracker.step(f["frame_idx"], kp, bbox)
+        tid = tracker.step(f["frame_idx"], kp, bbox, None if images is None else images[f["frame_idx"]])
         rows.append(mot_rows(Poses("tune", f["frame_idx"], 0, score, bbox, kp, tid)))
     return np.concatenate(rows) if rows else np.zeros((0, 7))
 
@@ -120,6 +122,12 @@ GRIDS = {
         "initialization_delay": [3, 6],
         "hit_counter_max": [15, 30, 60],
     },
+    "reid": {  # re-identification on torso histograms (needs the frames: --frames)
+        "conf": [0.15],
+        "reid_hit_counter_max": [0, 30, 60, 120],
+        "reid_distance_threshold": [0.2, 0.3, 0.4],
+        "appearance_gate": [1.0, 0.6],
+    },
     "fine": {
         "conf": [0.15, 0.2, 0.25],
         "distance": ["keypoints_voting"],
@@ -139,7 +147,10 @@ def settings(grid: dict[str, list]) -> list[tuple[float, TrackerParams]]:
     for values in itertools.product(*grid.values()):
         kw = dict(zip(grid, values, strict=True))
         conf = kw.pop("conf")
+        kw.setdefault("distance", default.distance)
         kw.setdefault("keypoint_height_frac", default.keypoint_height_frac)
+        if not kw.get("reid_hit_counter_max"):
+            kw["reid_distance_threshold"] = default.reid_distance_threshold
         if kw["distance"] != "keypoints_voting_height":
             kw["keypoint_height_frac"] = default.keypoint_height_frac
         if kw["distance"] != "keypoints_voting":
@@ -163,23 +174,28 @@ def main() -> None:
     ap.add_argument("--grid", choices=sorted(GRIDS), default="small")
     ap.add_argument("--cache", type=Path, default=Path.home() / ".cache" / "maskwatch" / "bench")
     ap.add_argument("--json", type=Path, help="Also write every row here.")
+    ap.add_argument("--frames", action="store_true",
+                    help="Give the tracker the frames, as the pipeline does (shot cuts, torso embeddings; ~1 GB for "
+                         "PETS09)")
     args = ap.parse_args()
 
     gt = read_mot(args.gt)
     nms = Config().pose.nms_iou
     rows = []
     print(f"{'input':>5} {'conf':>4} {'distance':<16} {'kp/eu frac':>10} {'thr':>4} {'kpthr':>5} {'init':>4} "
-          f"{'hit':>4} "
+          f"{'hit':>4} {'reid':>4} {'rthr':>4} {'gate':>4} "
           f"{'MOTA':>6} {'IDF1':>6} {'IDsw':>5} {'prec':>5} {'rec':>5} {'ids':>4} {'cnt':>4} {'gt':>3}", flush=True)
     for px in args.input_px:
         frames, wh = detections(args.source, px, args.cache, nms)
+        images = {fr.frame_idx: fr.image for fr in read_frames(args.source, "tune", None)} if args.frames else None
         for conf, p in settings(GRIDS[args.grid]):
-            m = evaluate_tracks(track(frames, wh, p, conf), gt)
+            m = evaluate_tracks(track(frames, wh, p, conf, images), gt)
             frac = {"keypoints_voting": f"1/{round(1 / p.keypoint_dist_frac)}",
                     "mean_euclidean": f"1/{round(1 / p.euclidean_dist_frac)}"}.get(p.distance,
                                                                                    f"h*{p.keypoint_height_frac:g}")
             print(f"{px:>5} {conf:>4.2f} {p.distance[:16]:<16} {frac:>10} {p.distance_threshold:>4.2f} "
                   f"{p.detection_threshold:>5.2f} {p.initialization_delay:>4} {p.hit_counter_max:>4} "
+                  f"{p.reid_hit_counter_max:>4} {p.reid_distance_threshold:>4.2f} {p.appearance_gate:>4.2f} "
                   f"{m.mota:>6.3f} {m.idf1:>6.3f} "
                   f"{m.id_switches:>5} {m.precision:>5.3f} {m.recall:>5.3f} {m.distinct_track_ids:>4} "
                   f"{m.counted_track_ids:>4} {m.gt_ids:>3}",

@@ -40,6 +40,7 @@ from norfair import Detection, Tracker
 from norfair.camera_motion import CoordinatesTransformation, MotionEstimator
 from norfair.distances import create_keypoints_voting_distance
 
+from pipeline.appearance import histogram_distance, torso_embeddings
 from schemas.pose import NO_TRACK
 
 FloatArray = npt.NDArray[np.float32]
@@ -83,6 +84,16 @@ class TrackerParams:
         cut_distance: A shot cut is a Bhattacharyya distance of consecutive frames' hue-saturation histograms above
             this (0-1; 1 turns cut detection off) ...
         cut_ratio: ... and above this many times the median distance of the previous frames (see :class:`ShotCuts`).
+        reid_hit_counter_max: Re-identification (norfair's ReID): a track that lost its person is kept this many more
+            frames (in source frames, like ``hit_counter_max``), and a new track whose torso colours
+            (:mod:`pipeline.appearance`) match it takes its id back. 0 turns re-identification off. While kept,
+            the track is not yet decided.
+        reid_distance_threshold: Largest Bhattacharyya distance (0-1) of torso histograms that re-identifies.
+        reid_max_move_frac: ... and the new track must start within this fraction of the frame's longest side of
+            where the lost one was last seen.
+        appearance_gate: A detection whose torso histogram is further than this (Bhattacharyya, 0-1) from every
+            recent one of a track is not matched to it, however close its keypoints (a track passing to a
+            neighbour). 1 turns the gate off.
 
     The defaults were tuned with ``bench/tune_tracking.py`` on PETS09 S2L1 (MOTA 0.856, IDF1 0.892, 21 ids for 19
     people) and checked on the close street videos, where a radius tied to the frame fragments tracks of near
@@ -106,6 +117,10 @@ class TrackerParams:
     moving_frac: float = 0.02
     cut_distance: float = 0.25
     cut_ratio: float = 3.0
+    reid_hit_counter_max: int = 0
+    reid_distance_threshold: float = 0.3
+    reid_max_move_frac: float = 0.25
+    appearance_gate: float = 1.0
 
     def __post_init__(self) -> None:
         ranges = {  # name: (low, high, low inclusive)
@@ -114,6 +129,8 @@ class TrackerParams:
             "detection_threshold": (0.0, 1.0, True), "initialization_delay": (0, float("inf"), True),
             "hit_counter_max": (1, float("inf"), True), "motion_px": (64, 1920, True),
             "moving_frac": (0.0, 1.0, False), "cut_distance": (0.0, 1.0, False), "cut_ratio": (1.0, float("inf"), True),
+            "reid_hit_counter_max": (0, float("inf"), True), "reid_distance_threshold": (0.0, 1.0, False),
+            "reid_max_move_frac": (0.0, 2.0, False), "appearance_gate": (0.0, 1.0, False),
         }
         for name, (low, high, closed) in ranges.items():
             v = getattr(self, name)
@@ -123,17 +140,54 @@ class TrackerParams:
                 raise ValueError(msg)
 
 
-def person_scaled_voting_distance(height_frac: float, detection_threshold: float) -> Callable[[Any, Any], float]:
+def _embeddings_of(obj: Any) -> list[Any]:
+    """A norfair TrackedObject's recent torso embeddings (its last detection and the past detections it keeps)."""
+    dets = [obj.last_detection, *getattr(obj, "past_detections", [])]
+    return [d.embedding for d in dets if d.embedding is not None]
+
+
+def appearance_distance(detection: Any, tracked_object: Any) -> float:
+    """Smallest torso-histogram distance of a detection to a track's recent detections (1 when either has none)."""
+    if detection.embedding is None:
+        return 1.0
+    embs = _embeddings_of(tracked_object)
+    return min((histogram_distance(detection.embedding, e) for e in embs), default=1.0)
+
+
+def reid_distance(max_move_px: float) -> Callable[[Any, Any], float]:
+    """norfair ReID distance: a new (initialising) track against a track that lost its person.
+
+    The torso-histogram distance of the new track's detection to the old track's recent ones, or 1 (no match)
+    when the new track starts more than ``max_move_px`` from where the old one was last detected.
+    """
+
+    def distance(new: Any, old: Any) -> float:
+        a, b = new.last_detection.data, old.last_detection.data
+        if float(np.hypot(a[1] - b[1], a[2] - b[2])) > max_move_px:
+            return 1.0
+        return appearance_distance(new.last_detection, old)
+
+    return distance
+
+
+def person_scaled_voting_distance(
+    height_frac: float, detection_threshold: float, appearance_gate: float = 1.0
+) -> Callable[[Any, Any], float]:
     """norfair's keypoint-voting distance with the match radius scaled to the person.
 
     Same rule as ``norfair.distances.create_keypoints_voting_distance`` (distance ``1 / (1 + matches)``; a keypoint
     matches when both the detection's and the track's last scores exceed ``detection_threshold`` and it lies
     closer than the radius to the track's estimate), but the radius is ``height_frac`` x the detection's person
-    height in pixels (``Detection.data``), so near and far people in one frame are matched alike.
+    height in pixels (``Detection.data[0]``), so near and far people in one frame are matched alike. With
+    ``appearance_gate`` < 1, a detection whose torso histogram is further than it from every recent one of the track
+    does not match (distance 1).
     """
 
     def distance(detection: Any, tracked_object: Any) -> float:
-        radius = height_frac * max(float(detection.data), 1.0)
+        if appearance_gate < 1.0 and detection.embedding is not None and _embeddings_of(tracked_object):
+            if appearance_distance(detection, tracked_object) > appearance_gate:
+                return 1.0
+        radius = height_frac * max(float(detection.data[0]), 1.0)
         d = np.linalg.norm(detection.points - tracked_object.estimate, axis=1)
         ok = (d < radius) & (detection.scores > detection_threshold)
         ok &= tracked_object.last_detection.scores > detection_threshold
@@ -274,7 +328,7 @@ class CameraTracker:
         p = params or TrackerParams()
         side = float(max(frame_wh))
         if p.distance == "keypoints_voting_height":
-            distance = person_scaled_voting_distance(p.keypoint_height_frac, p.detection_threshold)
+            distance = person_scaled_voting_distance(p.keypoint_height_frac, p.detection_threshold, p.appearance_gate)
             threshold = p.distance_threshold
         elif p.distance == "keypoints_voting":
             distance = create_keypoints_voting_distance(p.keypoint_dist_frac * side, p.detection_threshold)
@@ -288,7 +342,12 @@ class CameraTracker:
             detection_threshold=p.detection_threshold,
             initialization_delay=p.initialization_delay,
             hit_counter_max=p.hit_counter_max,
+            reid_distance_function=reid_distance(p.reid_max_move_frac * side) if p.reid_hit_counter_max else None,
+            reid_distance_threshold=p.reid_distance_threshold,
+            reid_hit_counter_max=p.reid_hit_counter_max or None,
         )
+        self._embed = p.reid_hit_counter_max > 0 or p.appearance_gate < 1.0
+        self.last_embeddings: list[FloatArray | None] = []  # torso embedding per row of the last step (or empty)
         self._tracker = self._new_tracker()
         self._id_offset = 0  # ids of trackers before the last cut, so that ids keep increasing
         self._last_frame_idx: int | None = None
@@ -342,8 +401,12 @@ class CameraTracker:
         else:
             boxes = np.concatenate([kp[:, :, :2].min(axis=1), kp[:, :, :2].max(axis=1)], axis=1)
             height = np.array([np.ptp(k[:, :2], axis=0).max() for k in kp], np.float32)
-        dets = [Detection(points=k[:, :2].copy(), scores=k[:, 2].copy(), data=float(h))
-                for k, h in zip(kp, height, strict=True)]
+        embs = torso_embeddings(frame_bgr, kp) if frame_bgr is not None and self._embed else [None] * len(kp)
+        self.last_embeddings = embs
+        centre = (boxes[:, :2] + boxes[:, 2:]) / 2.0
+        dets = [Detection(points=k[:, :2].copy(), scores=k[:, 2].copy(), embedding=e,
+                          data=(float(h), float(c[0]), float(c[1])))
+                for k, h, e, c in zip(kp, height, embs, centre, strict=True)]
         transform = None
         if frame_bgr is not None:
             if self.cuts is not None and self.cuts.update(frame_bgr):
@@ -360,6 +423,8 @@ class CameraTracker:
         return track_id
 
     def alive_track_ids(self) -> set[int]:
-        """Ids of confirmed tracks the tracker still holds (matched now or coasting)."""
+        """Ids of confirmed tracks the tracker still holds (matched now, coasting, or kept for re-identification:
+        such a track may take its person back, so it is not decided yet)."""
         return {o.id + self._id_offset for o in self._tracker.tracked_objects
-                if o.id is not None and o.hit_counter_is_positive}
+                if o.id is not None and (o.hit_counter_is_positive
+                                         or (self._params.reid_hit_counter_max and o.reid_hit_counter_is_positive))}
