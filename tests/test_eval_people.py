@@ -74,7 +74,7 @@ def test_one_track_over_two_people_belongs_to_the_one_it_followed_longest(tmp_pa
 
 
 def test_a_person_whose_mask_goes_on_is_mixed_and_either_decision_is_not_wrong(tmp_path):
-    rows = [(f, 1, 100, 50, 160, 250, "no_mask" if f < 60 else "mask") for f in (0, 30, 60, 90)]
+    rows = [(f, 1, 100, 50, 160, 250, "no_mask" if f < 60 else "mask") for f in (0, 30, 60, 90)]  # 2 and 2
     labels = read_labels(write_labels(tmp_path / "v.csv", rows))
     res = evaluate_video(labels, np.array(track_rows(1, range(0, 91, 3), lambda f: (100, 50, 160, 250)), float),
                          [decision(1, 0, 90, "no_mask")])
@@ -126,3 +126,8 @@ def test_shipped_people_labels_are_valid_and_inside_their_video(path):
     cap.release()
     for r in labels.rows:
         assert r.frame_idx < n and r.x1 >= -2 and r.y1 >= -2 and r.x2 <= w + 2 and r.y2 <= h + 2, r
+
+
+def test_a_mask_put_on_early_makes_a_masked_person(tmp_path):
+    rows = [(f, 1, 100, 50, 160, 250, "no_mask" if f < 30 else "mask") for f in (0, 30, 60, 90)]
+    assert read_labels(write_labels(tmp_path / "v.csv", rows)).truth(1) == "mask"

@@ -48,6 +48,12 @@ no mask); ``unsure``: a face is seen but the state cannot be told; ``no_face``: 
 (back of the head, hidden, out of the frame's top)."""
 
 
+MAJORITY = 2 / 3
+"""Share of a person's labelled mask / no_mask rows that one state must hold to be the person's state: someone who
+puts a mask on after the first second of a 16 s clip is a masked person, someone seen as long with as without is
+``mixed``."""
+
+
 @dataclass(frozen=True, slots=True)
 class LabelRow:
     """One labelled box of one person at one frame (see :data:`LABEL_COLUMNS`)."""
@@ -98,16 +104,15 @@ class PeopleLabels:
         return max(1, int(np.median(np.diff(self.frames)))) if len(self.frames) > 1 else 1
 
     def truth(self, person_id: int) -> str:
-        """A person's state over the video: ``mask`` or ``no_mask`` when every decided row agrees, ``mixed`` when
-        both occur (a mask put on or taken off: neither decision is wrong), ``unsure`` when a face was seen but
-        never judged, ``no_face`` when the face never showed."""
-        states = {r.mask for r in self.people[person_id]}
-        known = states & {"mask", "no_mask"}
-        if len(known) == 2:
-            return "mixed"
-        if known:
-            return known.pop()
-        return "unsure" if "unsure" in states else "no_face"
+        """A person's state over the video: ``mask`` or ``no_mask`` when it holds in at least ``MAJORITY`` of the
+        person's mask / no_mask rows, ``mixed`` otherwise (a mask taken off and put back for about as long: neither
+        decision is wrong), ``unsure`` when a face was seen but never judged, ``no_face`` when it never showed."""
+        states = Counter(r.mask for r in self.people[person_id])
+        n = states["mask"] + states["no_mask"]
+        if n:
+            top = "mask" if states["mask"] >= states["no_mask"] else "no_mask"
+            return top if states[top] >= MAJORITY * n else "mixed"
+        return "unsure" if states["unsure"] else "no_face"
 
     def has_face(self, person_id: int) -> bool:
         """The person's face showed at least once (a row other than ``no_face``)."""
