@@ -165,6 +165,7 @@ class CameraShardActor:
                 cfg.stats.window_s,
                 validation,
                 spec.district,
+                cfg.stats.min_coverage,
             )
 
         pose = self._pose[zlib.crc32(spec.camera_id.encode()) % len(self._pose)]

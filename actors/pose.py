@@ -45,7 +45,8 @@ class PoseActor:
     ) -> pa.RecordBatch:
         """People in one letterboxed `(h, w, 3)` uint8 BGR frame, as a ``POSE_SCHEMA`` batch in original pixels."""
         raw = await self._batcher.submit(image, key=image.shape)
-        poses = decode_poses(raw, lb, camera_id, frame_idx, pts_ns, self._cfg.conf_threshold, self._cfg.nms_iou)
+        poses = decode_poses(raw, lb, camera_id, frame_idx, pts_ns, self._cfg.conf_threshold, self._cfg.nms_iou,
+                             self._cfg.oks_nms)
         return poses.to_arrow()
 
     def info(self) -> dict[str, object]:

@@ -64,6 +64,8 @@ def main() -> int:
     ap.add_argument("--json", action="store_true", help="print the person-level figures as JSON")
     args = ap.parse_args()
     names = [Path(v).stem for v in args.videos] or sorted(p.stem for p in LABELS.glob("*.csv"))
+    if args.reuse and not args.videos:  # the videos of that run
+        names = [n for n in names if (Path(args.reuse) / f"{n}.tracks.txt").is_file()]
     for name in names:
         if not (VIDEOS / f"{name}.mp4").is_file():
             print(f"missing {VIDEOS / f'{name}.mp4'} (the shared videos are not here)", file=sys.stderr)

@@ -31,7 +31,7 @@ from maskwatch.evaluation.tracking import evaluate_tracks
 from pipeline.letterbox import letterbox
 from pipeline.mot import mot_rows, read_mot
 from pipeline.onnx_models import PoseModel
-from pipeline.pose_postprocess import decode_pose
+from pipeline.pose_postprocess import OKS_NMS, decode_pose
 from pipeline.source import read_frames
 from pipeline.tracking import CameraTracker, TrackerParams
 from schemas.pose import Poses
@@ -40,10 +40,11 @@ VIDEOS = Path(__file__).resolve().parents[2] / "shared" / "data" / "videos"
 CACHE_CONF = 0.1  # detections are cached above this; the sweep applies the real threshold
 
 
-def detections(source: str, input_px: int, cache: Path, nms_iou: float) -> tuple[list[dict], tuple[int, int]]:
+def detections(source: str, input_px: int, cache: Path, nms_iou: float,
+               oks: float = OKS_NMS) -> tuple[list[dict], tuple[int, int]]:
     """Per frame: frame_idx, score, bbox_xyxy, keypoints (original pixels), from the cache or a pose run."""
     model_path = pose_model_path(Config())
-    key = hashlib.sha256(f"{Path(source).resolve()}|{model_path.stat().st_size}|{input_px}|{nms_iou}".encode())
+    key = hashlib.sha256(f"{Path(source).resolve()}|{model_path.stat().st_size}|{input_px}|{nms_iou}|{oks}".encode())
     path = cache / f"pose-{Path(source).stem}-{input_px}-{key.hexdigest()[:10]}.npz"
     if path.exists():
         z = np.load(path)
@@ -60,7 +61,7 @@ def detections(source: str, input_px: int, cache: Path, nms_iou: float) -> tuple
         h, w = fr.image.shape[:2]
         wh = (w, h)
         img, lb = letterbox(fr.image, input_px)
-        score, bbox, kp = decode_pose(model.infer(img[None])[0], lb, CACHE_CONF, nms_iou)
+        score, bbox, kp = decode_pose(model.infer(img[None])[0], lb, CACHE_CONF, nms_iou, oks_threshold=oks)
         out.append({"frame_idx": fr.frame_idx, "score": score, "bbox_xyxy": bbox, "keypoints": kp})
     print(f"pose {input_px} px: {len(out)} frames in {time.perf_counter() - t0:.0f} s ({model.provider})", flush=True)
     cache.mkdir(parents=True, exist_ok=True)
@@ -128,6 +129,13 @@ GRIDS = {
         "reid_distance_threshold": [0.2, 0.3, 0.4],
         "appearance_gate": [1.0, 0.6],
     },
+    "reid-fine": {
+        "conf": [0.15],
+        "reid_hit_counter_max": [0, 20, 40],
+        "reid_distance_threshold": [0.1, 0.15],
+        "reid_max_move_frac": [0.05, 0.1],
+        "appearance_gate": [1.0, 0.8, 0.9],
+    },
     "fine": {
         "conf": [0.15, 0.2, 0.25],
         "distance": ["keypoints_voting"],
@@ -151,6 +159,7 @@ def settings(grid: dict[str, list]) -> list[tuple[float, TrackerParams]]:
         kw.setdefault("keypoint_height_frac", default.keypoint_height_frac)
         if not kw.get("reid_hit_counter_max"):
             kw["reid_distance_threshold"] = default.reid_distance_threshold
+            kw["reid_max_move_frac"] = default.reid_max_move_frac
         if kw["distance"] != "keypoints_voting_height":
             kw["keypoint_height_frac"] = default.keypoint_height_frac
         if kw["distance"] != "keypoints_voting":

@@ -14,8 +14,9 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, f
 
 from pipeline.headbox import FaceRules
 from pipeline.letterbox import default_pose_input_px
-from pipeline.pose_postprocess import CONF_THRESHOLD, NMS_IOU
+from pipeline.pose_postprocess import CONF_THRESHOLD, NMS_IOU, OKS_NMS
 from pipeline.prevalence import ClassifierValidation
+from pipeline.stats import DEFAULT_MIN_COVERAGE
 from pipeline.tracking import TrackerParams
 from pipeline.voting import VotingRules
 from schemas.errors import ConfigError
@@ -79,9 +80,10 @@ class PoseConfig(_Strict):
     """The pose model pool."""
 
     model_path: Path | None = None  # None: <model dir>/yolo11n-pose.onnx from `maskwatch models build`
-    # Defaults and their reasons: pipeline.pose_postprocess.CONF_THRESHOLD / NMS_IOU.
+    # Defaults and their reasons: pipeline.pose_postprocess.CONF_THRESHOLD / NMS_IOU / OKS_NMS.
     conf_threshold: Annotated[float, Field(ge=0, le=1)] = CONF_THRESHOLD
     nms_iou: Annotated[float, Field(gt=0, le=1)] = NMS_IOU
+    oks_nms: Annotated[float, Field(gt=0, le=1)] = OKS_NMS  # keypoint NMS threshold (1: off); pose_postprocess
     num_actors: Annotated[int, Field(ge=1)] = 1
     num_gpus: Annotated[float, Field(ge=0)] = 0.0  # per actor; >0 schedules on GPU nodes and uses CUDA
     num_cpus: Annotated[float, Field(ge=0)] = 1.0
@@ -120,6 +122,11 @@ class StatsConfig(_Strict):
     # What those counts were measured on, copied into each statistics record (e.g. "per person, 40 labelled tracks
     # of our cameras, 2026-11"). None: "config" when the counts are set here, the model's own text otherwise.
     classifier_validation_source: Annotated[str, Field(min_length=1, max_length=300)] | None = None
+    # Coverage (people decided / people with a face that passed the face gate, 0-1) under which a camera's or a
+    # district's record is flagged low_coverage (window and totals): the decided few are then a selected sample
+    # and the fraction can be biased far beyond its interval. 0.3: see pipeline.stats.DEFAULT_MIN_COVERAGE.
+    # `maskwatch rollup --config` uses it for the districts.
+    min_coverage: Annotated[float, Field(ge=0, le=1)] = DEFAULT_MIN_COVERAGE
 
     @model_validator(mode="after")
     def _both_or_neither(self) -> StatsConfig:

@@ -118,7 +118,8 @@ class StatsView:
 
     def series(self, kind: str, key: str) -> list[dict[str, Any]]:
         """Window points of one district (``kind`` "district") or camera ("camera"), oldest first: window start,
-        people and the window's mask fraction with its interval.
+        people, the window's mask fraction with its interval, its coverage (decided / people with a face, 0-1) and
+        its ``low_coverage`` flag.
 
         Raises:
             KeyError: If there is no such district or camera.
@@ -128,7 +129,8 @@ class StatsView:
             points = src[key]
             return [{"window_start_ns": t, "window_end_ns": r.window_end_ns, "people": r.people,
                      "mask_fraction": r.mask_fraction, "mask_fraction_low": r.mask_fraction_low,
-                     "mask_fraction_high": r.mask_fraction_high} for t, r in sorted(points.items())]
+                     "mask_fraction_high": r.mask_fraction_high, "coverage": r.coverage,
+                     "low_coverage": r.low_coverage} for t, r in sorted(points.items())]
 
 
 def _trim(series: dict[int, Any], points: int) -> None:
@@ -218,7 +220,7 @@ def create_app(view: StatsView, event_interval_s: float = 0.5) -> Any:
     @app.get("/api/state")
     def state() -> dict[str, Any]:
         """Broker status and the latest statistics record per district and per camera (the topics' JSON Schemas:
-        ``schemas/json/district_stats.v1.json``, ``camera_stats.v6.json``; cameras add ``frames_per_s``)."""
+        ``schemas/json/district_stats.v2.json``, ``camera_stats.v7.json``; cameras add ``frames_per_s``)."""
         return view.state()
 
     @app.get("/api/series")

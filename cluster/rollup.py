@@ -19,6 +19,7 @@ from typing import Any
 from cluster.stats_reader import current_values, latest_districts
 from pipeline.district import DistrictRollup
 from pipeline.sinks import BOOTSTRAP_TIMEOUT_MS, KafkaSink, Record, broker_unreachable, ensure_topics, kafka_client_args
+from pipeline.stats import DEFAULT_MIN_COVERAGE
 from schemas.messages import CameraStats, DistrictStats
 
 logger = logging.getLogger(__name__)
@@ -31,6 +32,7 @@ def run_rollup(
     poll_s: float = 1.0,
     on_publish: Callable[[list[DistrictStats]], None] | None = None,
     clock: Callable[[], int] = time.time_ns,
+    min_coverage: float = DEFAULT_MIN_COVERAGE,
 ) -> int:
     """Consume camera statistics and publish district statistics until ``stop`` is set; returns records published.
 
@@ -42,6 +44,8 @@ def run_rollup(
         poll_s: Longest wait for new records before windows are checked against the wall clock.
         on_publish: Called with each batch of district records produced (tests, logs).
         clock: Wall clock, UTC epoch ns (:meth:`DistrictRollup.tick`).
+        min_coverage: Pooled coverage (0-1) under which a district record is flagged ``low_coverage`` (config
+            ``stats.min_coverage``).
 
     Raises:
         SinkError: If no broker answers at start.
@@ -51,7 +55,7 @@ def run_rollup(
 
     stop = stop or threading.Event()
     ensure_topics(cfg)
-    rollup = DistrictRollup(lateness_s)
+    rollup = DistrictRollup(lateness_s, min_coverage)
     for last in latest_districts(cfg).values():
         rollup.resume(last)
     sink = KafkaSink(cfg)

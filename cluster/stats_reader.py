@@ -73,8 +73,8 @@ def current_values(
 
 
 def latest_stats(cfg: Any, timeout_s: float = 10.0) -> dict[str, CameraStats]:
-    """The latest statistics record per camera (what a compacted topic keeps); records of the previous schema version
-    are upgraded (:meth:`CameraStats.upgrade`), older ones skipped."""
+    """The latest statistics record per camera (what a compacted topic keeps); records of earlier schema versions
+    (4-6) are upgraded (:meth:`CameraStats.upgrade`), older ones skipped."""
     latest: dict[str, CameraStats] = {}
     values = [v for _, v in read_topic(cfg, cfg.stats_topic, timeout_s)]
     for value in current_values(values, CameraStats.schema_version, CameraStats.upgrade):
@@ -86,14 +86,15 @@ def latest_stats(cfg: Any, timeout_s: float = 10.0) -> dict[str, CameraStats]:
 
 
 def latest_districts(cfg: Any, timeout_s: float = 10.0) -> dict[str, DistrictStats]:
-    """The latest district record per district (latest window, highest revision) of ``cfg.district_stats_topic``.
+    """The latest district record per district (latest window, highest revision) of ``cfg.district_stats_topic``;
+    records of earlier schema versions are upgraded (:meth:`DistrictStats.upgrade`).
 
     Raises:
         SinkError: If no broker answers or the topic does not exist.
     """
     latest: dict[str, DistrictStats] = {}
     values = [v for _, v in read_topic(cfg, cfg.district_stats_topic, timeout_s)]
-    for value in current_values(values, DistrictStats.schema_version):
+    for value in current_values(values, DistrictStats.schema_version, DistrictStats.upgrade):
         d = DistrictStats.decode(value)
         prev = latest.get(d.district)
         if prev is None or d.progress >= prev.progress:
@@ -102,10 +103,11 @@ def latest_districts(cfg: Any, timeout_s: float = 10.0) -> dict[str, DistrictSta
 
 
 def read_decisions(cfg: Any, timeout_s: float = 10.0) -> list[PersonDecision]:
-    """All decisions, de-duplicated by ``decision_id`` (delivery is at least once); other schema versions skipped."""
+    """All decisions, de-duplicated by ``decision_id`` (delivery is at least once); records of the previous schema
+    version are upgraded (:meth:`PersonDecision.upgrade`), older ones skipped."""
     seen: dict[str, PersonDecision] = {}
     values = [v for _, v in read_topic(cfg, cfg.decisions_topic, timeout_s)]
-    for value in current_values(values, PersonDecision.schema_version):
+    for value in current_values(values, PersonDecision.schema_version, PersonDecision.upgrade):
         d = PersonDecision.decode(value)
         seen[d.decision_id] = d
     return list(seen.values())
@@ -115,11 +117,34 @@ def _pct(v: float | None) -> str:
     return "-" if v is None else f"{100 * v:.0f}%"
 
 
+LOW_FLAG = "LOW"
+"""Printed after a coverage under ``stats.min_coverage`` (the record's ``total_low_coverage``)."""
+COVERAGE_NOTE = (f"coverage: people decided / people with a face that passed the face gate; {LOW_FLAG}: under "
+                 "stats.min_coverage, or people but no face: the mask fraction rests on too few of them")
+
+
+def _coverage(r: CameraStats | DistrictStats) -> str:
+    """The running coverage as ``"40% (4/10)"`` (decided / people with a face), with :data:`LOW_FLAG` after it when
+    the record flags it."""
+    text = f"{_pct(r.total_coverage)} ({r.total_decided}/{r.total_people_with_face})"
+    return f"{text} {LOW_FLAG}" if r.total_low_coverage else text
+
+
+def _px(v: float | None) -> str:
+    return "-" if v is None else f"{v:g}"
+
+
+def _with_note(table: str, records: list[CameraStats] | list[DistrictStats]) -> str:
+    return table + (f"\n{COVERAGE_NOTE}" if any(r.total_low_coverage for r in records) else "")
+
+
 def format_table(stats: dict[str, CameraStats]) -> str:
-    """A text table: one row per camera, running totals, the mask fraction with its Wilson 95% interval and the
-    fraction corrected for the classifier's errors with its Lang–Reiczigel 95% interval."""
+    """A text table: one row per camera, running totals, the mask fraction with its Wilson 95% interval, the
+    coverage it rests on (people decided / people with a face, flagged ``LOW`` under ``stats.min_coverage``), the
+    fraction corrected for the classifier's errors with its Lang–Reiczigel 95% interval and the median face height
+    (pixels). A note under the table explains the flag when a row carries it."""
     head = ("camera_id", "people", "masked", "unmasked", "undecided", "mask fraction [95% CI]",
-            "corrected [95% CI]", "frames", "dropped", "updated (UTC)")
+            "coverage (decided/face)", "corrected [95% CI]", "face px", "frames", "dropped", "updated (UTC)")
     rows: list[tuple[str, ...]] = [head]
     for cid in sorted(stats):
         s = stats[cid]
@@ -128,10 +153,10 @@ def format_table(stats: dict[str, CameraStats]) -> str:
               f"{_pct(s.total_corrected_mask_fraction_high)}]")
         when = datetime.fromtimestamp(min(s.window_end_ns, time.time_ns()) / 1e9, UTC).strftime("%Y-%m-%d %H:%M:%S")
         rows.append((cid, str(s.total_people), str(s.total_masked), str(s.total_unmasked), str(s.total_undecided),
-                     ci if s.total_mask_fraction is not None else "-",
-                     cc if s.total_corrected_mask_fraction is not None else "-", str(s.frames_processed),
-                     str(s.frames_dropped), when))
-    return _text_table(rows)
+                     ci if s.total_mask_fraction is not None else "-", _coverage(s),
+                     cc if s.total_corrected_mask_fraction is not None else "-", _px(s.total_face_px_median),
+                     str(s.frames_processed), str(s.frames_dropped), when))
+    return _with_note(_text_table(rows), list(stats.values()))
 
 
 def _text_table(rows: list[tuple[str, ...]]) -> str:
@@ -141,9 +166,10 @@ def _text_table(rows: list[tuple[str, ...]]) -> str:
 
 def format_district_table(latest: dict[str, DistrictStats]) -> str:
     """A text table: one row per district, running totals pooled over its cameras, the mask fraction with its
-    Wilson 95% interval and the corrected fraction with its Lang–Reiczigel 95% interval."""
+    Wilson 95% interval, the pooled coverage (flagged ``LOW`` under ``stats.min_coverage``), the corrected fraction
+    with its Lang–Reiczigel 95% interval and the pooled median face height (pixels)."""
     head = ("district", "cameras", "running", "people", "masked", "unmasked", "undecided", "mask fraction [95% CI]",
-            "corrected [95% CI]", "window (UTC)")
+            "coverage (decided/face)", "corrected [95% CI]", "face px", "window (UTC)")
     rows: list[tuple[str, ...]] = [head]
     for name in sorted(latest):
         d = latest[name]
@@ -153,5 +179,6 @@ def format_district_table(latest: dict[str, DistrictStats]) -> str:
               f"{_pct(d.total_corrected_mask_fraction_high)}]" if d.total_corrected_mask_fraction is not None else "-")
         when = datetime.fromtimestamp(d.window_start_ns / 1e9, UTC).strftime("%Y-%m-%d %H:%M:%S")
         rows.append((name, str(d.cameras_total), str(d.cameras_running), str(d.total_people), str(d.total_masked),
-                     str(d.total_unmasked), str(d.total_undecided), ci, cc, when))
-    return _text_table(rows)
+                     str(d.total_unmasked), str(d.total_undecided), ci, _coverage(d), cc,
+                     _px(d.total_face_px_median), when))
+    return _with_note(_text_table(rows), list(latest.values()))

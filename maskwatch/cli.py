@@ -167,7 +167,8 @@ def stats(kafka_bootstrap: str, by: str, topic: str | None, follow: bool, interv
 @click.option("--kafka-bootstrap", envvar="MASKWATCH_KAFKA_BOOTSTRAP",
               help="HOST:PORT of Kafka (env MASKWATCH_KAFKA_BOOTSTRAP); default: kafka.bootstrap_servers of --config.")
 @click.option("--config", "config_path", type=click.Path(dir_okay=False),
-              help="YAML config file: its kafka section gives the topics and security settings.")
+              help="YAML config file: its kafka section gives the topics and security settings, "
+                   "stats.min_coverage the districts' low_coverage flag.")
 @click.option("--lateness-s", type=click.FloatRange(min=0), default=10.0, show_default=True,
               help="How long after a window ends the records of slower cameras are waited for before the district's "
                    "window is first published (late ones publish it again, revision + 1).")
@@ -196,7 +197,7 @@ def rollup(kafka_bootstrap: str | None, config_path: str | None, lateness_s: flo
         signal.signal(sig, lambda _s, _f: stop.set())
     click.echo(f"rollup: {kafka.stats_topic} -> {kafka.district_stats_topic} at {kafka.bootstrap_servers}; "
                "Ctrl-C stops it", err=True)
-    n = run_rollup(kafka, lateness_s, stop)
+    n = run_rollup(kafka, lateness_s, stop, min_coverage=cfg.stats.min_coverage)
     click.echo(f"rollup stopped: {n} district record(s) published", err=True)
 
 
@@ -252,6 +253,49 @@ def eval_tracking(tracks_path: str, gt_path: str, min_iou: float, min_track_fram
     except (OSError, ValueError) as exc:
         raise ConfigError(str(exc)) from exc
     click.echo(json.dumps(metrics.to_dict(), indent=1) if as_json else metrics.format())
+
+
+@main.command("eval-people")
+@click.option("--tracks", "tracks_paths", required=True, multiple=True, type=click.Path(dir_okay=False),
+              help="MOTChallenge tracks (maskwatch run --tracks-out); repeat once per video.")
+@click.option("--decisions", "decision_paths", required=True, multiple=True, type=click.Path(dir_okay=False),
+              help="JSON Lines with the decisions (maskwatch run --out); repeat once per video, or give one file "
+                   "for all (decisions are taken by camera_id = the label file's name).")
+@click.option("--labels", "label_paths", required=True, multiple=True, type=click.Path(dir_okay=False),
+              help="People labels (data/labels/people/<video>.csv); repeat once per video.")
+@click.option("--min-iou", default=0.3, show_default=True, help="Track box vs labelled box match threshold.")
+@click.option("--json", "as_json", is_flag=True, help="Print the figures as JSON.")
+def eval_people(tracks_paths: tuple[str, ...], decision_paths: tuple[str, ...], label_paths: tuple[str, ...],
+                min_iou: float, as_json: bool) -> None:
+    """People, tracks per person, coverage, sensitivity and specificity per person, published vs labelled mask
+    fraction: the decisions of each video against its labelled people, per video and pooled."""
+    from maskwatch.evaluation.people import evaluate_video, format_table, pooled, read_decisions, read_labels
+    from pipeline.mot import read_mot
+    from schemas.errors import ConfigError
+
+    n = len(label_paths)
+    if len(tracks_paths) != n or len(decision_paths) not in (1, n):
+        msg = (f"eval-people: expected one --tracks per --labels ({n}) and one --decisions or one per --labels, got "
+               f"{len(tracks_paths)} --tracks and {len(decision_paths)} --decisions")
+        raise ConfigError(msg)
+    results = []
+    try:
+        for i, (t, lab) in enumerate(zip(tracks_paths, label_paths, strict=True)):
+            labels = read_labels(lab)
+            dpath = decision_paths[i if len(decision_paths) == n else 0]
+            decs = read_decisions(dpath)
+            cams = {d["camera_id"] for d in decs}
+            if len(cams) > 1:
+                decs = [d for d in decs if d["camera_id"] == labels.video]
+            results.append(evaluate_video(labels, read_mot(t), decs, min_iou))
+    except (OSError, ValueError) as exc:
+        raise ConfigError(str(exc)) from exc
+    if as_json:
+        out = {r.video: r.to_dict() for r in results}
+        out["pooled"] = pooled(results).to_dict()
+        click.echo(json.dumps(out, indent=1))
+    else:
+        click.echo(format_table(results))
 
 
 @main.command("eval-classifier")

@@ -45,7 +45,8 @@ def torso_boxes(keypoints: npt.NDArray[np.float32], min_score: float = 0.3) -> n
         sh = p[[LEFT_SHOULDER, RIGHT_SHOULDER], :2]
         hips = [p[j, :2] for j in (LEFT_HIP, RIGHT_HIP) if p[j, 2] > min_score]
         width = float(abs(sh[0, 0] - sh[1, 0]))
-        pts = np.vstack([sh, *hips]) if hips else np.vstack([sh, sh + [0.0, max(width, 1.0)]])
+        below = sh + np.array([0.0, max(width, 1.0)], np.float32)  # one shoulder width down
+        pts = np.vstack([sh, *hips]) if hips else np.vstack([sh, below])
         x0, y0 = pts.min(axis=0)
         x1, y1 = pts.max(axis=0)
         shrink = 0.1 * (x1 - x0)

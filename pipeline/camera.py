@@ -16,7 +16,7 @@ import numpy.typing as npt
 from pipeline.facegate import SCORE_COLUMNS
 from pipeline.headbox import FaceRules, crop_box, face_visible, head_boxes
 from pipeline.prevalence import ClassifierValidation
-from pipeline.stats import CameraWindows
+from pipeline.stats import DEFAULT_MIN_COVERAGE, CameraWindows
 from pipeline.tracking import CameraTracker, TrackerParams
 from pipeline.voting import TrackLedger, VotingRules
 from schemas.messages import CameraStats, EndedBy, PersonDecision
@@ -52,6 +52,12 @@ class TrackedFrame:
         """Track ids of the faces to classify, in ``classify_rows`` order."""
         return [int(t) for t in self.poses.track_id[self.classify_rows]]
 
+    @property
+    def classify_face_px(self) -> list[float]:
+        """Head-box heights, original-frame pixels, of the faces to classify, in ``classify_rows`` order."""
+        heads = self.head_xyxy[self.classify_rows]
+        return (heads[:, 3] - heads[:, 1]).astype(float).tolist()
+
 
 class CameraPipeline:
     """Per-camera state and rules.
@@ -66,6 +72,8 @@ class CameraPipeline:
         window_s: Statistics window, seconds.
         validation: The classifier's validation counts, for the corrected mask fraction (None: not corrected).
         district: The camera's district, carried in its statistics records (None: none).
+        min_coverage: Coverage (decided / people with a face, 0-1) under which a statistics record is flagged
+            ``low_coverage`` (config ``stats.min_coverage``).
     """
 
     def __init__(
@@ -79,6 +87,7 @@ class CameraPipeline:
         window_s: float = 60.0,
         validation: ClassifierValidation | None = None,
         district: str | None = None,
+        min_coverage: float = DEFAULT_MIN_COVERAGE,
     ) -> None:
         self.camera_id = camera_id
         self.frame_wh = frame_wh
@@ -86,7 +95,8 @@ class CameraPipeline:
         self.faces = faces or FaceRules()
         self.tracker = CameraTracker(frame_wh, tracker)
         self.ledger = TrackLedger(camera_id, voting)
-        self.windows = CameraWindows(camera_id, window_s, validation, district)
+        self.tracker.embed |= self.ledger.rules.splits  # cutting tracks in two needs the torso embeddings
+        self.windows = CameraWindows(camera_id, window_s, validation, district, min_coverage)
         self.pose_latency_s: float | None = None  # decode to pose result of the latest frame (metrics), seconds
         # CPU seconds (thread time) per stage of STAGES since the metrics last took them (metrics; the host adds).
         self.stage_cpu_s: dict[str, float] = dict.fromkeys(STAGES, 0.0)
@@ -109,14 +119,18 @@ class CameraPipeline:
             raise ValueError(msg)
         track_id = self.tracker.step(poses.frame_idx, poses.keypoints, poses.bbox_xyxy, frame_bgr)
         tracked = poses.with_track_ids(track_id)
-        self.ledger.observe([int(t) for t in track_id if t != NO_TRACK], poses.frame_idx, capture_time_ns)
+        seen = np.flatnonzero(track_id != NO_TRACK)
+        embs = self.tracker.last_embeddings
+        self.ledger.observe(track_id[seen].tolist(), poses.frame_idx, capture_time_ns,
+                            [embs[i] for i in seen] if embs else None)
         self.windows.frames_processed += 1
         heads, from_face = head_boxes(poses.keypoints, self.faces.keypoint_min_score)
         ok = from_face & face_visible(poses.keypoints, heads, self.frame_wh, self.faces) & (track_id != NO_TRACK)
         rows = np.flatnonzero(ok).astype(np.int64)
         return TrackedFrame(tracked, heads, rows, crop_box(heads[rows], self.crop_margin))
 
-    def add_scores(self, track_ids: list[int], scores: npt.NDArray[np.float32]) -> None:
+    def add_scores(self, track_ids: list[int], scores: npt.NDArray[np.float32],
+                   face_px: list[float] | None = None) -> None:
         """Add the classify stage's scores for the faces chosen by :meth:`track`.
 
         Args:
@@ -124,9 +138,12 @@ class CameraPipeline:
             scores: `(K, 3)` float32 from :meth:`pipeline.facegate.CropScorer.score`: mask score, face score and
                 usable-face score. A face score below ``faces.gate_min_score`` or a usable-face score below
                 ``faces.usable_min_score`` rejects the crop: no vote, counted in ``faces_rejected``.
+            face_px: The faces' head-box heights, original-frame pixels (:attr:`TrackedFrame.classify_face_px`);
+                those of accepted crops make each person's ``face_px_median``. None: not known (null medians).
 
         Raises:
-            ValueError: If ``scores`` is not `(len(track_ids), 3)`, or a track is unknown.
+            ValueError: If ``scores`` is not `(len(track_ids), 3)`, ``face_px`` not of ``len(track_ids)``, or a
+                track is unknown.
         """
         sc = np.asarray(scores, np.float32)
         if sc.shape != (len(track_ids), SCORE_COLUMNS):
@@ -134,7 +151,8 @@ class CameraPipeline:
                    f"scores), got {sc.shape}")
             raise ValueError(msg)
         accepted = (sc[:, 1] >= self.faces.gate_min_score) & (sc[:, 2] >= self.faces.usable_min_score)
-        self.ledger.add_scores(track_ids, sc[:, 0].tolist(), accepted.tolist())
+        self.ledger.add_scores(track_ids, sc[:, 0].tolist(), accepted.tolist(),
+                               None if face_px is None else [float(h) for h in face_px])
         self.windows.faces_classified += int(accepted.sum())
         self.windows.faces_rejected += int((~accepted).sum())
 

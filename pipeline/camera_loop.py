@@ -352,7 +352,7 @@ async def _process(
             crops = cut_crops(frame.image, tracked.crop_xyxy, classifier_input_px)
         scores = await classify(crops)
         with _cpu(cam, "voting"):
-            cam.add_scores(tracked.classify_track_ids, scores)
+            cam.add_scores(tracked.classify_track_ids, scores, tracked.classify_face_px)
         if on_crops is not None:
             on_crops(cam, frame, tracked, crops, scores)
         run.summary.faces_classified = cam.windows.faces_classified

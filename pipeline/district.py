@@ -18,6 +18,12 @@ before the window)``, so a re-delivered duplicate (Kafka is at least once) repla
 camera that both wrote the same window (a graceful stop and a restart inside one window) both count. The district's
 running totals are the sums of each camera's latest totals, which survive restarts (:meth:`CameraWindows.restore`),
 so they never go down and are exact after any replay.
+
+Coverage pools the same way: people with a face and people decided are summed over the cameras, and ``coverage`` is
+their ratio. The median face height cannot be pooled exactly (the records carry the cameras' medians, not their
+crops' heights): a district's ``face_px_median`` is the median of its cameras' medians, each camera weighted by its
+people with a face. A camera record upgraded from before schema version 7 does not know its people with a face; its
+decided people stand for them (a lower bound), so coverage never exceeds 1.
 """
 
 from __future__ import annotations
@@ -26,7 +32,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from pipeline.prevalence import ClassifierValidation
-from pipeline.stats import PeopleCounts, people_fields
+from pipeline.stats import DEFAULT_MIN_COVERAGE, PeopleCounts, people_fields
 from schemas.messages import CameraStats, DistrictStats
 
 KEEP_WINDOWS = 1440
@@ -43,6 +49,23 @@ def _validation_of(records: Iterable[CameraStats]) -> ClassifierValidation | Non
     if se is None or sp is None:
         return None
     return ClassifierValidation.parse(se, sp, source)
+
+
+def _pooled(records: list[CameraStats], total: bool) -> PeopleCounts:
+    """The cameras' window counts (or running totals) summed; their face-height medians pooled as a median weighted
+    by each camera's people with a face."""
+    p = "total_" if total else ""
+    out = PeopleCounts()
+    for r in records:
+        out.masked += getattr(r, f"{p}masked")
+        out.unmasked += getattr(r, f"{p}unmasked")
+        out.undecided += getattr(r, f"{p}undecided")
+        # A record upgraded from before v7 has no people with a face: its decided people are a lower bound.
+        with_face = max(getattr(r, f"{p}people_with_face"), getattr(r, f"{p}decided"))
+        out.with_face += with_face
+        if (px := getattr(r, f"{p}face_px_median")) is not None:
+            out.face_px.add(px, with_face)
+    return out
 
 
 @dataclass
@@ -62,16 +85,22 @@ class DistrictRollup:
     Args:
         lateness_s: How long after a window's end (event time) records of slower cameras are waited for before the
             window is first published. Late records after that re-publish it (``revision`` + 1).
+        min_coverage: Pooled coverage (decided / people with a face, 0-1) under which a district record is flagged
+            ``low_coverage`` (config ``stats.min_coverage``).
 
     Raises:
-        ValueError: If ``lateness_s`` is negative.
+        ValueError: If ``lateness_s`` is negative or ``min_coverage`` is outside [0, 1].
     """
 
-    def __init__(self, lateness_s: float = 10.0) -> None:
+    def __init__(self, lateness_s: float = 10.0, min_coverage: float = DEFAULT_MIN_COVERAGE) -> None:
         if lateness_s < 0:
             msg = f"lateness_s must be >= 0, got {lateness_s}"
             raise ValueError(msg)
+        if not 0.0 <= min_coverage <= 1.0:
+            msg = f"min_coverage must be in [0, 1], got {min_coverage}"
+            raise ValueError(msg)
         self.lateness_ns = int(lateness_s * 1e9)
+        self.min_coverage = min_coverage
         self._districts: dict[str, _District] = {}
         self._latest: dict[str, CameraStats] = {}  # camera_id -> its latest record
         self._district_of: dict[str, str] = {}  # camera_id -> district of its latest record
@@ -156,10 +185,7 @@ class DistrictRollup:
     def _record(self, d: _District, start: int) -> DistrictStats:
         recs = list(d.windows[start].values())
         latest = list(d.latest.values())
-        window = PeopleCounts(sum(r.masked for r in recs), sum(r.unmasked for r in recs),
-                              sum(r.undecided for r in recs))
-        total = PeopleCounts(sum(r.total_masked for r in latest), sum(r.total_unmasked for r in latest),
-                             sum(r.total_undecided for r in latest))
+        window, total = _pooled(recs, total=False), _pooled(latest, total=True)
         return DistrictStats(
             district=d.name,
             window_start_ns=start,
@@ -168,7 +194,7 @@ class DistrictRollup:
             cameras=len({r.camera_id for r in recs}),
             cameras_total=len(latest),
             cameras_running=sum(r.camera_state == "running" for r in latest),
-            **people_fields(window, total, _validation_of(recs), _validation_of(latest)),
+            **people_fields(window, total, _validation_of(recs), _validation_of(latest), self.min_coverage),
             frames_processed=sum(r.frames_processed for r in latest),
             frames_dropped=sum(r.frames_dropped for r in latest),
             tracks_lost=sum(r.tracks_lost for r in latest),

@@ -22,6 +22,58 @@ POSE_ROWS = 5 + NUM_KEYPOINTS * 3  # 56
 # the flicker it lets in. The pipeline's default (``pose.conf_threshold``) is this constant.
 CONF_THRESHOLD = 0.15
 NMS_IOU = 0.45
+# Object keypoint similarity above which the lower-scored of two people is the same person detected twice (a whole
+# body and a head-and-shoulders box on one person, seen on the crowded queues of ../shared/data). See oks_nms.
+OKS_NMS = 0.7
+# COCO-17 per-keypoint standard deviations of the OKS (COCO keypoint evaluation, cocoapi ``COCOeval.kpt_oks_sigmas``).
+COCO_SIGMAS = np.array([0.26, 0.25, 0.25, 0.35, 0.35, 0.79, 0.79, 0.72, 0.72, 0.62, 0.62, 1.07, 1.07, 0.87, 0.87,
+                        0.89, 0.89], np.float32) / 10.0
+OKS_MIN_KEYPOINTS = 3  # keypoints seen in both people (conf > OKS_KEYPOINT_CONF) for the similarity to count
+OKS_KEYPOINT_CONF = 0.3
+
+
+def keypoint_similarity(a: FloatArray, b: FloatArray, area_px2: float) -> float:
+    """Object keypoint similarity (OKS) of two people, over the keypoints both show.
+
+    ``mean_i exp(-d_i^2 / (2 * area * (2 sigma_i)^2))`` over the keypoints with conf above ``OKS_KEYPOINT_CONF`` in
+    both, with the COCO keypoint evaluation's per-keypoint sigmas (Lin et al. 2014; cocoapi ``computeOks``), the
+    box area standing in for the segment area. 0 when fewer than ``OKS_MIN_KEYPOINTS`` are shared.
+
+    Args:
+        a, b: `(17, 3)` float32 `(x_px, y_px, conf)`.
+        area_px2: The reference person's box area, square pixels.
+    """
+    both = (a[:, 2] > OKS_KEYPOINT_CONF) & (b[:, 2] > OKS_KEYPOINT_CONF)
+    if int(both.sum()) < OKS_MIN_KEYPOINTS:
+        return 0.0
+    d2 = ((a[both, :2] - b[both, :2]) ** 2).sum(axis=1)
+    e = d2 / (2.0 * max(area_px2, 1.0) * (2.0 * COCO_SIGMAS[both]) ** 2)
+    return float(np.exp(-e).mean())
+
+
+def oks_nms(bbox_xyxy: FloatArray, keypoints: FloatArray, threshold: float = OKS_NMS) -> npt.NDArray[np.int64]:
+    """Keypoint NMS: rows to keep of people sorted by descending score.
+
+    A person whose keypoint similarity (:func:`keypoint_similarity`, area of the higher-scored box) to a kept,
+    higher-scored person exceeds ``threshold`` is the same person detected twice and is dropped. Box NMS misses such
+    pairs when one box covers the whole body and the other only head and shoulders (their IoU is low). Greedy OKS
+    NMS as in the top-down pose estimators (e.g. HRNet's ``oks_nms``, Sun et al. 2019).
+
+    Args:
+        bbox_xyxy: `(N, 4)` float32 boxes, pixels, best first.
+        keypoints: `(N, 17, 3)` float32, the same pixels.
+        threshold: OKS above which the lower-scored person is dropped (1 keeps everyone).
+
+    Returns:
+        `(K,)` int64 indices kept, ascending.
+    """
+    keep: list[int] = []
+    area = (bbox_xyxy[:, 2] - bbox_xyxy[:, 0]) * (bbox_xyxy[:, 3] - bbox_xyxy[:, 1])
+    for i in range(len(bbox_xyxy)):
+        if threshold >= 1.0 or all(keypoint_similarity(keypoints[k], keypoints[i], float(area[k])) <= threshold
+                                   for k in keep):
+            keep.append(i)
+    return np.asarray(keep, np.int64)
 
 
 def decode_poses(
@@ -32,13 +84,14 @@ def decode_poses(
     pts_ns: int,
     conf_threshold: float = CONF_THRESHOLD,
     nms_iou: float = NMS_IOU,
+    oks_threshold: float = OKS_NMS,
 ) -> Poses:
     """:func:`decode_pose` of one image, as the frame's :class:`~schemas.pose.Poses` (``track_id`` all ``NO_TRACK``).
 
     Raises:
         ValueError: If ``raw`` is not `(56, A)`.
     """
-    score, bbox_xyxy, keypoints = decode_pose(raw, lb, conf_threshold, nms_iou)
+    score, bbox_xyxy, keypoints = decode_pose(raw, lb, conf_threshold, nms_iou, oks_threshold=oks_threshold)
     track_id = np.full(len(score), NO_TRACK, np.int64)
     return Poses(camera_id, frame_idx, pts_ns, score, bbox_xyxy, keypoints, track_id)
 
@@ -49,8 +102,9 @@ def decode_pose(
     conf_threshold: float = CONF_THRESHOLD,
     nms_iou: float = NMS_IOU,
     max_people: int = 300,
+    oks_threshold: float = OKS_NMS,
 ) -> tuple[FloatArray, FloatArray, FloatArray]:
-    """Threshold, NMS and un-letterbox one image's raw pose output.
+    """Threshold, box NMS, keypoint NMS (:func:`oks_nms`) and un-letterbox one image's raw pose output.
 
     Args:
         raw: `(56, A)` float32, one image of the model output, model-input pixels.
@@ -58,6 +112,8 @@ def decode_pose(
         conf_threshold: Minimum person score (0-1).
         nms_iou: IoU above which the lower-scored of two boxes is suppressed (OpenCV ``NMSBoxes``).
         max_people: Keep at most this many people, best first.
+        oks_threshold: Keypoint similarity above which the lower-scored of two people is dropped (1: no keypoint
+            NMS).
 
     Returns:
         `(score, bbox_xyxy, keypoints)`: `(N,)` float32, `(N, 4)` float32 and `(N, 17, 3)` float32 in
@@ -86,4 +142,6 @@ def decode_pose(
     kp = sel[:, 5:].reshape(-1, NUM_KEYPOINTS, 3).copy()
     kp[:, :, :2] = unletterbox_points(kp[:, :, :2], lb)
     kp[:, :, 2] = np.nan_to_num(np.clip(kp[:, :, 2], 0.0, 1.0))
-    return sel[:, 4].astype(np.float32), unletterbox_boxes(boxes, lb), kp.astype(np.float32)
+    boxes = unletterbox_boxes(boxes, lb)
+    keep = oks_nms(boxes, kp, oks_threshold)
+    return sel[keep, 4].astype(np.float32), boxes[keep], kp[keep].astype(np.float32)

@@ -184,9 +184,9 @@ def person_scaled_voting_distance(
     """
 
     def distance(detection: Any, tracked_object: Any) -> float:
-        if appearance_gate < 1.0 and detection.embedding is not None and _embeddings_of(tracked_object):
-            if appearance_distance(detection, tracked_object) > appearance_gate:
-                return 1.0
+        if (appearance_gate < 1.0 and detection.embedding is not None and _embeddings_of(tracked_object)
+                and appearance_distance(detection, tracked_object) > appearance_gate):
+            return 1.0
         radius = height_frac * max(float(detection.data[0]), 1.0)
         d = np.linalg.norm(detection.points - tracked_object.estimate, axis=1)
         ok = (d < radius) & (detection.scores > detection_threshold)
@@ -346,7 +346,9 @@ class CameraTracker:
             reid_distance_threshold=p.reid_distance_threshold,
             reid_hit_counter_max=p.reid_hit_counter_max or None,
         )
-        self._embed = p.reid_hit_counter_max > 0 or p.appearance_gate < 1.0
+        # Torso embeddings are computed when re-identification or the appearance gate use them, or when the host
+        # asks (the ledger cuts tracks that followed two people).
+        self.embed = p.reid_hit_counter_max > 0 or p.appearance_gate < 1.0
         self.last_embeddings: list[FloatArray | None] = []  # torso embedding per row of the last step (or empty)
         self._tracker = self._new_tracker()
         self._id_offset = 0  # ids of trackers before the last cut, so that ids keep increasing
@@ -401,7 +403,7 @@ class CameraTracker:
         else:
             boxes = np.concatenate([kp[:, :, :2].min(axis=1), kp[:, :, :2].max(axis=1)], axis=1)
             height = np.array([np.ptp(k[:, :2], axis=0).max() for k in kp], np.float32)
-        embs = torso_embeddings(frame_bgr, kp) if frame_bgr is not None and self._embed else [None] * len(kp)
+        embs = torso_embeddings(frame_bgr, kp) if frame_bgr is not None and self.embed else [None] * len(kp)
         self.last_embeddings = embs
         centre = (boxes[:, :2] + boxes[:, 2:]) / 2.0
         dets = [Detection(points=k[:, :2].copy(), scores=k[:, 2].copy(), embedding=e,

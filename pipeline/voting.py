@@ -20,9 +20,18 @@ Two additions of our own for what the pipeline sees on real crowds:
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import statistics
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 
+import numpy as np
+import numpy.typing as npt
+
+from pipeline.appearance import find_switch
 from schemas.messages import Decision, EndedBy, PersonDecision
+
+MAX_EMBEDDINGS = 512
+"""Torso embeddings kept per track for finding a switch; beyond this every other one is dropped."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,6 +46,11 @@ class VotingRules:
         min_agreement: The majority must hold at least this share of the votes (0.5-1; 0.5 = plain majority).
         max_rejected_share: A track whose face-gate rejections exceed this share of its crops is undecided (0-1;
             1 turns the rule off).
+        split_min_distance: A track whose torso colours fall into two groups, one after the other, further apart
+            than this (Bhattacharyya distance of their mean histograms, 0-1; :func:`pipeline.appearance.find_switch`)
+            followed two people: it is cut in two at the switch and each part is decided on its own votes. 1 turns
+            the cut off.
+        split_min_part: Fewest frames with a torso embedding on each side of such a cut.
     """
 
     mask_threshold: float = 0.7
@@ -45,6 +59,8 @@ class VotingRules:
     min_frames_tracked: int = 3
     min_agreement: float = 0.75
     max_rejected_share: float = 0.5
+    split_min_distance: float = 1.0
+    split_min_part: int = 5
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.no_mask_threshold <= self.mask_threshold <= 1.0:
@@ -62,6 +78,15 @@ class VotingRules:
         if not 0.0 <= self.max_rejected_share <= 1.0:
             msg = f"max_rejected_share must be in [0, 1], got {self.max_rejected_share}"
             raise ValueError(msg)
+        if not 0.0 < self.split_min_distance <= 1.0 or self.split_min_part < 1:
+            msg = (f"split_min_distance must be in (0, 1] and split_min_part >= 1, got {self.split_min_distance} "
+                   f"and {self.split_min_part}")
+            raise ValueError(msg)
+
+    @property
+    def splits(self) -> bool:
+        """Whether tracks that followed two people are cut in two (needs torso embeddings)."""
+        return self.split_min_distance < 1.0
 
 
 def decide(votes_mask: int, votes_no_mask: int, min_votes: int, min_agreement: float = 0.5) -> Decision:
@@ -82,7 +107,8 @@ def decide(votes_mask: int, votes_no_mask: int, min_votes: int, min_agreement: f
 
 @dataclass(slots=True)
 class TrackVotes:
-    """What one track has accumulated so far."""
+    """What one track has accumulated so far (``face_px``: head-box heights, original-frame pixels, of the crops
+    that passed the gate and came with one)."""
 
     track_id: int
     first_seen_ns: int
@@ -95,11 +121,15 @@ class TrackVotes:
     votes_mask: int = 0
     votes_no_mask: int = 0
     faces_rejected: int = 0
+    face_px: list[float] = field(default_factory=list)
 
-    def add_score(self, score: float, rules: VotingRules) -> None:
-        """Record one classifier score (0-1) of a face that passed the gate, and its vote, if any."""
+    def add_score(self, score: float, rules: VotingRules, face_px: float | None = None) -> None:
+        """Record one classifier score (0-1) of a face that passed the gate, and its vote, if any; ``face_px`` is the
+        face's head-box height in original-frame pixels (None: not known)."""
         self.faces_classified += 1
         self.score_sum += float(score)
+        if face_px is not None:
+            self.face_px.append(float(face_px))
         if score > rules.mask_threshold:
             self.votes_mask += 1
         elif score < rules.no_mask_threshold:
@@ -134,6 +164,7 @@ class TrackVotes:
             mean_mask_score=round(self.score_sum / self.faces_classified, 6) if self.faces_classified else None,
             decision=decision,
             ended_by=ended_by,
+            face_px_median=round(statistics.median(self.face_px), 1) if self.face_px else None,
         )
 
 
@@ -149,17 +180,40 @@ class TrackLedger:
         self.camera_id = camera_id
         self.rules = rules or VotingRules()
         self._tracks: dict[int, TrackVotes] = {}
+        # With rules.splits: per track, what was observed and scored (replayed into two parts at a switch), and its
+        # torso embeddings with their frame_idx.
+        self._events: dict[int, list[tuple]] = {}
+        self._embeddings: dict[int, tuple[list[int], list[npt.NDArray[np.float32]]]] = {}
 
-    def observe(self, track_ids: list[int], frame_idx: int, capture_time_ns: int) -> None:
-        """Note that these tracks matched a detection in this frame."""
-        for tid in track_ids:
+    def observe(self, track_ids: list[int], frame_idx: int, capture_time_ns: int,
+                embeddings: Sequence[npt.NDArray[np.float32] | None] | None = None) -> None:
+        """Note that these tracks matched a detection in this frame.
+
+        Args:
+            track_ids: The tracks.
+            frame_idx: The frame.
+            capture_time_ns: Its capture time, UTC epoch ns.
+            embeddings: Each track's torso embedding in this frame (:func:`pipeline.appearance.torso_embeddings`;
+                None where not seen), for cutting tracks that followed two people (``rules.splits``).
+        """
+        for i, tid in enumerate(track_ids):
             tv = self._tracks.get(tid)
             if tv is None:
                 tv = self._tracks[tid] = TrackVotes(tid, capture_time_ns, capture_time_ns, frame_idx, frame_idx)
             tv.last_seen_ns, tv.last_frame_idx = capture_time_ns, frame_idx
             tv.frames_tracked += 1
+            if self.rules.splits:
+                self._events.setdefault(tid, []).append(("seen", frame_idx, capture_time_ns))
+                emb = embeddings[i] if embeddings is not None else None
+                if emb is not None:
+                    frames, embs = self._embeddings.setdefault(tid, ([], []))
+                    frames.append(frame_idx)
+                    embs.append(emb)
+                    if len(embs) > MAX_EMBEDDINGS:  # a long track: keep every other one (memory stays bounded)
+                        self._embeddings[tid] = (frames[::2], embs[::2])
 
-    def add_scores(self, track_ids: list[int], scores: list[float], accepted: list[bool] | None = None) -> None:
+    def add_scores(self, track_ids: list[int], scores: list[float], accepted: list[bool] | None = None,
+                   face_px: list[float] | None = None) -> None:
         """Add classifier scores (0-1) of faces, one per track id.
 
         Args:
@@ -167,25 +221,30 @@ class TrackLedger:
             scores: Their mask scores.
             accepted: Whether each crop passed the face gate (None: all did); a rejected crop casts no vote and
                 counts in the track's ``faces_rejected``.
+            face_px: Each face's head-box height, original-frame pixels (None: not known); an accepted crop's
+                height goes into the track's ``face_px_median``.
 
         Raises:
             ValueError: If lengths differ or a track was never observed.
         """
         ok = [True] * len(track_ids) if accepted is None else accepted
-        if not len(track_ids) == len(scores) == len(ok):
+        px: list[float | None] = [None] * len(track_ids) if face_px is None else list(face_px)
+        if not len(track_ids) == len(scores) == len(ok) == len(px):
             msg = (
-                "track_ids, scores and accepted must have the same length, got "
-                f"{len(track_ids)}, {len(scores)} and {len(ok)}"
+                "track_ids, scores, accepted and face_px must have the same length, got "
+                f"{len(track_ids)}, {len(scores)}, {len(ok)} and {len(px)}"
             )
             raise ValueError(msg)
-        for tid, s, a in zip(track_ids, scores, ok, strict=True):
+        for tid, s, a, h in zip(track_ids, scores, ok, px, strict=True):
             if tid not in self._tracks:
                 msg = f"camera {self.camera_id!r}: score for unknown track {tid}"
                 raise ValueError(msg)
             if a:
-                self._tracks[tid].add_score(s, self.rules)
+                self._tracks[tid].add_score(s, self.rules, h)
             else:
                 self._tracks[tid].faces_rejected += 1
+            if self.rules.splits:
+                self._events[tid].append(("score", self._tracks[tid].last_frame_idx, s, a, h))
 
     def get(self, track_id: int) -> TrackVotes | None:
         """The live track's votes, if any."""
@@ -196,10 +255,33 @@ class TrackLedger:
         ids = sorted(self._tracks if track_ids is None else track_ids & self._tracks.keys())
         out = []
         for tid in ids:
-            tv = self._tracks.pop(tid)
-            if tv.frames_tracked >= self.rules.min_frames_tracked:
-                out.append(tv.to_decision(self.camera_id, self.rules, ended_by))
+            for tv in self._parts(tid, self._tracks.pop(tid)):
+                if tv.frames_tracked >= self.rules.min_frames_tracked:
+                    out.append(tv.to_decision(self.camera_id, self.rules, ended_by))
         return out
+
+    def _parts(self, tid: int, tv: TrackVotes) -> list[TrackVotes]:
+        """The track as one part, or as two when its torso colours show a switch to another person: the events
+        before the switch's frame make the first part, the rest the second (same ``track_id``, their own frame
+        span and ``decision_id``)."""
+        events = self._events.pop(tid, [])
+        frames, embs = self._embeddings.pop(tid, ([], []))
+        k = find_switch(embs, self.rules.split_min_part, self.rules.split_min_distance) if self.rules.splits else None
+        if k is None:
+            return [tv]
+        cut = frames[k]
+        parts = []
+        for part in ([e for e in events if e[1] < cut], [e for e in events if e[1] >= cut]):
+            seen = [e for e in part if e[0] == "seen"]
+            p = TrackVotes(tid, seen[0][2], seen[-1][2], seen[0][1], seen[-1][1], frames_tracked=len(seen))
+            for e in part:
+                if e[0] == "score":
+                    if e[3]:
+                        p.add_score(e[2], self.rules, e[4])
+                    else:
+                        p.faces_rejected += 1
+            parts.append(p)
+        return parts
 
     def __len__(self) -> int:
         return len(self._tracks)

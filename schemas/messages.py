@@ -85,10 +85,12 @@ class PersonDecision(_Message):
             gate: more than ``max_rejected_share``).
         ended_by: Why the track ended: ``tracker`` (the person left the view, or a shot cut), ``end_of_source``,
             or ``shutdown`` (SIGTERM/SIGINT while the person was in view: decided on what was seen so far).
+        face_px_median: Median height, in original-frame pixels, of the head (face) boxes of the crops that passed
+            the face gate (the ``faces_classified`` ones); null when none did.
     """
 
-    schema_version: ClassVar[int] = 3
-    schema_file: ClassVar[str] = "decision.v3.json"
+    schema_version: ClassVar[int] = 4
+    schema_file: ClassVar[str] = "decision.v4.json"
 
     decision_id: str
     camera_id: str
@@ -105,6 +107,15 @@ class PersonDecision(_Message):
     mean_mask_score: float | None
     decision: Decision
     ended_by: EndedBy = "tracker"
+    face_px_median: float | None = None
+
+    @staticmethod
+    def upgrade(obj: dict[str, Any]) -> dict[str, Any]:
+        """A parsed value of version 3 as this version: no face height known (``face_px_median`` null). Readers
+        apply it; other values are returned unchanged."""
+        if obj.get("schema_version") == 3:
+            obj = {**obj, "schema_version": 4, "face_px_median": None}
+        return obj
 
 
 @dataclass(frozen=True, slots=True)
@@ -143,10 +154,19 @@ class CameraStats(_Message):
             from ``open_tracks`` of the camera's last record before the crash; a track that began after that
             record is not in it.
         district: The camera's district (config ``cameras[].district``); null when it has none.
+        people_with_face, decided, coverage, face_px_median, low_coverage: How much of the window's people the
+            fraction rests on (:func:`pipeline.stats.people_fields`). ``people_with_face``: people whose track had at
+            least one crop that passed the face gate (``faces_classified`` >= 1). ``decided``: people decided mask
+            or no mask. ``coverage`` = decided / people_with_face (0-1; null when nobody had a face).
+            ``face_px_median``: median head-box height, original-frame pixels, of the crops that passed the gate,
+            each person's crops counted at that person's median (null: none). ``low_coverage``: coverage under
+            ``stats.min_coverage``, or people seen but none with a face: the fraction rests on too few of them.
+        total_people_with_face, total_decided, total_coverage, total_face_px_median, total_low_coverage: The same
+            since the camera's run started.
     """
 
-    schema_version: ClassVar[int] = 6
-    schema_file: ClassVar[str] = "camera_stats.v6.json"
+    schema_version: ClassVar[int] = 7
+    schema_file: ClassVar[str] = "camera_stats.v7.json"
 
     camera_id: str
     window_start_ns: int
@@ -185,6 +205,16 @@ class CameraStats(_Message):
     open_tracks: int = 0
     tracks_lost: int = 0
     district: str | None = None
+    people_with_face: int = 0
+    decided: int = 0
+    coverage: float | None = None
+    face_px_median: float | None = None
+    low_coverage: bool = False
+    total_people_with_face: int = 0
+    total_decided: int = 0
+    total_coverage: float | None = None
+    total_face_px_median: float | None = None
+    total_low_coverage: bool = False
 
     @property
     def progress(self) -> tuple[int, int, int, bool]:
@@ -194,13 +224,15 @@ class CameraStats(_Message):
 
     @staticmethod
     def upgrade(obj: dict[str, Any]) -> dict[str, Any]:
-        """A parsed value of an earlier version (4 or 5) as this version: no tracks open or lost are known (4), no
-        district (4, 5). Readers apply it so that a camera's totals survive a maskwatch upgrade; other values are
-        returned unchanged."""
+        """A parsed value of an earlier version (4, 5 or 6) as this version: no tracks open or lost are known (4), no
+        district (4, 5), no coverage (4-6: :func:`_coverage_unknown`). Readers apply it so that a camera's totals
+        survive a maskwatch upgrade; other values are returned unchanged."""
         if obj.get("schema_version") == 4:
             obj = {**obj, "schema_version": 5, "open_tracks": 0, "tracks_lost": 0}
         if obj.get("schema_version") == 5:
             obj = {**obj, "schema_version": 6, "district": None}
+        if obj.get("schema_version") == 6:
+            obj = {**obj, "schema_version": 7, **_coverage_unknown(obj)}
         return obj
 
 
@@ -230,10 +262,18 @@ class DistrictStats(_Message):
         classifier_sensitivity, classifier_specificity, classifier_validation_source: The validation figures
             that corrected the totals (null when cameras differ or none were corrected).
         frames_processed, frames_dropped, tracks_lost: Sums of the cameras' latest running counts.
+        people_with_face, decided, coverage, face_px_median, low_coverage: As in :class:`CameraStats`, pooled over
+            the cameras: people with a face and people decided are summed, ``coverage`` is their ratio (0-1; null
+            when nobody had a face), ``low_coverage`` compares it with ``stats.min_coverage`` (or flags people seen
+            but none with a face). ``face_px_median`` (original-frame pixels) is the median of the cameras'
+            ``face_px_median``, each camera weighted by its ``people_with_face``: the crops' own heights are not in
+            the camera records, so the median of the pooled crops cannot be computed.
+        total_people_with_face, total_decided, total_coverage, total_face_px_median, total_low_coverage: The same
+            over the cameras' running totals.
     """
 
-    schema_version: ClassVar[int] = 1
-    schema_file: ClassVar[str] = "district_stats.v1.json"
+    schema_version: ClassVar[int] = 2
+    schema_file: ClassVar[str] = "district_stats.v2.json"
 
     district: str
     window_start_ns: int
@@ -268,11 +308,40 @@ class DistrictStats(_Message):
     frames_processed: int
     frames_dropped: int
     tracks_lost: int
+    people_with_face: int = 0
+    decided: int = 0
+    coverage: float | None = None
+    face_px_median: float | None = None
+    low_coverage: bool = False
+    total_people_with_face: int = 0
+    total_decided: int = 0
+    total_coverage: float | None = None
+    total_face_px_median: float | None = None
+    total_low_coverage: bool = False
 
     @property
     def progress(self) -> tuple[int, int]:
         """Orders one district's records: a later window, then a later revision of it (readers keep the greatest)."""
         return self.window_start_ns, self.revision
+
+    @staticmethod
+    def upgrade(obj: dict[str, Any]) -> dict[str, Any]:
+        """A parsed value of version 1 as this version, no coverage known (:func:`_coverage_unknown`). Readers apply
+        it; other values are returned unchanged."""
+        if obj.get("schema_version") == 1:
+            obj = {**obj, "schema_version": 2, **_coverage_unknown(obj)}
+        return obj
+
+
+def _coverage_unknown(obj: dict[str, Any]) -> dict[str, Any]:
+    """The coverage fields of a statistics value from before they existed, window and totals: ``decided`` is
+    masked + unmasked (known); people with a face 0 (not known), coverage and face height null, ``low_coverage``
+    false (not known, so not flagged)."""
+    out: dict[str, Any] = {}
+    for p in ("", "total_"):
+        out |= {f"{p}people_with_face": 0, f"{p}decided": obj.get(f"{p}masked", 0) + obj.get(f"{p}unmasked", 0),
+                f"{p}coverage": None, f"{p}face_px_median": None, f"{p}low_coverage": False}
+    return out
 
 
 TOPIC_MESSAGES: dict[str, type[_Message]] = {

@@ -30,7 +30,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from maskwatch.evaluation.people import read_labels  # noqa: E402
+from maskwatch.evaluation.people import read_labels
 
 
 def draft(video: Path, out: Path, every_s: float, until_s: float | None, input_px: int | None) -> int:
@@ -73,7 +73,7 @@ def draft(video: Path, out: Path, every_s: float, until_s: float | None, input_p
             cv2.putText(canvas, str(y), (2, y + 12), cv2.FONT_HERSHEY_SIMPLEX, 0.4, (255, 255, 255), 1)
         tiles = []
         for i, (box, head) in enumerate(zip(poses.bbox_xyxy, heads, strict=True)):
-            x1, y1, x2, y2 = (int(round(v)) for v in box)
+            x1, y1, x2, y2 = (round(v) for v in box)
             colour = tuple(int(c) for c in np.random.default_rng(i).integers(80, 256, 3))
             cv2.rectangle(canvas, (x1, y1), (x2, y2), colour, 2)
             cv2.putText(canvas, f"d{i}", (x1 + 2, y1 + 18), cv2.FONT_HERSHEY_SIMPLEX, 0.6, colour, 2)

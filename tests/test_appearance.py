@@ -41,7 +41,8 @@ def test_embeddings_tell_colours_apart_and_skip_invisible_torsos():
     kp[2, 5, 2] = 0.0
     a = torso_embeddings(frame_with([(100, 200, RED), (300, 200, BLUE)]), kp)
     b = torso_embeddings(frame_with([(100, 200, RED), (300, 200, BLUE)], noise_seed=1), kp)
-    assert a[0].shape == (EMBEDDING_DIM,) and a[0].sum() == pytest.approx(1.0)
+    assert a[0].shape == (EMBEDDING_DIM,)
+    assert a[0].sum() == pytest.approx(1.0)
     assert a[2] is None
     assert histogram_distance(a[0], b[0]) < 0.2  # the same red shirt in another frame
     assert histogram_distance(a[0], a[1]) > 0.8  # red vs blue
@@ -91,4 +92,30 @@ def test_appearance_gate_keeps_a_track_from_passing_to_a_differently_dressed_nei
     gated = _run(frames, TrackerParams(initialization_delay=1, appearance_gate=0.6))
     plain = _run(frames, TrackerParams(initialization_delay=1))
     assert plain[2] == plain[-1]  # without the gate one track carries on with the second person
-    assert gated[2][0] != gated[-1][0] and gated[-1][0] != -1
+    assert gated[2][0] != gated[-1][0]
+    assert gated[-1][0] != -1
+
+
+def test_a_track_that_followed_two_people_is_cut_and_each_part_decided():
+    from pipeline.voting import TrackLedger, VotingRules
+
+    kp = person(100, 200)[None]
+    red = [torso_embeddings(frame_with([(100, 200, RED)], noise_seed=i), kp)[0] for i in range(8)]
+    blue = [torso_embeddings(frame_with([(100, 200, BLUE)], noise_seed=i), kp)[0] for i in range(8)]
+    decisions = {}
+    for split in (1.0, 0.4):
+        ledger = TrackLedger("cam", VotingRules(split_min_distance=split))
+        for f, emb in enumerate(red + blue):
+            ledger.observe([7], f * 3, f * 100_000_000, [emb])
+            ledger.add_scores([7], [0.95 if f < 8 else 0.05], [True], [40.0])
+        decisions[split] = ledger.end()
+    (whole,) = decisions[1.0]
+    assert whole.decision == "undecided"
+    assert whole.votes_mask == whole.votes_no_mask == 8
+    first, second = decisions[0.4]
+    assert (first.decision, first.first_frame_idx, first.last_frame_idx, first.frames_tracked) == ("mask", 0, 21, 8)
+    assert (second.decision, second.first_frame_idx, second.last_frame_idx) == ("no_mask", 24, 45)
+    assert first.track_id == second.track_id == 7
+    assert first.decision_id != second.decision_id
+    with pytest.raises(ValueError, match="split_min_distance must be in"):
+        VotingRules(split_min_distance=0.0)

@@ -10,6 +10,15 @@ def test_defaults_validate_and_empty_file_is_defaults(tmp_path):
     assert load_config(f) == Config()
 
 
+def test_min_coverage_defaults_to_the_pipelines_and_is_read_from_the_file(tmp_path):
+    from pipeline.stats import DEFAULT_MIN_COVERAGE
+
+    assert Config().stats.min_coverage == DEFAULT_MIN_COVERAGE == 0.3
+    f = tmp_path / "c.yaml"
+    f.write_text("stats: {min_coverage: 0.5}\n")
+    assert load_config(f).stats.min_coverage == 0.5
+
+
 @pytest.mark.parametrize(
     ("data", "message"),
     [
@@ -26,6 +35,9 @@ def test_defaults_validate_and_empty_file_is_defaults(tmp_path):
         ({"tracking": {"distance": "iou"}}, "'tracking.distance'"),
         ({"cameras": [{"camera_id": "a", "source": "x", "district": ""}]}, "'cameras.0.district'"),
         ({"cameras": [{"camera_id": "a", "source": "x", "district": "  "}]}, "'cameras.0.district'"),
+        ({"stats": {"min_coverage": 1.5}}, "'stats.min_coverage': Input should be less than or equal to 1, got 1.5"),
+        ({"stats": {"min_coverage": -0.1}}, "'stats.min_coverage': Input should be greater than or equal to 0"),
+        ({"stats": {"min_covrage": 0.5}}, "unknown config key 'stats.min_covrage'"),
     ],
 )
 def test_invalid_config_names_the_key_expected_and_actual(data, message):

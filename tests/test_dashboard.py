@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import shutil
 import socket
 import subprocess
 import sys
@@ -25,7 +26,7 @@ from cluster.dashboard import StatsView, serve
 from cluster.stats_reader import latest_districts, latest_stats
 from pipeline.district import DistrictRollup
 from pipeline.sinks import KafkaSink, Record, ensure_topics
-from tests.test_district import T0, Camera
+from tests.test_district import T0, Camera, _faces_window
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -108,11 +109,15 @@ def test_the_page_and_api_show_the_topics_live_and_again_after_a_restart(broker,
         assert state["broker"]["state"] == "connected"
         north = next(d for d in state["districts"] if d["district"] == "north")
         assert (north["total_people"], north["total_masked"], north["cameras_total"]) == (21, 3, 2)
+        # Every person of _publish_fleet had a face and was decided: full coverage, no flag.
+        assert (north["total_people_with_face"], north["total_decided"], north["total_coverage"],
+                north["total_low_coverage"]) == (21, 21, 1.0, False)
         n1 = next(c for c in state["cameras"] if c["camera_id"] == "n1")
         assert n1["frames_per_s"] is not None  # from its last two windows
         series = _get(f"{url}/api/series?kind=district&key=north")
         assert [p["window_start_ns"] for p in series] == [T0, T0 + 60 * 10**9]
         assert series[0]["mask_fraction"] == pytest.approx(0.1)  # 2 of 20, pooled
+        assert (series[0]["coverage"], series[0]["low_coverage"]) == (1.0, False)
         with pytest.raises(urllib.error.HTTPError, match="404"):
             _get(f"{url}/api/series?kind=camera&key=nobody")
         api = _get(f"{url}/openapi.json")
@@ -199,3 +204,83 @@ def test_the_view_keeps_one_point_per_window_and_the_latest_revision():
     assert view.state()["districts"][0]["revision"] == 1
     with pytest.raises(KeyError):
         view.series("district", "nowhere")
+
+
+def _coverage_view() -> StatsView:
+    """A district "d" with a camera that decided everyone who showed a face ("lit") and one that decided 1 of 10
+    ("dim": low coverage); the district pools them to 5 of 14 (not low)."""
+    view, roll = StatsView(), DistrictRollup(lateness_s=0)
+    lit = _faces_window(Camera("lit", "d"), 0, [("mask", 2, 40.0)] * 3 + [("no_mask", 2, 44.0)])
+    dim = _faces_window(Camera("dim", "d"), 0, [("mask", 3, 14.0)] + [("undecided", 1, 12.0)] * 9)
+    for rec in (lit, dim):
+        view.add_camera(rec)
+        for d in roll.add(rec):
+            view.add_district(d)
+    return view
+
+
+def test_the_view_carries_coverage_and_its_flag_per_window():
+    view = _coverage_view()
+    state = {c["camera_id"]: c for c in view.state()["cameras"]}
+    assert (state["lit"]["total_coverage"], state["lit"]["total_low_coverage"]) == (1.0, False)
+    assert (state["dim"]["total_coverage"], state["dim"]["total_low_coverage"]) == (0.1, True)
+    (d,) = view.state()["districts"]
+    assert (d["total_decided"], d["total_people_with_face"], d["total_low_coverage"]) == (5, 14, False)
+    assert [(p["coverage"], p["low_coverage"]) for p in view.series("camera", "dim")] == [(0.1, True)]
+
+
+def test_the_page_shows_coverage_and_flags_a_weak_number_in_a_real_browser():
+    chromium, chromedriver = shutil.which("chromium"), shutil.which("chromedriver")
+    if not (chromium and chromedriver):
+        pytest.skip("needs Debian's chromium and chromium-driver (scripts/install-system-deps.sh)")
+    import uvicorn
+    from selenium import webdriver
+    from selenium.webdriver.chrome.options import Options
+    from selenium.webdriver.chrome.service import Service
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    from cluster.dashboard import create_app
+
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(create_app(_coverage_view()), host="127.0.0.1", port=port,
+                                           log_level="warning", timeout_graceful_shutdown=2))
+    t = threading.Thread(target=server.run, daemon=True)
+    t.start()
+    driver = None
+    try:
+        _wait("dashboard up", lambda: _get(f"http://127.0.0.1:{port}/healthz"))
+        opts = Options()
+        opts.binary_location = chromium
+        for arg in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--window-size=1500,900"):
+            opts.add_argument(arg)
+        driver = webdriver.Chrome(service=Service(chromedriver), options=opts)
+        driver.get(f"http://127.0.0.1:{port}/")
+        WebDriverWait(driver, 30, poll_frequency=0.2).until(
+            lambda drv: len(drv.find_elements(By.CSS_SELECTOR, "#cameras tbody tr[data-key]")) == 2)
+
+        def row(table: str, key: str) -> Any:
+            return driver.find_element(By.CSS_SELECTOR, f"#{table} tbody tr[data-key='{key}']")
+
+        def flags(tr: Any, cell: str) -> list[str]:
+            return [f.text for f in tr.find_elements(By.CSS_SELECTOR, f"td.{cell} .flag")]
+
+        lit, dim, district = row("cameras", "lit"), row("cameras", "dim"), row("districts", "d")
+        assert lit.find_element(By.CSS_SELECTOR, "td.coverage").text == "100% (4 / 4)"
+        assert dim.find_element(By.CSS_SELECTOR, "td.coverage").text.startswith("10% (1 / 10)")
+        assert district.find_element(By.CSS_SELECTOR, "td.coverage").text == "36% (5 / 14)"
+        # The flag is next to the weak number, in the totals and in the last window; the number is greyed.
+        assert flags(dim, "coverage") == flags(dim, "window") == ["low coverage"]
+        assert flags(lit, "coverage") == flags(district, "coverage") == []
+        fraction = dim.find_element(By.CSS_SELECTOR, "td.fraction")
+        assert fraction.text.startswith("100% [")
+        assert "weak" in fraction.get_attribute("class").split()
+        assert "weak" not in lit.find_element(By.CSS_SELECTOR, "td.fraction").get_attribute("class").split()
+        headers = [th.text for th in driver.find_elements(By.CSS_SELECTOR, "#cameras thead th")]
+        assert headers.index("coverage, total (decided / with a face)") == headers.index(
+            "mask fraction, total [95% CI]") + 1
+    finally:
+        if driver is not None:
+            driver.quit()
+        server.should_exit = True
+        t.join(10)

@@ -15,6 +15,8 @@ from schemas.messages import CameraStats, DistrictStats, PersonDecision
 T0 = 1_700_000_040 * 10**9  # a minute boundary of the UTC grid
 MIN = 60 * 10**9
 VALIDATION = ClassifierValidation(308, 314, 50, 53, "model card")
+COVERAGE = {f"{p}{f}" for p in ("", "total_")
+            for f in ("people_with_face", "decided", "coverage", "face_px_median", "low_coverage")}
 
 
 def _people(camera_id: str, masked: int, unmasked: int, undecided: int = 0) -> list[PersonDecision]:
@@ -159,3 +161,82 @@ def test_cameras_without_a_district_count_nowhere_and_a_moved_camera_counts_in_i
     assert (old_again.cameras_total, old_again.total_people) == (1, 1)  # ... and is not any more
     with pytest.raises(ValueError, match="lateness_s"):
         DistrictRollup(lateness_s=-1)
+
+
+def _faces_window(cam: Camera, minute: int, spec: list[tuple[str, int, float | None]]) -> CameraStats:
+    """Hand-made decisions (decision, crops that passed the gate, median face px) in minute ``minute``; its record."""
+    from tests.test_voting_stats import hand_made
+
+    assert cam.w.add(hand_made(spec, cam.id), T0 + minute * MIN + 1) == []
+    (rec,) = cam.w.advance(T0 + (minute + 1) * MIN + 2)
+    return rec
+
+
+def test_a_district_pools_coverage_and_weighs_the_cameras_face_heights_by_their_people_with_a_face():
+    roll, strict = DistrictRollup(lateness_s=0), DistrictRollup(lateness_s=0, min_coverage=0.7)
+    a, b, c = Camera("a", "d"), Camera("b", "d"), Camera("c", "dark")
+    # a: 2 masked (2 crops each, 30 px), 2 undecided with a face (30 px); b: 1 unmasked (3 crops, 80 px), 1 without
+    # a face; c (another district): two people, no face.
+    ra = _faces_window(a, 0, [("mask", 2, 30.0)] * 2 + [("undecided", 1, 30.0)] * 2)
+    rb = _faces_window(b, 0, [("no_mask", 3, 80.0), ("undecided", 0, None)])
+    rc = _faces_window(c, 0, [("undecided", 0, None)] * 2)
+    assert (ra.people_with_face, ra.decided, ra.face_px_median, rb.people_with_face, rb.face_px_median) == (
+        4, 2, 30.0, 1, 80.0)
+    roll.add(ra)
+    (rec,) = roll.add(rb)  # lateness 0: published again with b
+    assert (rec.people, rec.people_with_face, rec.decided, rec.coverage) == (6, 5, 3, 0.6)
+    # 30 px for a's 4 people with a face, 80 px for b's 1: the weighted median is 30, not the mean of the medians
+    assert rec.face_px_median == 30.0
+    assert rec.low_coverage is False
+    assert (rec.total_people_with_face, rec.total_decided, rec.total_coverage, rec.total_face_px_median) == (
+        5, 3, 0.6, 30.0)
+    jsonschema.validate(json.loads(rec.encode()), DistrictStats.json_schema())
+    (dark,) = roll.add(rc)
+    assert (dark.district, dark.people, dark.people_with_face, dark.coverage, dark.face_px_median) == (
+        "dark", 2, 0, None, None)
+    assert dark.low_coverage is dark.total_low_coverage is True  # people seen, no face
+    # The same records under stats.min_coverage 0.7: 0.6 is low.
+    strict.add(ra)
+    (flagged,) = strict.add(rb)
+    assert (flagged.coverage, flagged.low_coverage, flagged.total_low_coverage) == (0.6, True, True)
+    with pytest.raises(ValueError, match="min_coverage"):
+        DistrictRollup(min_coverage=-0.1)
+
+
+def test_old_records_upgrade_and_a_camera_of_unknown_coverage_never_pushes_it_over_one():
+    roll = DistrictRollup(lateness_s=0)
+    new, old = Camera("new", "d"), Camera("old", "d")
+    roll.add(_faces_window(new, 0, [("mask", 3, 40.0), ("undecided", 1, 40.0)]))
+    v7 = old.window(0, masked=2, unmasked=1, undecided=4).to_dict()
+    v6 = {k: v for k, v in v7.items() if k not in COVERAGE} | {"schema_version": 6}
+    upgraded = CameraStats.decode(CameraStats.upgrade(v6))
+    assert (upgraded.people_with_face, upgraded.decided, upgraded.coverage) == (0, 3, None)
+    (rec,) = roll.add(upgraded)
+    # old's 3 decided people had a face (a lower bound of its people with a face); its 4 undecided are unknown.
+    assert (rec.people_with_face, rec.decided, rec.coverage) == (5, 4, 0.8)
+    assert rec.face_px_median == 40.0  # old knows no face height
+    # A district record of version 1 reads as version 2, coverage unknown.
+    v1 = {k: v for k, v in rec.to_dict().items() if k not in COVERAGE} | {"schema_version": 1}
+    with pytest.raises(ValueError, match="schema_version"):
+        DistrictStats.decode(v1)
+    up = DistrictStats.decode(DistrictStats.upgrade(v1))
+    jsonschema.validate(up.to_dict(), DistrictStats.json_schema())
+    assert (up.people_with_face, up.decided, up.coverage, up.face_px_median, up.low_coverage) == (
+        0, 4, None, None, False)
+    assert (up.total_people_with_face, up.total_decided, up.total_coverage, up.total_low_coverage) == (
+        0, 4, None, False)
+    assert DistrictStats.upgrade(rec.to_dict()) == rec.to_dict()
+
+
+def test_the_district_table_shows_coverage_and_flags_low_coverage():
+    from cluster.stats_reader import LOW_FLAG, format_district_table
+
+    roll = DistrictRollup(lateness_s=0)
+    (ok,) = roll.add(_faces_window(Camera("a", "lit"), 0, [("mask", 2, 30.0)] * 2))
+    (dark,) = roll.add(_faces_window(Camera("c", "dark"), 0, [("undecided", 0, None)] * 2))
+    lines = format_district_table({"lit": ok, "dark": dark}).splitlines()
+    assert "coverage (decided/face)" in lines[0]
+    row = {ln.split()[0]: ln for ln in lines[1:3]}
+    assert "100% (2/2)" in row["lit"]
+    assert LOW_FLAG not in row["lit"]
+    assert f"- (0/0) {LOW_FLAG}" in row["dark"]

@@ -35,6 +35,8 @@ def test_records_reach_kafka_keyed_by_camera_and_read_back(broker, tmp_path):
     table = format_table(latest)
     assert "cam-b" in table
     assert "50% [9%, 91%]" in table
+    assert "100% (2/2)" in table  # coverage: decided / people with a face
+    assert "LOW" not in table
 
 
 def test_broker_down_is_a_one_line_error(tmp_path):

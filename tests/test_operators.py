@@ -183,10 +183,17 @@ def test_operators_see_the_run_in_prometheus_and_in_a_real_browser(broker: str, 
                     return False
                 if not _same_percent(row["fraction"], d.total_mask_fraction):
                     return False
+                # Coverage next to it, "83% (5 / 6)", flagged "low coverage" when the record says so.
+                if not _same_percent(row["coverage"].split(" (")[0], d.total_coverage):
+                    return False
+                if ("low coverage" in row["coverage"]) != d.total_low_coverage:
+                    return False
             for cid, c in cameras.items():
                 row = page_c[cid]
                 if (row["people"], row["state"], row["district"]) != (str(c.total_people), c.camera_state,
                                                                     c.district):
+                    return False
+                if ("low coverage" in row["coverage"]) != c.total_low_coverage:
                     return False
             return True
 

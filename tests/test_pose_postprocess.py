@@ -42,3 +42,32 @@ def test_unletterboxes_boxes_and_keypoints():
 def test_rejects_wrong_layout():
     with pytest.raises(ValueError, match=r"\(56, A\)"):
         decode_pose(np.zeros((57, 10), np.float32), IDENTITY)
+
+
+def _person(x, y, scale=1.0, upper_only=False):
+    """COCO-17 keypoints of a standing person, head at (x, y), ~200 px tall at scale 1."""
+    offsets = np.array([[0, 0], [-6, -5], [6, -5], [-12, 0], [12, 0], [-25, 35], [25, 35], [-35, 80], [35, 80],
+                        [-40, 120], [40, 120], [-15, 120], [15, 120], [-15, 160], [15, 160], [-15, 200],
+                        [15, 200]], np.float32) * scale
+    kp = np.concatenate([offsets + np.array([x, y], np.float32), np.full((17, 1), 0.9, np.float32)], axis=1)
+    if upper_only:
+        kp[9:, 2] = 0.0
+    return kp
+
+
+def test_oks_nms_drops_a_second_detection_of_one_person_and_keeps_neighbours():
+    from pipeline.pose_postprocess import keypoint_similarity, oks_nms
+
+    whole = _person(100, 50)
+    upper = _person(102, 51, upper_only=True)  # the same person as a head-and-shoulders box, a little off
+    neighbour = _person(160, 55)  # the next person in a queue, shoulder to shoulder
+    boxes = np.array([[60, 40, 140, 260], [70, 40, 135, 140], [120, 45, 200, 265]], np.float32)
+    kps = np.stack([whole, upper, neighbour])
+    area = float((boxes[0, 2] - boxes[0, 0]) * (boxes[0, 3] - boxes[0, 1]))
+    assert keypoint_similarity(whole, upper, area) > 0.9
+    assert keypoint_similarity(whole, neighbour, area) < 0.2
+    assert oks_nms(boxes, kps).tolist() == [0, 2]
+    assert oks_nms(boxes, kps, threshold=1.0).tolist() == [0, 1, 2]
+    hidden = whole.copy()
+    hidden[:, 2] = 0.1  # no keypoint seen by both: never a duplicate
+    assert oks_nms(boxes[:2], np.stack([whole, hidden])).tolist() == [0, 1]

@@ -80,5 +80,42 @@ def test_rollup_pools_districts_from_the_topic_and_resumes_without_publishing_tw
          "--topic", cfg.district_stats_topic], capture_output=True, text=True, cwd=REPO, timeout=60, check=True)
     lines = table.stdout.splitlines()
     assert lines[0].split()[:3] == ["district", "cameras", "running"]
+    assert "coverage (decided/face)" in lines[0]
     north = next(line for line in lines if line.startswith("north"))
     assert north.split()[:4] == ["north", "2", "2", "25"]
+    assert "100% (25/25)" in north  # everyone of these cameras had a face and was decided
+    assert "LOW" not in north
+
+
+def test_readers_and_the_rollup_upgrade_records_from_before_the_coverage_fields(broker, tmp_path):
+    from cluster.stats_reader import latest_stats, read_decisions
+    from pipeline.district import DistrictRollup
+    from tests.test_district import COVERAGE
+    from tests.test_schemas import DECISION
+
+    cfg = KafkaConfig(bootstrap_servers=broker, decisions_topic="u.decisions", stats_topic="u.camera-stats",
+                      district_stats_topic="u.district-stats", outbox_path=tmp_path / "rollup-outbox.jsonl")
+    ensure_topics(cfg)
+
+    def old(value: dict, version: int, drop: set[str]) -> bytes:
+        return json.dumps({k: v for k, v in value.items() if k not in drop} | {"schema_version": version}).encode()
+
+    a = Camera("a", "north")
+    minute0, minute1 = a.window(0, 2, 1, 1), a.window(1, 1, 0, 2)
+    (district0,) = DistrictRollup(lateness_s=0).add(minute0)
+    sink = KafkaSink(cfg.model_copy(update={"outbox_path": tmp_path / "old-outbox.jsonl"}))
+    sink.write([Record(cfg.stats_topic, "a", old(r.to_dict(), 6, COVERAGE)) for r in (minute0, minute1)]
+               + [Record(cfg.district_stats_topic, "north", old(district0.to_dict(), 1, COVERAGE)),
+                  Record(cfg.decisions_topic, "cam", old(DECISION.to_dict(), 3, {"face_px_median"}))])
+    sink.close()
+    cam = latest_stats(cfg)["a"]
+    assert (cam.schema_version, cam.total_decided, cam.total_people_with_face, cam.total_coverage) == (7, 4, 0, None)
+    north = latest_districts(cfg)["north"]
+    assert (north.schema_version, north.decided, north.coverage, north.low_coverage) == (2, 3, None, False)
+    (decision,) = read_decisions(cfg)
+    assert (decision.schema_version, decision.face_px_median) == (4, None)
+    # The roll-up resumes after its upgraded record of minute 0 and pools the upgraded camera record of minute 1:
+    # the camera's decided people stand for its unknown people with a face.
+    (rec,) = _rollup_for(cfg, 3)
+    assert (rec.window_start_ns, rec.decided, rec.people_with_face, rec.coverage) == (T0 + MIN, 1, 1, 1.0)
+    assert (rec.total_decided, rec.total_people_with_face, rec.total_coverage) == (4, 4, 1.0)

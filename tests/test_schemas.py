@@ -1,3 +1,5 @@
+import dataclasses
+
 import jsonschema
 import numpy as np
 import pyarrow as pa
@@ -6,7 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
-from schemas.messages import CameraStats, PersonDecision
+from schemas.messages import SCHEMA_DIR, CameraStats, DistrictStats, PersonDecision
 from schemas.pose import NO_TRACK, POSE_SCHEMA, Poses
 
 
@@ -56,7 +58,7 @@ def test_poses_validation():
 DECISION = PersonDecision(
     decision_id="cam/3/100", camera_id="cam", track_id=3, first_seen_ns=100, last_seen_ns=900, first_frame_idx=0,
     last_frame_idx=24, frames_tracked=9, faces_classified=6, faces_rejected=2, votes_mask=5, votes_no_mask=0,
-    mean_mask_score=0.91, decision="mask",
+    mean_mask_score=0.91, decision="mask", face_px_median=38.5,
 )
 STATS = CameraStats(
     camera_id="cam", window_start_ns=0, window_end_ns=60 * 10**9, final=True, people=2, masked=1, unmasked=1,
@@ -67,6 +69,8 @@ STATS = CameraStats(
     total_corrected_mask_fraction_high=0.95, classifier_sensitivity="308/314", classifier_specificity="50/53",
     classifier_validation_source="mask_classifier.onnx metadata: per face, held-out annotated faces (model card)",
     frames_processed=100, frames_dropped=0, faces_classified=40, faces_rejected=7,
+    people_with_face=2, decided=2, coverage=1.0, face_px_median=41.5, low_coverage=False,
+    total_people_with_face=2, total_decided=2, total_coverage=1.0, total_face_px_median=41.5, total_low_coverage=False,
 )
 
 
@@ -126,3 +130,52 @@ def test_camera_state_and_ended_by_go_through_the_json_schemas():
     without = {k: v for k, v in decision.items() if k != "ended_by"}
     with pytest.raises(jsonschema.ValidationError, match="ended_by"):
         jsonschema.validate(without, PersonDecision.json_schema())
+
+
+@pytest.mark.parametrize("cls", [PersonDecision, CameraStats, DistrictStats])
+def test_each_version_has_its_json_schema_beside_the_earlier_ones_and_they_agree_with_the_dataclass(cls):
+    import json
+    from dataclasses import fields
+
+    schema = cls.json_schema()
+    name = cls.schema_file.split(".v")[0]
+    assert cls.schema_file == f"{name}.v{cls.schema_version}.json"
+    assert schema["properties"]["schema_version"] == {"const": cls.schema_version}
+    assert schema["$id"].endswith(cls.schema_file)
+    assert f"schema_version {cls.schema_version}" in schema["title"]
+    assert set(schema["properties"]) == set(schema["required"]) == {"schema_version"} | {f.name for f in fields(cls)}
+    earlier = json.loads((SCHEMA_DIR / f"{name}.v{cls.schema_version - 1}.json").read_text())  # kept for old records
+    assert earlier["properties"]["schema_version"] == {"const": cls.schema_version - 1}
+
+
+def test_the_coverage_fields_go_through_the_json_schemas():
+    import json
+
+    stats = json.loads(STATS.encode())
+    for nulls in ({"coverage": None, "face_px_median": None}, {"total_coverage": None, "total_face_px_median": None}):
+        jsonschema.validate(stats | nulls, CameraStats.json_schema())
+    for bad in ({"coverage": 1.5}, {"total_coverage": -0.1}, {"people_with_face": -1}, {"decided": 0.5},
+                {"low_coverage": "yes"}, {"total_low_coverage": None}, {"face_px_median": -3}):
+        with pytest.raises(jsonschema.ValidationError):
+            jsonschema.validate(stats | bad, CameraStats.json_schema())
+    without = {k: v for k, v in stats.items() if k != "total_low_coverage"}
+    with pytest.raises(jsonschema.ValidationError, match="total_low_coverage"):
+        jsonschema.validate(without, CameraStats.json_schema())
+    decision = json.loads(DECISION.encode())
+    jsonschema.validate(decision | {"face_px_median": None}, PersonDecision.json_schema())
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.validate(decision | {"face_px_median": "tall"}, PersonDecision.json_schema())
+
+
+def test_decisions_of_version_3_are_upgraded():
+    import json
+
+    v3 = {k: v for k, v in json.loads(DECISION.encode()).items() if k != "face_px_median"} | {"schema_version": 3}
+    jsonschema.validate(v3, json.loads((SCHEMA_DIR / "decision.v3.json").read_text()))
+    with pytest.raises(ValueError, match="schema_version"):
+        PersonDecision.decode(v3)
+    up = PersonDecision.upgrade(v3)
+    jsonschema.validate(up, PersonDecision.json_schema())
+    assert PersonDecision.decode(up) == dataclasses.replace(DECISION, face_px_median=None)
+    assert PersonDecision.upgrade(json.loads(DECISION.encode())) == json.loads(DECISION.encode())
+    assert PersonDecision.upgrade({"schema_version": 2}) == {"schema_version": 2}  # older: left to be skipped

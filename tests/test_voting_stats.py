@@ -1,7 +1,12 @@
+import numpy as np
 import pytest
 
-from pipeline.stats import CameraWindows, wilson_interval
+from pipeline.stats import FACE_PX_MAX, CameraWindows, FaceHeights, wilson_interval
 from pipeline.voting import TrackLedger, VotingRules, decide
+from schemas.messages import PersonDecision
+
+COVERAGE_FIELDS = {f"{p}{f}" for p in ("", "total_")
+                   for f in ("people_with_face", "decided", "coverage", "face_px_median", "low_coverage")}
 
 
 @pytest.mark.parametrize(
@@ -160,12 +165,181 @@ def test_restore_continues_totals_and_counts_the_tracks_open_at_a_crash():
 def test_statistics_records_of_earlier_schema_versions_are_upgraded():
     from schemas.messages import CameraStats
 
-    v6 = CameraWindows("cam", window_s=60, district="d7").close(1_700_000_000 * 10**9).to_dict()
+    w = CameraWindows("cam", window_s=60, district="d7")
+    t0 = 1_700_000_000 * 10**9
+    w.add(hand_made([("mask", 3, 40.0), ("no_mask", 3, 60.0), ("undecided", 0, None)]), t0)
+    v7 = w.close(t0 + 10**9).to_dict()
+    assert v7["schema_version"] == 7
+    v6 = {k: v for k, v in v7.items() if k not in COVERAGE_FIELDS} | {"schema_version": 6}
     v5 = {k: v for k, v in v6.items() if k != "district"} | {"schema_version": 5}
     v4 = {k: v for k, v in v5.items() if k not in ("open_tracks", "tracks_lost")} | {"schema_version": 4}
-    for old in (v4, v5):
+    for old in (v4, v5, v6):
         with pytest.raises(ValueError, match="schema_version"):
             CameraStats.decode(old)
         up = CameraStats.decode(CameraStats.upgrade(old))
-        assert (up.total_people, up.open_tracks, up.tracks_lost, up.district) == (v6["total_people"], 0, 0, None)
-    assert CameraStats.decode(CameraStats.upgrade(v6)).district == "d7"
+        assert (up.total_people, up.open_tracks, up.tracks_lost) == (3, 0, 0)
+        assert up.district == (None if old is not v6 else "d7")
+        # Coverage was not measured before version 7: decided is known (masked + unmasked), the rest is not.
+        assert (up.people_with_face, up.decided, up.coverage, up.face_px_median, up.low_coverage) == (
+            0, 2, None, None, False)
+        assert (up.total_people_with_face, up.total_decided, up.total_coverage, up.total_face_px_median,
+                up.total_low_coverage) == (0, 2, None, None, False)
+    assert CameraStats.upgrade(v7) == v7  # the current version passes unchanged
+
+
+_seq = iter(range(10**6))
+
+
+def hand_made(spec: list[tuple[str, int, float | None]], camera_id: str = "cam") -> list[PersonDecision]:
+    """Hand-made decisions: (decision, crops that passed the face gate, median face height px or None)."""
+    out = []
+    for decision, faces, px in spec:
+        i = next(_seq)
+        out.append(PersonDecision(
+            decision_id=f"{camera_id}/{i}/0", camera_id=camera_id, track_id=i, first_seen_ns=0, last_seen_ns=1,
+            first_frame_idx=0, last_frame_idx=1, frames_tracked=5, faces_classified=faces, faces_rejected=0,
+            votes_mask=faces * (decision == "mask"), votes_no_mask=faces * (decision == "no_mask"),
+            mean_mask_score=0.5 if faces else None, decision=decision, face_px_median=px))  # type: ignore[arg-type]
+    return out
+
+
+def test_a_persons_face_height_is_the_median_of_its_accepted_crops():
+    ledger = TrackLedger("cam")
+    d = _track_px(ledger, 1, [0.9, 0.9, 0.05, 0.9], [True, True, False, True], [20.0, 31.0, 200.0, 24.5])
+    assert (d.faces_classified, d.faces_rejected, d.face_px_median) == (3, 1, 24.5)  # the rejected 200 px not in
+    none = _track_px(ledger, 2, [0.05, 0.05], [False, False], [30.0, 30.0])
+    assert (none.faces_classified, none.face_px_median) == (0, None)
+    unknown = _track(ledger, 3, [0.9] * 3)  # callers that give no heights: null, as before
+    assert unknown.face_px_median is None
+    ledger.observe([4], 0, 0)
+    with pytest.raises(ValueError, match="same length"):
+        ledger.add_scores([4], [0.5], [True], [20.0, 30.0])
+
+
+def _track_px(ledger, tid, scores, accepted, px):
+    for i in range(3):
+        ledger.observe([tid], i, i * 100_000_000)
+    ledger.add_scores([tid] * len(scores), scores, accepted, px)
+    (d,) = ledger.end({tid})
+    return d
+
+
+def test_the_camera_pipeline_takes_the_faces_heights_from_the_head_boxes():
+    from pipeline.camera import CameraPipeline, TrackedFrame
+    from schemas.pose import Poses
+
+    heads = np.array([[0, 0, 10, 12], [5, 5, 25, 35], [0, 10, 40, 50]], np.float32)
+    tracked = TrackedFrame(Poses.empty("cam", 0, 0), heads, np.array([2, 0], np.int64), np.zeros((2, 4), np.float32))
+    assert tracked.classify_face_px == [40.0, 12.0]
+    cam = CameraPipeline("cam", (640, 360), 1.6)
+    for i in range(3):
+        cam.ledger.observe([1, 2], i, i)
+    # mask, face and usable-face scores: track 2's second crop fails the face gate
+    scores = np.array([[0.9, 0.9, 0.9], [0.9, 0.9, 0.9], [0.1, 0.9, 0.9], [0.1, 0.1, 0.9]], np.float32)
+    cam.add_scores([1, 1, 2, 2], scores, [30.0, 40.0, 18.0, 90.0])
+    one, two = cam.ledger.end()
+    assert (one.face_px_median, two.face_px_median, two.faces_rejected) == (35.0, 18.0, 1)
+    cam.ledger.observe([3], 0, 0)
+    cam.add_scores([3], scores[:1])  # the old call, without heights, still works
+    with pytest.raises(ValueError, match="same length"):
+        cam.add_scores([3], scores[:1], [1.0, 2.0])
+
+
+def test_face_heights_are_a_bounded_histogram():
+    h = FaceHeights()
+    assert (h.median(), h.count) == (None, 0)
+    for px in range(5000):
+        h.add(px + 0.3)
+    assert len(h._bins) == FACE_PX_MAX + 1  # constant memory, however many faces
+    assert h.median() == FACE_PX_MAX  # most of them were taller than the last bin
+    even = FaceHeights()
+    even.add(20, 2)
+    even.add(31, 2)
+    even.add(99, 0)  # no weight: nothing
+    assert (even.median(), even.count) == (25.5, 4)
+
+
+def test_records_say_how_much_the_fraction_rests_on():
+    t0 = 1_700_000_040 * 10**9
+    w = CameraWindows("cam", window_s=60)
+    # Minute 0: a masked person (4 crops passed the gate, faces 30 px), an unmasked one (2 crops, 50 px), one
+    # undecided with a face (1 crop, 20 px), one never showing a face.
+    assert w.add(hand_made([("mask", 4, 30.0), ("no_mask", 2, 50.0), ("undecided", 1, 20.0),
+                          ("undecided", 0, None)]), t0) == []
+    # Minute 1: two people with faces, neither decided.
+    (m0,) = w.add(hand_made([("undecided", 3, 40.0), ("undecided", 1, 60.0)]), t0 + 60 * 10**9)
+    assert (m0.people, m0.people_with_face, m0.decided) == (4, 3, 2)
+    assert m0.coverage == pytest.approx(2 / 3, abs=1e-6)
+    assert m0.face_px_median == 30.0  # crops: 20, 30 x4, 50 x2
+    assert m0.low_coverage is False
+    # Minute 2: one person, no face at all.
+    (m1,) = w.add(hand_made([("undecided", 0, None)]), t0 + 120 * 10**9)
+    assert (m1.people, m1.people_with_face, m1.decided, m1.coverage) == (2, 2, 0, 0.0)
+    assert (m1.face_px_median, m1.low_coverage) == (40.0, True)  # crops 40 x3, 60: (40 + 40) / 2
+    assert (m1.total_people, m1.total_people_with_face, m1.total_decided, m1.total_coverage) == (6, 5, 2, 0.4)
+    assert m1.total_face_px_median == 40.0  # 20, 30 x4, 40 x3, 50 x2, 60: the 6th of 11
+    assert m1.total_low_coverage is False
+    m2 = w.close(t0 + 121 * 10**9)
+    assert (m2.people, m2.people_with_face, m2.coverage, m2.face_px_median) == (1, 0, None, None)
+    assert m2.low_coverage is True  # people seen, none with a face
+    assert (m2.total_people, m2.total_people_with_face, m2.total_coverage) == (7, 5, 0.4)
+    empty = CameraWindows("idle", window_s=60).close(t0)
+    assert (empty.people, empty.coverage, empty.low_coverage, empty.total_low_coverage) == (0, None, False, False)
+
+
+@pytest.mark.parametrize(("min_coverage", "low"), [(0.0, False), (0.4, False), (0.41, True), (1.0, True)])
+def test_low_coverage_flips_at_min_coverage(min_coverage, low):
+    w = CameraWindows("cam", window_s=60, min_coverage=min_coverage)
+    w.add(hand_made([("mask", 3, 30.0), ("no_mask", 3, 30.0)] + [("undecided", 1, 30.0)] * 3), 0)
+    rec = w.close(1)
+    assert rec.coverage == rec.total_coverage == 0.4
+    assert rec.low_coverage is rec.total_low_coverage is low
+
+
+def test_min_coverage_out_of_range_raises():
+    with pytest.raises(ValueError, match="min_coverage"):
+        CameraWindows("cam", window_s=60, min_coverage=1.5)
+
+
+def test_restore_carries_the_coverage_totals_on():
+    t0 = 1_700_000_040 * 10**9
+    before = CameraWindows("cam", window_s=60)
+    before.faces_classified = 6
+    before.add(hand_made([("mask", 4, 30.0), ("undecided", 2, 30.0)]), t0)
+    last = before.close(t0 + 1)
+    assert (last.total_people_with_face, last.total_decided, last.total_face_px_median) == (2, 1, 30.0)
+    after = CameraWindows("cam", window_s=60)
+    after.restore(last)
+    after.add(hand_made([("undecided", 2, 60.0), ("undecided", 1, 60.0)]), t0 + 60 * 10**9)
+    again = after.close(t0 + 61 * 10**9)
+    assert (again.total_people_with_face, again.total_decided, again.total_coverage) == (4, 1, 0.25)
+    assert again.total_low_coverage is True
+    # The 6 crops before the restart count at their median (30 px), the 3 after at 60 px.
+    assert again.total_face_px_median == 30.0
+    assert after.total.with_face == 4
+    # A record from before version 7 (upgraded) knows no people with a face: its decided people stand for them.
+    from schemas.messages import CameraStats
+
+    v6 = {k: v for k, v in last.to_dict().items() if k not in COVERAGE_FIELDS} | {"schema_version": 6}
+    old = CameraStats.decode(CameraStats.upgrade(v6))
+    upgraded = CameraWindows("cam", window_s=60)
+    upgraded.restore(old)
+    assert upgraded.close(t0 + 62 * 10**9).total_coverage == 1.0  # 1 decided / at least 1 with a face, not > 1
+
+
+def test_the_stats_table_shows_coverage_and_flags_low_coverage():
+    from cluster.stats_reader import COVERAGE_NOTE, LOW_FLAG, format_table
+
+    strong, weak = CameraWindows("strong", window_s=60), CameraWindows("weak", window_s=60)
+    strong.add(hand_made([("mask", 3, 40.0)] * 3 + [("no_mask", 3, 41.0)] * 3 + [("undecided", 2, 20.0)] * 2), 0)
+    weak.add(hand_made([("mask", 3, 12.0)] * 3 + [("undecided", 1, 12.0)] * 9), 0)
+    table = format_table({"strong": strong.close(1), "weak": weak.close(1)})
+    lines = table.splitlines()
+    assert "coverage (decided/face)" in lines[0]
+    row = {ln.split()[0]: ln for ln in lines[1:3]}
+    assert "75% (6/8)" in row["strong"]  # 6 decided of 8 with a face
+    assert LOW_FLAG not in row["strong"]
+    assert f"25% (3/12) {LOW_FLAG}" in row["weak"]  # 3 of 12: the flag right after the number
+    assert row["weak"].index("100% [") < row["weak"].index("25% (3/12)")  # next to the fraction it qualifies
+    assert lines[-1] == COVERAGE_NOTE  # and what it means, under the table
+    assert COVERAGE_NOTE not in format_table({"strong": strong.close(2)})

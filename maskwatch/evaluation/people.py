@@ -34,7 +34,6 @@ from typing import Any
 
 import numpy as np
 
-from pipeline.mot import read_mot
 from pipeline.stats import wilson_interval
 
 LABEL_COLUMNS = ("frame_idx", "person_id", "x1", "y1", "x2", "y2", "mask")
@@ -129,7 +128,7 @@ class PeopleLabels:
         for pid, rs in self.people.items():
             if frame_idx < rs[0].frame_idx or frame_idx > rs[-1].frame_idx:
                 continue
-            for a, b in zip(rs, rs[1:] + [rs[-1]], strict=True):
+            for a, b in zip(rs, [*rs[1:], rs[-1]], strict=True):
                 if a.frame_idx == frame_idx:
                     out[pid] = np.array([a.x1, a.y1, a.x2, a.y2])
                     break
@@ -203,9 +202,9 @@ def read_decisions(path: str | Path, camera_id: str | None = None) -> list[dict[
                 msg = f"{path}:{n}: expected one JSON object per line, got {line[:80]!r} ({exc.msg})"
                 raise ValueError(msg) from None
             value = obj.get("value", obj) if isinstance(obj, dict) else None
-            if isinstance(value, dict) and "decision" in value and "track_id" in value:
-                if camera_id is None or value.get("camera_id") == camera_id:
-                    out.append(value)
+            if (isinstance(value, dict) and "decision" in value and "track_id" in value
+                    and (camera_id is None or value.get("camera_id") == camera_id)):
+                out.append(value)
     return out
 
 
@@ -307,7 +306,7 @@ def evaluate_video(
     Returns:
         The video's :class:`VideoResult`.
     """
-    gap = max_gap if max_gap is not None else int(round(1.5 * labels.step))
+    gap = max_gap if max_gap is not None else round(1.5 * labels.step)
     boxes_of: dict[int, dict[int, np.ndarray]] = defaultdict(dict)
     for f, tid, x, y, w, h, _c in tracks:
         boxes_of[int(tid)][int(f) - 1] = np.array([x - 1.0, y - 1.0, x - 1.0 + w, y - 1.0 + h])
@@ -336,6 +335,7 @@ def evaluate_video(
     res = VideoResult(labels.video)
     res.people = len(labels.people)
     by_person: dict[int, list[str]] = defaultdict(list)
+    spans: dict[int, list[list[int]]] = defaultdict(list)
     for d, v in zip(decs, votes, strict=True):
         res.decisions += 1
         if d["decision"] == "mask":
@@ -349,6 +349,7 @@ def evaluate_video(
         res.mixed_tracks += len(v) > 1
         pid = v.most_common(1)[0][0]
         by_person[pid].append(d["decision"])
+        spans[pid].append([int(d["track_id"]), int(d["first_frame_idx"]), int(d["last_frame_idx"])])
         truth = labels.truth(pid)
         if truth in ("mask", "no_mask") and d["decision"] in ("mask", "no_mask") and d["decision"] != truth:
             res.wrong_decisions += 1
@@ -372,7 +373,7 @@ def evaluate_video(
                 res.unmasked_decided += 1
                 res.unmasked_right += person_decision == "no_mask"
         res.per_person[pid] = {"truth": truth, "face": face, "tracks": len(ds), "decisions": ds,
-                               "decision": person_decision}
+                               "decision": person_decision, "track_spans": spans.get(pid, [])}
     return res
 
 

@@ -1,0 +1,243 @@
+"""Choose the face gate's pass marks and the voting rules on person-level results, cross-validated by video.
+
+    python bench/revote.py [--set tracking.reid_hit_counter_max=60 ...] [--grid small|full] [VIDEO ...]
+
+Each labelled video (``data/labels/people``) goes once through the camera loop of ``maskwatch run``
+(:func:`pipeline.camera_loop.run_camera`, models in this process, the config's tracking and the given ``--set``
+overrides) while the camera's :class:`pipeline.voting.TrackLedger` calls are recorded: which tracks were seen at
+each frame (with their torso embeddings), and each face crop's mask, face and usable-face scores and height. The
+recording is cached under ``~/.cache/maskwatch/bench/revote`` (keyed by video, models and tracking settings).
+
+Every setting of the grid (face gate ``faces.gate_min_score`` / ``faces.usable_min_score`` and ``voting.*``) then
+replays the recording into a fresh ledger, exactly as :meth:`pipeline.camera.CameraPipeline.add_scores` applies the
+gate, and its decisions are scored against the labels (:func:`maskwatch.evaluation.people.evaluate_video`).
+
+Cross-validation by video: the videos are split into two folds (``FOLDS``); on each fold the setting with the
+highest coverage among those whose wrong decisions stay within ``--max-wrong`` of the decided people is chosen, and
+reported on the other fold. The pooled table of the other folds is the honest estimate of a setting chosen this way.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import hashlib
+import itertools
+import json
+import os
+import pickle
+import sys
+from dataclasses import asdict, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+os.environ.setdefault("OPENCV_LOG_LEVEL", "ERROR")
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from bench.decisions import LABELS, VIDEOS, _override
+from cluster.config import Config, load_config, parse_config
+from maskwatch.evaluation.people import VideoResult, evaluate_video, format_table, pooled, read_labels
+from pipeline.mot import read_mot
+from pipeline.voting import TrackLedger, VotingRules
+
+CACHE = Path.home() / ".cache" / "maskwatch" / "bench" / "revote"
+# Two folds with a similar mix of masked and unmasked people; clips of one scene or one source stay in one fold
+# (the two Oxford Town Centre clips; single_masked and single_unmasked).
+FOLDS = (
+    ("queue_hk_masked", "towncentre_cctv_10s", "towncentre_cctv_4s", "single_masked", "single_unmasked",
+     "office_2_masked"),
+    ("queue_dark_masks", "crowd_toward_camera", "street_5_masked", "cctv_corridor_masked", "single_puts_mask_on",
+     "single_mask_on_off", "studio_4_unmasked_to_masked"),
+)
+GRIDS: dict[str, dict[str, list[Any]]] = {
+    "small": {
+        "faces.gate_min_score": [0.3, 0.45, 0.6],
+        "faces.usable_min_score": [0.2, 0.35, 0.5],
+        "voting.min_votes": [2, 3],
+        "voting.min_agreement": [0.67, 0.75],
+        "voting.max_rejected_share": [0.5, 0.8],
+        "voting.split_min_distance": [1.0, 0.4],
+    },
+    "full": {
+        "faces.gate_min_score": [0.0, 0.2, 0.3, 0.4, 0.5, 0.6],
+        "faces.usable_min_score": [0.0, 0.2, 0.35, 0.5],
+        "voting.min_votes": [1, 2, 3],
+        "voting.min_agreement": [0.6, 0.67, 0.75, 0.85],
+        "voting.max_rejected_share": [0.5, 0.7, 0.9],
+        "voting.mask_threshold": [0.6, 0.7],
+        "voting.no_mask_threshold": [0.3, 0.4],
+        "voting.split_min_distance": [1.0, 0.5, 0.4, 0.3],
+    },
+}
+
+
+def record(name: str, cfg: Config) -> Path:
+    """Run one video through the camera loop, recording the ledger's calls; returns the cached recording."""
+    from cluster.driver import pose_model_path
+    from pipeline.camera import CameraPipeline
+    from pipeline.camera_loop import CameraSpec, run_camera
+    from pipeline.facegate import CropScorer, load_face_gate
+    from pipeline.letterbox import default_pose_input_px
+    from pipeline.onnx_models import MaskClassifier, PoseModel
+    from pipeline.pose_postprocess import decode_poses
+    from pipeline.source import probe
+
+    src = str(VIDEOS / f"{name}.mp4")
+    models = [pose_model_path(cfg), cfg.classify.model_path, cfg.classify.face_detector_path]
+    key_src = json.dumps([src, [str(p) for p in models], [Path(p).stat().st_size for p in models if p],
+                          asdict(cfg.tracking), cfg.pose.model_dump(mode="json"),
+                          cfg.faces.min_face_px, cfg.faces.area_margin, cfg.faces.keypoint_min_score,
+                          cfg.faces.min_face_keypoints, cfg.faces.require_both_eyes, cfg.faces.max_nested_overlap,
+                          cfg.cameras[0].target_fps if cfg.cameras else 10.0], sort_keys=True, default=str)
+    path = CACHE / f"{name}-{hashlib.sha256(key_src.encode()).hexdigest()[:12]}"
+    if (path / "events.pkl").is_file():
+        return path
+    path.mkdir(parents=True, exist_ok=True)
+    # Pose results and crop scores do not depend on the tracker: kept per video (and models) across tracker settings.
+    model_key = json.dumps([src, [Path(p).stat().st_size for p in models if p], cfg.pose.model_dump(mode="json")],
+                           default=str)
+    model_cache = CACHE / f"{name}-models-{hashlib.sha256(model_key.encode()).hexdigest()[:12]}.pkl"
+    poses_of, scores_of = pickle.loads(model_cache.read_bytes()) if model_cache.is_file() else ({}, {})
+    w, h, _ = probe(src, name, cfg.capture.open_timeout_s)[:3]
+    pose = PoseModel(pose_model_path(cfg), "cpu", cfg.pose.threads)
+    clf = MaskClassifier(cfg.classify.model_path, "cpu", cfg.classify.threads)
+    gate = load_face_gate(cfg.classify.face_detector_path, cfg.classify.face_detector_input_px)
+    scorer = CropScorer(clf, gate)
+    events: list[tuple] = []
+    spec = CameraSpec(camera_id=name, source=src, frame_wh=(w, h), pose_input_px=default_pose_input_px((w, h)),
+                      target_fps=10.0, tracks_path=str(path / "tracks.txt"))
+
+    def make_cam(wh: tuple[int, int]) -> CameraPipeline:
+        cam = CameraPipeline(name, wh, clf.crop_margin, cfg.tracking, cfg.faces,
+                             replace(cfg.voting, split_min_distance=0.5))  # splits need the embeddings recorded
+        observe, add_scores = cam.ledger.observe, cam.add_scores
+
+        def rec_observe(ids: list[int], fidx: int, ns: int, embs: Any = None) -> None:
+            events.append(("seen", list(ids), fidx, ns, None if embs is None else list(embs)))
+            observe(ids, fidx, ns, embs)
+
+        def rec_scores(ids: list[int], scores: np.ndarray, face_px: Any = None) -> None:
+            events.append(("scores", list(ids), np.asarray(scores, np.float32).copy(),
+                           None if face_px is None else list(face_px)))
+            add_scores(ids, scores, face_px)
+
+        cam.ledger.observe = rec_observe  # type: ignore[method-assign]
+        cam.add_scores = rec_scores  # type: ignore[method-assign]
+        return cam
+
+    async def infer_pose(image: np.ndarray, lb: Any, cid: str, fidx: int, pts: int) -> Any:
+        if fidx not in poses_of:
+            poses_of[fidx] = decode_poses(pose.infer(image[None])[0], lb, cid, fidx, pts, cfg.pose.conf_threshold,
+                                          cfg.pose.nms_iou, cfg.pose.oks_nms)
+        return poses_of[fidx]
+
+    async def classify(crops: np.ndarray) -> np.ndarray:
+        keys = [hashlib.sha1(c.tobytes()).hexdigest() for c in crops]
+        todo = [i for i, k in enumerate(keys) if k not in scores_of]
+        if todo:
+            for i, row in zip(todo, scorer.score(crops[todo]), strict=True):
+                scores_of[keys[i]] = row
+        return np.stack([scores_of[k] for k in keys]).astype(np.float32)
+
+    async def discard(_records: list) -> None:
+        return None
+
+    asyncio.run(run_camera(spec, make_cam, clf.input_px, infer_pose, classify, discard, ("", "")))
+    model_cache.write_bytes(pickle.dumps((poses_of, scores_of)))
+    with (path / "events.pkl").open("wb") as fh:
+        pickle.dump(events, fh)
+    print(f"recorded {name}: {len(events)} events -> {path}", file=sys.stderr, flush=True)
+    return path
+
+
+def replay(events: list[tuple], name: str, gate_min: float, usable_min: float, rules: VotingRules) -> list[dict]:
+    """The decisions of a recording under other gate pass marks and voting rules (as dicts)."""
+    ledger = TrackLedger(name, rules)
+    for ev in events:
+        if ev[0] == "seen":
+            ledger.observe(ev[1], ev[2], ev[3], ev[4])
+        else:
+            sc = ev[2]
+            accepted = (sc[:, 1] >= gate_min) & (sc[:, 2] >= usable_min)
+            ledger.add_scores(ev[1], sc[:, 0].tolist(), accepted.tolist(), ev[3])
+    return [d.to_dict() for d in ledger.end(ended_by="end_of_source")]
+
+
+def settings(grid: dict[str, list[Any]]) -> list[dict[str, Any]]:
+    """Every combination of the grid (a no_mask threshold above the mask threshold is skipped)."""
+    out = []
+    for values in itertools.product(*grid.values()):
+        s = dict(zip(grid, values, strict=True))
+        if s.get("voting.no_mask_threshold", 0) > s.get("voting.mask_threshold", 1):
+            continue
+        out.append(s)
+    return out
+
+
+def score(results: list[VideoResult], max_wrong: float) -> tuple[float, float]:
+    """The choice's order on a fold: coverage if wrong decisions stay within ``max_wrong`` of decided people."""
+    p = pooled(results)
+    decided = max(p.people_decided, 1)
+    ok = p.wrong_decisions / decided <= max_wrong
+    return (p.coverage or 0.0) if ok else -1.0, -p.wrong_decisions
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("videos", nargs="*")
+    ap.add_argument("--config")
+    ap.add_argument("--set", dest="sets", action="append", default=[])
+    ap.add_argument("--grid", choices=sorted(GRIDS), default="small")
+    ap.add_argument("--max-wrong", type=float, default=0.05,
+                    help="largest share of wrong decisions among decided people a chosen setting may have")
+    ap.add_argument("--show", action="append", default=[],
+                    help="also print the full table of this setting: key=value,key=value")
+    args = ap.parse_args()
+    names = [Path(v).stem for v in args.videos] or sorted(p.stem for p in LABELS.glob("*.csv"))
+    cfg = parse_config(_override(load_config(args.config).model_dump(mode="json", exclude={"cameras"}), args.sets),
+                       "bench/revote.py --set")
+    recs = {n: pickle.loads((record(n, cfg) / "events.pkl").read_bytes()) for n in names}
+    tracks = {n: read_mot(record(n, cfg) / "tracks.txt") for n in names}
+    labels = {n: read_labels(LABELS / f"{n}.csv") for n in names}
+
+    def run(s: dict[str, Any]) -> list[VideoResult]:
+        faces = {k.split(".", 1)[1]: v for k, v in s.items() if k.startswith("faces.")}
+        voting = {k.split(".", 1)[1]: v for k, v in s.items() if k.startswith("voting.")}
+        rules = replace(cfg.voting, **voting)
+        gate = faces.get("gate_min_score", cfg.faces.gate_min_score)
+        usable = faces.get("usable_min_score", cfg.faces.usable_min_score)
+        return [evaluate_video(labels[n], tracks[n], replay(recs[n], n, gate, usable, rules)) for n in names]
+
+    grid = settings(GRIDS[args.grid])
+    results = {i: run(s) for i, s in enumerate(grid)}
+    print(f"{len(grid)} settings on {len(names)} videos")
+    default = run({})
+    print("\nthe config's settings (no choice):")
+    print(format_table(default))
+    held_out: list[VideoResult] = []
+    for k, fold in enumerate(FOLDS):
+        tune = [i for i, n in enumerate(names) if n in fold]
+        test = [i for i, n in enumerate(names) if n not in fold]
+        if not tune or not test:
+            continue
+        best = max(results, key=lambda i: score([results[i][j] for j in tune], args.max_wrong))
+        print(f"\nchosen on fold {k + 1} ({', '.join(names[j] for j in tune)}): {grid[best]}")
+        print(format_table([results[best][j] for j in tune]).splitlines()[-1].replace("pooled", "tuning fold"))
+        print("reported on the other videos:")
+        print(format_table([results[best][j] for j in test]))
+        held_out += [results[best][j] for j in test]
+    if held_out:
+        print("\nheld-out videos pooled (each scored with the setting chosen on the other fold):")
+        print(format_table(held_out).splitlines()[-1])
+    for text in args.show:
+        s = {k: json.loads(v) for k, v in (kv.split("=") for kv in text.split(","))}
+        print(f"\n{s}:")
+        print(format_table(run(s)))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
