@@ -126,7 +126,8 @@ class PeopleCounts:
 
     Args:
         masked, unmasked, undecided: Starting counts (people).
-        with_face: People with at least one crop that passed the face gate.
+        with_face: People whose face was visible at least once (the face rules cut a crop of it, whether or not the
+            face gate passed it: a gate that rejects every face of a camera shows as low coverage).
         face_px: Face heights (pixels) of the crops that passed the gate (None: none yet).
     """
 
@@ -139,17 +140,17 @@ class PeopleCounts:
         self.face_px = face_px if face_px is not None else FaceHeights()
 
     def add(self, d: PersonDecision) -> None:
-        """Count one person's decision; a person with a face (``faces_classified`` >= 1) adds their crops to the
-        face heights, each at the person's ``face_px_median``."""
+        """Count one person's decision; a person with a face (``faces_classified + faces_rejected`` >= 1) counts in
+        ``with_face``, and their accepted crops go into the face heights, each at the person's ``face_px_median``."""
         if d.decision == "mask":
             self.masked += 1
         elif d.decision == "no_mask":
             self.unmasked += 1
         else:
             self.undecided += 1
-        if d.faces_classified >= 1:
+        if d.faces_classified + d.faces_rejected >= 1:
             self.with_face += 1
-            if d.face_px_median is not None:
+            if d.face_px_median is not None and d.faces_classified:
                 self.face_px.add(d.face_px_median, d.faces_classified)
 
     @property

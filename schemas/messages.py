@@ -155,8 +155,9 @@ class CameraStats(_Message):
             record is not in it.
         district: The camera's district (config ``cameras[].district``); null when it has none.
         people_with_face, decided, coverage, face_px_median, low_coverage: How much of the window's people the
-            fraction rests on (:func:`pipeline.stats.people_fields`). ``people_with_face``: people whose track had at
-            least one crop that passed the face gate (``faces_classified`` >= 1). ``decided``: people decided mask
+            fraction rests on (:func:`pipeline.stats.people_fields`). ``people_with_face``: people whose face the
+            face rules saw at least once (``faces_classified + faces_rejected`` >= 1: a crop was cut, whether or
+            not the face gate passed it). ``decided``: people decided mask
             or no mask. ``coverage`` = decided / people_with_face (0-1; null when nobody had a face).
             ``face_px_median``: median head-box height, original-frame pixels, of the crops that passed the gate,
             each person's crops counted at that person's median (null: none). ``low_coverage``: coverage under
