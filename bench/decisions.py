@@ -26,32 +26,16 @@ import sys
 import tempfile
 from pathlib import Path
 
-import yaml
-
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 os.environ.setdefault("OPENCV_LOG_LEVEL", "ERROR")
 
-from cluster.config import CameraConfig, load_config, parse_config
+from cluster.config import CameraConfig, apply_overrides, load_config, parse_config
 from maskwatch.evaluation.people import evaluate_video, format_table, pooled, read_decisions, read_labels
 from pipeline.mot import read_mot
 
 ROOT = Path(__file__).resolve().parents[1]
 VIDEOS = ROOT.parent / "shared" / "data" / "videos"
 LABELS = ROOT / "data" / "labels" / "people"
-
-
-def _override(cfg_dict: dict, assignments: list[str]) -> dict:
-    for a in assignments:
-        key, sep, value = a.partition("=")
-        if not sep:
-            msg = f"--set expects key=value, got {a!r}"
-            raise SystemExit(msg)
-        node = cfg_dict
-        *parents, leaf = key.split(".")
-        for k in parents:
-            node = node.setdefault(k, {})
-        node[leaf] = yaml.safe_load(value)
-    return cfg_dict
 
 
 def main() -> int:
@@ -80,7 +64,7 @@ def main() -> int:
 
         out.mkdir(parents=True, exist_ok=True)
         base = load_config(args.config).model_dump(mode="json", exclude={"cameras"})
-        cfg = parse_config(_override(base, args.sets), "bench/decisions.py --set")
+        cfg = parse_config(apply_overrides(base, args.sets), "bench/decisions.py --set")
         cams = [CameraConfig(camera_id=n, source=str(VIDEOS / f"{n}.mp4")) for n in names]
         cfg = cfg.model_copy(update={"cameras": cams})
         result = run(cfg, out_path=str(records), tracks={n: str(out / f"{n}.tracks.txt") for n in names})

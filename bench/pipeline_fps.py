@@ -1,6 +1,6 @@
 """Frames/s of the whole maskwatch pipeline (local Ray, all actors) next to the bare pose model, same video, one run.
 
-    python bench/pipeline_fps.py [--source VIDEO] [--target-fps 10] [--pose-input-px N]
+    python bench/pipeline_fps.py [--source VIDEO] [--target-fps 10] [--pose-input-px N] [--set key=value ...]
 
 The bare figure is the pose model alone on the same letterboxed frames (decode + letterbox excluded, model call
 only, one frame per call). The pipeline figure counts processed frames over the cameras' own wall time (Ray start-up
@@ -20,7 +20,7 @@ os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 os.environ.setdefault("OPENCV_LOG_LEVEL", "ERROR")
 
 from cluster import driver
-from cluster.config import default_pose_input_px, parse_config
+from cluster.config import apply_overrides, default_pose_input_px, parse_config
 from pipeline.letterbox import letterbox
 from pipeline.onnx_models import PoseModel
 from pipeline.source import probe, read_frames
@@ -33,13 +33,15 @@ def main() -> None:
     ap.add_argument("--target-fps", type=float, default=10.0)
     ap.add_argument("--pose-input-px", type=int)
     ap.add_argument("--cameras", type=int, default=1, help="Run the video as this many cameras at once.")
+    ap.add_argument("--set", dest="sets", action="append", default=[],
+                    help="override a setting, key=value (dotted path, YAML value): a feature's before/after")
     args = ap.parse_args()
 
     w, h, _ = probe(args.source, "bench")
     input_px = args.pose_input_px or default_pose_input_px((w, h))
     cams = [{"camera_id": f"bench-{i}", "source": args.source, "target_fps": args.target_fps,
              "pose_input_px": input_px} for i in range(args.cameras)]
-    cfg = parse_config({"cameras": cams})
+    cfg = parse_config(apply_overrides({"cameras": cams}, args.sets), "bench/pipeline_fps.py --set")
 
     model = PoseModel(driver.pose_model_path(cfg), device=cfg.pose.device)
     frames = [letterbox(f.image, input_px)[0] for f in read_frames(args.source, "bench", args.target_fps)]

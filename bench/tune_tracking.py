@@ -31,7 +31,7 @@ from maskwatch.evaluation.tracking import evaluate_tracks
 from pipeline.letterbox import letterbox
 from pipeline.mot import mot_rows, read_mot
 from pipeline.onnx_models import PoseModel
-from pipeline.pose_postprocess import OKS_NMS, decode_pose
+from pipeline.pose_postprocess import OKS_NMS, decode_pose, oks_nms
 from pipeline.source import read_frames
 from pipeline.tracking import CameraTracker, TrackerParams
 from schemas.pose import Poses
@@ -40,11 +40,10 @@ VIDEOS = Path(__file__).resolve().parents[2] / "shared" / "data" / "videos"
 CACHE_CONF = 0.1  # detections are cached above this; the sweep applies the real threshold
 
 
-def detections(source: str, input_px: int, cache: Path, nms_iou: float,
-               oks: float = OKS_NMS) -> tuple[list[dict], tuple[int, int]]:
+def detections(source: str, input_px: int, cache: Path, nms_iou: float) -> tuple[list[dict], tuple[int, int]]:
     """Per frame: frame_idx, score, bbox_xyxy, keypoints (original pixels), from the cache or a pose run."""
     model_path = pose_model_path(Config())
-    key = hashlib.sha256(f"{Path(source).resolve()}|{model_path.stat().st_size}|{input_px}|{nms_iou}|{oks}".encode())
+    key = hashlib.sha256(f"{Path(source).resolve()}|{model_path.stat().st_size}|{input_px}|{nms_iou}".encode())
     path = cache / f"pose-{Path(source).stem}-{input_px}-{key.hexdigest()[:10]}.npz"
     if path.exists():
         z = np.load(path)
@@ -61,7 +60,7 @@ def detections(source: str, input_px: int, cache: Path, nms_iou: float,
         h, w = fr.image.shape[:2]
         wh = (w, h)
         img, lb = letterbox(fr.image, input_px)
-        score, bbox, kp = decode_pose(model.infer(img[None])[0], lb, CACHE_CONF, nms_iou, oks_threshold=oks)
+        score, bbox, kp = decode_pose(model.infer(img[None])[0], lb, CACHE_CONF, nms_iou, oks_threshold=1.0)
         out.append({"frame_idx": fr.frame_idx, "score": score, "bbox_xyxy": bbox, "keypoints": kp})
     print(f"pose {input_px} px: {len(out)} frames in {time.perf_counter() - t0:.0f} s ({model.provider})", flush=True)
     cache.mkdir(parents=True, exist_ok=True)
@@ -78,7 +77,7 @@ def detections(source: str, input_px: int, cache: Path, nms_iou: float,
 
 
 def track(frames: list[dict], wh: tuple[int, int], params: TrackerParams, conf: float,
-          images: dict[int, np.ndarray] | None = None) -> np.ndarray:
+          images: dict[int, np.ndarray] | None = None, oks: float = OKS_NMS) -> np.ndarray:
     """Replay detections through the tracker; MOT rows `(M, 7)` (:func:`pipeline.mot.mot_rows`). ``images``
     (frame_idx -> BGR frame) gives the tracker the frames, as the pipeline does (shot cuts, torso embeddings)."""
     tracker = CameraTracker(wh, params)
@@ -86,6 +85,8 @@ def track(frames: list[dict], wh: tuple[int, int], params: TrackerParams, conf: 
     for f in frames:
         keep = f["score"] >= conf
         score, bbox, kp = f["score"][keep], f["bbox_xyxy"][keep], f["keypoints"][keep]
+        keep = oks_nms(bbox, kp, oks)  # the cache holds the detections before keypoint NMS
+        score, bbox, kp = score[keep], bbox[keep], kp[keep]
         tid = tracker.step(f["frame_idx"], kp, bbox, None if images is None else images[f["frame_idx"]])
         rows.append(mot_rows(Poses("tune", f["frame_idx"], 0, score, bbox, kp, tid)))
     return np.concatenate(rows) if rows else np.zeros((0, 7))
@@ -129,6 +130,7 @@ GRIDS = {
         "reid_distance_threshold": [0.2, 0.3, 0.4],
         "appearance_gate": [1.0, 0.6],
     },
+    "default": {"conf": [0.15]},
     "reid-fine": {
         "conf": [0.15],
         "reid_hit_counter_max": [0, 20, 40],
@@ -186,6 +188,7 @@ def main() -> None:
     ap.add_argument("--frames", action="store_true",
                     help="Give the tracker the frames, as the pipeline does (shot cuts, torso embeddings; ~1 GB for "
                          "PETS09)")
+    ap.add_argument("--oks", type=float, default=OKS_NMS, help="keypoint NMS threshold (1: off)")
     args = ap.parse_args()
 
     gt = read_mot(args.gt)
@@ -198,7 +201,7 @@ def main() -> None:
         frames, wh = detections(args.source, px, args.cache, nms)
         images = {fr.frame_idx: fr.image for fr in read_frames(args.source, "tune", None)} if args.frames else None
         for conf, p in settings(GRIDS[args.grid]):
-            m = evaluate_tracks(track(frames, wh, p, conf, images), gt)
+            m = evaluate_tracks(track(frames, wh, p, conf, images, args.oks), gt)
             frac = {"keypoints_voting": f"1/{round(1 / p.keypoint_dist_frac)}",
                     "mean_euclidean": f"1/{round(1 / p.euclidean_dist_frac)}"}.get(p.distance,
                                                                                    f"h*{p.keypoint_height_frac:g}")

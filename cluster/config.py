@@ -220,6 +220,31 @@ def _format_error(exc: ValidationError, origin: str) -> str:
     return f"{origin}: '{loc}': {err['msg']}{got_s}{more}"
 
 
+def apply_overrides(data: dict[str, Any], assignments: list[str]) -> dict[str, Any]:
+    """Set ``key=value`` assignments into a config dict (``voting.min_votes=2``: a dotted path, a YAML value).
+
+    Returns the same dict, changed; validate it with :func:`parse_config`.
+
+    Raises:
+        ConfigError: If an assignment has no ``=`` or its value is not YAML.
+    """
+    for a in assignments:
+        key, sep, value = a.partition("=")
+        if not sep or not key:
+            msg = f"expected key=value (e.g. voting.min_votes=2), got {a!r}"
+            raise ConfigError(msg)
+        node = data
+        *parents, leaf = key.split(".")
+        for k in parents:
+            node = node.setdefault(k, {})
+        try:
+            node[leaf] = yaml.safe_load(value)
+        except yaml.YAMLError as exc:
+            msg = f"{key}: expected a YAML value, got {value!r} ({exc})"
+            raise ConfigError(msg) from None
+    return data
+
+
 def parse_config(data: dict[str, Any] | None, origin: str = "config") -> Config:
     """Validate a config mapping.
 

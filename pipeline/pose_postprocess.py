@@ -12,7 +12,7 @@ import numpy as np
 import numpy.typing as npt
 
 from pipeline.letterbox import Letterbox, unletterbox_boxes, unletterbox_points
-from schemas.coco17 import NUM_KEYPOINTS
+from schemas.coco17 import FACE_KEYPOINTS, NUM_KEYPOINTS
 from schemas.pose import NO_TRACK, Poses
 
 FloatArray = npt.NDArray[np.float32]
@@ -32,23 +32,39 @@ OKS_MIN_KEYPOINTS = 3  # keypoints seen in both people (conf > OKS_KEYPOINT_CONF
 OKS_KEYPOINT_CONF = 0.3
 
 
-def keypoint_similarity(a: FloatArray, b: FloatArray, area_px2: float) -> float:
+def keypoint_similarity(a: FloatArray, b: FloatArray, area_px2: float | npt.NDArray[np.float32]) -> float:
     """Object keypoint similarity (OKS) of two people, over the keypoints both show.
 
     ``mean_i exp(-d_i^2 / (2 * area * (2 sigma_i)^2))`` over the keypoints with conf above ``OKS_KEYPOINT_CONF`` in
     both, with the COCO keypoint evaluation's per-keypoint sigmas (Lin et al. 2014; cocoapi ``computeOks``), the
     box area standing in for the segment area. 0 when fewer than ``OKS_MIN_KEYPOINTS`` are shared.
 
+    Where both show at least two facial keypoints, the result is the smaller of that and the same similarity over
+    the facial keypoints alone: two people are one only if their heads are one. (A person standing right behind
+    another, body hidden, gets body keypoints on the front person's body; only the heads tell them apart.)
+
     Args:
-        a, b: `(17, 3)` float32 `(x_px, y_px, conf)`.
-        area_px2: The reference person's box area, square pixels.
+        a: `(17, 3)` float32 `(x_px, y_px, conf)`.
+        b: `(17, 3)`, or `(K, 17, 3)` to compare ``a`` with K people at once.
+        area_px2: The reference box area, square pixels (a scalar, or `(K,)` with ``b`` of K people).
+
+    Returns:
+        The similarity (0-1), or `(K,)` float32 of them when ``b`` holds K people.
     """
-    both = (a[:, 2] > OKS_KEYPOINT_CONF) & (b[:, 2] > OKS_KEYPOINT_CONF)
-    if int(both.sum()) < OKS_MIN_KEYPOINTS:
-        return 0.0
-    d2 = ((a[both, :2] - b[both, :2]) ** 2).sum(axis=1)
-    e = d2 / (2.0 * max(area_px2, 1.0) * (2.0 * COCO_SIGMAS[both]) ** 2)
-    return float(np.exp(-e).mean())
+    bb = np.asarray(b, np.float32)
+    many = bb.ndim == 3
+    bb = bb.reshape(-1, NUM_KEYPOINTS, 3)
+    area = np.maximum(np.broadcast_to(np.asarray(area_px2, np.float32), (len(bb),)), 1.0)
+    both = (a[None, :, 2] > OKS_KEYPOINT_CONF) & (bb[:, :, 2] > OKS_KEYPOINT_CONF)  # (K, 17)
+    d2 = ((a[None, :, :2] - bb[:, :, :2]) ** 2).sum(axis=2)
+    sim = np.exp(-d2 / (2.0 * area[:, None] * (2.0 * COCO_SIGMAS[None]) ** 2))
+    n = both.sum(axis=1)
+    out = np.where(n >= OKS_MIN_KEYPOINTS, (sim * both).sum(axis=1) / np.maximum(n, 1), 0.0)
+    face = both[:, : len(FACE_KEYPOINTS)]
+    nf = face.sum(axis=1)
+    face_sim = (sim[:, : len(FACE_KEYPOINTS)] * face).sum(axis=1) / np.maximum(nf, 1)
+    out = np.where(nf >= 2, np.minimum(out, face_sim), out).astype(np.float32)
+    return out if many else float(out[0])
 
 
 def oks_nms(bbox_xyxy: FloatArray, keypoints: FloatArray, threshold: float = OKS_NMS) -> npt.NDArray[np.int64]:
@@ -67,11 +83,13 @@ def oks_nms(bbox_xyxy: FloatArray, keypoints: FloatArray, threshold: float = OKS
     Returns:
         `(K,)` int64 indices kept, ascending.
     """
-    keep: list[int] = []
+    n = len(bbox_xyxy)
+    if threshold >= 1.0 or n < 2:
+        return np.arange(n, dtype=np.int64)
     area = (bbox_xyxy[:, 2] - bbox_xyxy[:, 0]) * (bbox_xyxy[:, 3] - bbox_xyxy[:, 1])
-    for i in range(len(bbox_xyxy)):
-        if threshold >= 1.0 or all(keypoint_similarity(keypoints[k], keypoints[i], float(area[k])) <= threshold
-                                   for k in keep):
+    keep = [0]
+    for i in range(1, n):
+        if float(keypoint_similarity(keypoints[i], keypoints[keep], area[keep]).max()) <= threshold:
             keep.append(i)
     return np.asarray(keep, np.int64)
 

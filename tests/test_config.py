@@ -72,3 +72,14 @@ def test_relative_file_source_is_made_absolute_for_the_cluster(tmp_path, monkeyp
     cfg = Config(cameras=[CameraConfig(camera_id="cam", source=video.name)])
     (spec,) = resolve_cameras(cfg)
     assert spec.source == str(video.resolve())
+
+
+def test_overrides_set_dotted_keys_and_name_a_bad_one():
+    from cluster.config import apply_overrides
+
+    cfg = parse_config(apply_overrides({}, ["voting.min_votes=2", "faces.gate_min_score=0.15", "pose.oks_nms=1"]))
+    assert (cfg.voting.min_votes, cfg.faces.gate_min_score, cfg.pose.oks_nms) == (2, 0.15, 1.0)
+    with pytest.raises(ConfigError, match="expected key=value"):
+        apply_overrides({}, ["voting.min_votes"])
+    with pytest.raises(ConfigError, match="min_votes"):
+        parse_config(apply_overrides({}, ["voting.min_votes=zero"]))

@@ -6,7 +6,7 @@ import pytest
 from click.testing import CliRunner
 
 from maskwatch.cli import main
-from maskwatch.evaluation.people import LABEL_COLUMNS, evaluate_video, read_labels
+from maskwatch.evaluation.people import LABEL_COLUMNS, evaluate_video, format_table, read_labels
 
 ROOT = Path(__file__).resolve().parents[1]
 VIDEOS = ROOT.parent / "shared" / "data" / "videos"
@@ -144,3 +144,20 @@ def test_shipped_people_labels_are_valid_and_inside_their_video(path):
 def test_a_mask_put_on_early_makes_a_masked_person(tmp_path):
     rows = [(f, 1, 100, 50, 160, 250, "no_mask" if f < 30 else "mask") for f in (0, 30, 60, 90)]
     assert read_labels(write_labels(tmp_path / "v.csv", rows)).truth(1) == "mask"
+
+
+def test_a_contrary_decision_on_an_unlabelled_track_counts_where_everyone_labelled_shares_a_state(tmp_path):
+    rows = [(f, 1, 100, 50, 160, 250, "mask") for f in (0, 30)] + [(f, 2, 400, 50, 460, 250, "mask") for f in (0, 30)]
+    labels = read_labels(write_labels(tmp_path / "v.csv", rows))
+    tracks = np.array(track_rows(5, range(0, 31, 3), lambda f: (600, 50, 640, 150)), float)  # nobody labelled there
+    res = evaluate_video(labels, tracks, [decision(5, 0, 30, "no_mask")])
+    assert (res.decisions_unmatched, res.unmatched_contrary, res.wrong_decisions) == (1, 1, 0)
+    assert "0+1+0" in format_table([res]).splitlines()[1]
+    assert res.wrong == 1
+
+
+def test_a_decision_on_a_person_whose_face_never_showed_is_wrong(tmp_path):
+    labels = read_labels(write_labels(tmp_path / "v.csv", LABELS))
+    tracks = np.array(track_rows(3, range(0, 31, 3), lambda f: (300, 100, 340, 220)), float)  # person 3: backs
+    res = evaluate_video(labels, tracks, [decision(3, 0, 30, "no_mask")])
+    assert (res.faceless_decisions, res.wrong, res.people_decided) == (1, 1, 0)

@@ -71,3 +71,13 @@ def test_oks_nms_drops_a_second_detection_of_one_person_and_keeps_neighbours():
     hidden = whole.copy()
     hidden[:, 2] = 0.1  # no keypoint seen by both: never a duplicate
     assert oks_nms(boxes[:2], np.stack([whole, hidden])).tolist() == [0, 1]
+
+
+def test_oks_nms_keeps_a_person_right_behind_another_whose_head_differs():
+    from pipeline.pose_postprocess import oks_nms
+
+    front = _person(100, 50)
+    behind = front.copy()
+    behind[:5, :2] += [30, -25]  # body hidden behind the front person (its keypoints land on theirs), head apart
+    boxes = np.array([[60, 40, 140, 260], [65, 20, 150, 255]], np.float32)
+    assert oks_nms(boxes, np.stack([front, behind])).tolist() == [0, 1]

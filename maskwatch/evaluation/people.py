@@ -235,11 +235,22 @@ class VideoResult:
     unmasked_decided: int = 0
     unmasked_right: int = 0
     wrong_decisions: int = 0  # decisions (not people) contrary to their person's mask / no_mask state
+    # Decisions on tracks that match no labelled person or a person of unknown state (unsure), contrary to the state
+    # every labelled person of the video shares (a no_mask decision where everyone labelled is masked): wrong too.
+    unmatched_contrary: int = 0
+    # mask / no_mask decisions on people whose face never showed (labelled no_face throughout): a back of a head
+    # that voted. Wrong whatever they decided.
+    faceless_decisions: int = 0
     published_mask: int = 0
     published_no_mask: int = 0
     labelled_mask: int = 0
     labelled_no_mask: int = 0
     per_person: dict[int, dict[str, Any]] = field(default_factory=dict)
+
+    @property
+    def wrong(self) -> int:
+        """Every wrong decision: on labelled people, contrary to the video's common state, and faceless."""
+        return self.wrong_decisions + self.unmatched_contrary + self.faceless_decisions
 
     @property
     def tracks_per_person(self) -> float | None:
@@ -275,6 +286,7 @@ class VideoResult:
 
     def to_dict(self) -> dict[str, Any]:
         d = {k: v for k, v in asdict(self).items() if k != "per_person"}
+        d["wrong"] = self.wrong
         for k in ("tracks_per_person", "coverage", "sensitivity", "specificity", "published_fraction",
                   "labelled_fraction"):
             v = getattr(self, k)
@@ -334,6 +346,8 @@ def evaluate_video(
             votes[i][pid] += 1
     res = VideoResult(labels.video)
     res.people = len(labels.people)
+    states = {labels.truth(p) for p in labels.people} & {"mask", "no_mask", "mixed"}
+    common = states.pop() if len(states) == 1 else None
     by_person: dict[int, list[str]] = defaultdict(list)
     spans: dict[int, list[list[int]]] = defaultdict(list)
     for d, v in zip(decs, votes, strict=True):
@@ -344,15 +358,20 @@ def evaluate_video(
             res.published_no_mask += 1
         if not v:
             res.decisions_unmatched += 1
+            res.unmatched_contrary += common in ("mask", "no_mask") and d["decision"] in ("mask", "no_mask") and (
+                d["decision"] != common)
             continue
         res.decisions_matched += 1
         res.mixed_tracks += len(v) > 1
         pid = v.most_common(1)[0][0]
         by_person[pid].append(d["decision"])
         spans[pid].append([int(d["track_id"]), int(d["first_frame_idx"]), int(d["last_frame_idx"])])
-        truth = labels.truth(pid)
-        if truth in ("mask", "no_mask") and d["decision"] in ("mask", "no_mask") and d["decision"] != truth:
+        truth, decided = labels.truth(pid), d["decision"] in ("mask", "no_mask")
+        if truth in ("mask", "no_mask") and decided and d["decision"] != truth:
             res.wrong_decisions += 1
+        res.faceless_decisions += truth == "no_face" and decided
+        res.unmatched_contrary += truth == "unsure" and common in ("mask", "no_mask") and decided and (
+            d["decision"] != common)
     for pid in labels.people:
         truth, face = labels.truth(pid), labels.has_face(pid)
         res.people_with_face += face
@@ -396,15 +415,18 @@ def _ci(k: int, n: int) -> str:
 
 def format_table(results: list[VideoResult]) -> str:
     """One line per video and a pooled line: people, tracks per person, coverage, sensitivity, specificity (with
-    Wilson 95% intervals), wrong decisions and the published next to the labelled mask fraction."""
+    Wilson 95% intervals), wrong decisions (``A+B+C``: A contrary to the labelled person's state, B on unmatched
+    tracks or people of unsure state contrary to the state every labelled person of the video shares, C on people
+    whose face never showed) and the published next to the labelled mask fraction."""
     head = (f"{'video':<28}{'people':>7}{'face':>5}{'found':>6}{'tracks/p':>9}{'unmatch':>8}{'decided':>8}"
-            f"{'coverage':>9}  {'sensitivity':<19}{'specificity':<19}{'wrong':>5}{'published':>10}{'labelled':>9}")
+            f"{'coverage':>9}  {'sensitivity':<19}{'specificity':<19}{'wrong':>9}{'published':>10}{'labelled':>9}")
     lines = [head]
     for r in [*results, pooled(results)] if len(results) > 1 else results:
         lines.append(
             f"{r.video:<28}{r.people:>7}{r.people_with_face:>5}{r.people_found:>6}{_f(r.tracks_per_person):>9}"
             f"{r.decisions_unmatched:>8}{r.people_decided:>8}{_f(r.coverage):>9}  "
             f"{_ci(r.masked_right, r.masked_decided):<19}{_ci(r.unmasked_right, r.unmasked_decided):<19}"
-            f"{r.wrong_decisions:>5}{_f(r.published_fraction):>10}{_f(r.labelled_fraction):>9}"
+            f"{f'{r.wrong_decisions}+{r.unmatched_contrary}+{r.faceless_decisions}':>9}{_f(r.published_fraction):>10}"
+            f"{_f(r.labelled_fraction):>9}"
         )
     return "\n".join(lines)
