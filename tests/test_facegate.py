@@ -17,7 +17,10 @@ from schemas.errors import ModelError
 from schemas.pose import Poses
 from tests.conftest import SHARED_DATA, shared_video
 
-GATE_MIN = FaceRules().gate_min_score
+# The pass marks maskwatch/assets/FACE_GATE.md measured the shipped files at (2026-11-29). The defaults are chosen on
+# person-level results since (bench/revote.py); these tests hold the detector and the usable head to their crop-level
+# figures at these marks.
+GATE_MIN, USABLE_MIN = 0.6, 0.5
 
 
 @pytest.fixture(scope="module")
@@ -153,14 +156,14 @@ def test_gate_on_labelled_crowd_crops(gate, labelled_crowd_crops):
 
 
 def test_detector_and_usable_head_on_labelled_crowd_crops(gate, labelled_crowd_crops):
-    """What votes in `maskwatch run`: YuNet and the shipped classifier's usable-face output, both at their defaults.
+    """What votes in `maskwatch run` at FACE_GATE.md's pass marks: YuNet and the shipped classifier's usable output.
 
     The usable-face head never saw these two videos (it is trained on other videos' crops,
     data/labels/video_head_crops.csv). Measured on 2026-11-29: see maskwatch/assets/FACE_GATE.md; the floors below
     hold the shipped files to it. Without the head, non-faces rejected fall to 0.80 and hidden mouths to 0.14.
     """
     crops, label = labelled_crowd_crops
-    rules = FaceRules()
+    rules = FaceRules(gate_min_score=GATE_MIN, usable_min_score=USABLE_MIN)
     scores = CropScorer(MaskClassifier(ClassifyConfig().model_path, device="cpu"), gate).score(crops)
     kept = (scores[:, 1] >= rules.gate_min_score) & (scores[:, 2] >= rules.usable_min_score)
     assert kept[label == "face"].mean() >= 0.89
