@@ -131,6 +131,12 @@ GRIDS = {
         "appearance_gate": [1.0, 0.6],
     },
     "default": {"conf": [0.15]},
+    "idf1": {  # around the defaults, for identity (IDF1) with keypoint NMS
+        "conf": [0.15],
+        "keypoint_height_frac": [0.12, 0.15, 0.175, 0.2, 0.225, 0.25],
+        "initialization_delay": [3],
+        "hit_counter_max": [60],
+    },
     "reid-fine": {
         "conf": [0.15],
         "reid_hit_counter_max": [0, 20, 40],
