@@ -133,9 +133,9 @@ GRIDS = {
     "default": {"conf": [0.15]},
     "idf1": {  # around the defaults, for identity (IDF1) with keypoint NMS
         "conf": [0.15],
-        "keypoint_height_frac": [0.12, 0.15, 0.175, 0.2, 0.225, 0.25],
-        "initialization_delay": [3],
-        "hit_counter_max": [60],
+        "keypoint_height_frac": [0.15, 0.2, 0.25],
+        "distance_threshold": [0.34, 0.5, 0.75],
+        "detection_threshold": [0.3, 0.5],
     },
     "reid-fine": {
         "conf": [0.15],
