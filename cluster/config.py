@@ -122,7 +122,7 @@ class StatsConfig(_Strict):
     # What those counts were measured on, copied into each statistics record (e.g. "per person, 40 labelled tracks
     # of our cameras, 2026-11"). None: "config" when the counts are set here, the model's own text otherwise.
     classifier_validation_source: Annotated[str, Field(min_length=1, max_length=300)] | None = None
-    # Coverage (people decided / people with a face that passed the face gate, 0-1) under which a camera's or a
+    # Coverage (people decided / people whose face the face rules saw, 0-1) under which a camera's or a
     # district's record is flagged low_coverage (window and totals): the decided few are then a selected sample
     # and the fraction can be biased far beyond its interval. 0.3: see pipeline.stats.DEFAULT_MIN_COVERAGE.
     # `maskwatch rollup --config` uses it for the districts.

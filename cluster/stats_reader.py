@@ -119,7 +119,7 @@ def _pct(v: float | None) -> str:
 
 LOW_FLAG = "LOW"
 """Printed after a coverage under ``stats.min_coverage`` (the record's ``total_low_coverage``)."""
-COVERAGE_NOTE = (f"coverage: people decided / people with a face that passed the face gate; {LOW_FLAG}: under "
+COVERAGE_NOTE = (f"coverage: people decided / people whose face was seen; {LOW_FLAG}: under "
                  "stats.min_coverage, or people but no face: the mask fraction rests on too few of them")
 
 

@@ -7,9 +7,10 @@ inside [0, 1] and behaves for small counts, unlike the normal approximation. Nex
 for the classifier's measured sensitivity and specificity (:mod:`pipeline.prevalence`: Rogan–Gladen with the
 Lang–Reiczigel 2014 interval), when the classifier's validation counts are known.
 
-Next to the fraction, how much it rests on (:func:`people_fields`): the people with a usable face (a crop passed the
-face gate), the people decided, ``coverage`` = decided / people with a face, the median face height of the crops
-that passed the gate, and ``low_coverage`` when coverage is under ``min_coverage``. The interval only carries the
+Next to the fraction, how much it rests on (:func:`people_fields`): the people with a face (the face rules cut a
+crop of it, whether or not the face gate passed it), the people decided, ``coverage`` = decided / people with a
+face, the median face height of the crops that passed the gate, and ``low_coverage`` when coverage is under
+``min_coverage``. The interval only carries the
 sampling error of the decided people; when most people with a face go undecided, the decided ones are a selected
 few (long, clean tracks and sharp faces) and the fraction can be biased by far more than its interval shows.
 """
@@ -26,7 +27,7 @@ Z_95 = 1.959963984540054  # two-sided 95% normal quantile
 
 DEFAULT_MIN_COVERAGE = 0.3
 """Default ``stats.min_coverage``: a window whose coverage (decided / people with a face) is under it is flagged
-``low_coverage``. Under 0.3 more than two in three of the people who showed a usable face were left undecided, so
+``low_coverage``. Under 0.3 more than two in three of the people who showed a face were left undecided, so
 the decided ones are a small, selected minority and the fraction says more about who is easy to decide than about
 who wore a mask. It sits below the project's target coverage (0.5, issue 25) so that the flag marks the clearly weak
 numbers (issue 25's failures: 9 of 54 people decided on a hand-held crosswalk video, 0 of 11 on a compressed CCTV
