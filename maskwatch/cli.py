@@ -13,9 +13,13 @@ import re
 import sys
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 import numpy as np
+
+if TYPE_CHECKING:
+    from cluster.config import Config
 
 from maskwatch._click import ErrorLineGroup
 from schemas.errors import MaskwatchError
@@ -42,6 +46,47 @@ def main(verbose: int) -> None:
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     # kafka-python logs every refused connection while it retries; the sink reports the outcome in one line.
     logging.getLogger("kafka").setLevel(logging.CRITICAL if verbose == 0 else level)
+
+
+def run_config(
+    config_path: str | None,
+    sources: tuple[str, ...] = (),
+    camera_ids: tuple[str, ...] = (),
+    kafka_bootstrap: str | None = None,
+    address: str | None = None,
+    target_fps: float | None = None,
+    pose_input_px: int | None = None,
+) -> Config:
+    """The config of ``maskwatch run``: the file (or the defaults) with the command line's cameras and overrides.
+
+    What the file set to null stays null (``classify.face_detector_path: null`` turns the gate off,
+    ``ray.metrics_export_port: null`` starts no metrics endpoint) and a SASL password stays the password.
+
+    Raises:
+        ConfigError: If the camera ids do not pair with the sources, or the result is not a valid config.
+    """
+    from cluster.config import load_config, parse_config
+    from schemas.errors import ConfigError
+
+    data = load_config(config_path).model_dump()  # python mode: nulls and secrets kept as they are
+    if camera_ids and len(camera_ids) != len(sources):
+        msg = f"--camera-id given {len(camera_ids)} time(s) for {len(sources)} --source(s): give one per source"
+        raise ConfigError(msg)
+    if sources:
+        ids = camera_ids or tuple(_camera_id_for(s, i) for i, s in enumerate(sources))
+        if len(set(ids)) != len(ids):
+            ids = tuple(f"{c}-{i}" for i, c in enumerate(ids))
+        data["cameras"] = [{"camera_id": c, "source": s} for c, s in zip(ids, sources, strict=True)]
+    for cam in data.get("cameras", []):
+        if target_fps is not None:
+            cam["target_fps"] = target_fps
+        if pose_input_px is not None:
+            cam["pose_input_px"] = pose_input_px
+    if kafka_bootstrap:
+        data["kafka"]["bootstrap_servers"] = kafka_bootstrap
+    if address:
+        data["ray"]["address"] = address
+    return parse_config(data, "command line")
 
 
 @main.command()
@@ -74,29 +119,9 @@ def run(
 ) -> None:
     """Process cameras to the end of their sources; decisions and statistics to Kafka or JSON Lines."""
     from cluster import driver
-    from cluster.config import load_config, parse_config
     from schemas.errors import ConfigError
 
-    cfg = load_config(config_path)
-    data = cfg.model_dump(mode="json", exclude_none=True)
-    if camera_ids and len(camera_ids) != len(sources):
-        msg = f"--camera-id given {len(camera_ids)} time(s) for {len(sources)} --source(s): give one per source"
-        raise ConfigError(msg)
-    if sources:
-        ids = camera_ids or tuple(_camera_id_for(s, i) for i, s in enumerate(sources))
-        if len(set(ids)) != len(ids):
-            ids = tuple(f"{c}-{i}" for i, c in enumerate(ids))
-        data["cameras"] = [{"camera_id": c, "source": s} for c, s in zip(ids, sources, strict=True)]
-    for cam in data.get("cameras", []):
-        if target_fps is not None:
-            cam["target_fps"] = target_fps
-        if pose_input_px is not None:
-            cam["pose_input_px"] = pose_input_px
-    if kafka_bootstrap:
-        data["kafka"]["bootstrap_servers"] = kafka_bootstrap
-    if address:
-        data["ray"]["address"] = address
-    cfg = parse_config(data, "command line")
+    cfg = run_config(config_path, sources, camera_ids, kafka_bootstrap, address, target_fps, pose_input_px)
     annotate = {cfg.cameras[0].camera_id: annotate_path} if annotate_path and cfg.cameras else None
     tracks = None
     if tracks_path:

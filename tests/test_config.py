@@ -83,3 +83,20 @@ def test_overrides_set_dotted_keys_and_name_a_bad_one():
         apply_overrides({}, ["voting.min_votes"])
     with pytest.raises(ConfigError, match="min_votes"):
         parse_config(apply_overrides({}, ["voting.min_votes=zero"]))
+
+
+def test_run_keeps_what_the_file_set_to_null_and_the_password(tmp_path):
+    from maskwatch.cli import run_config
+
+    path = tmp_path / "c.yaml"
+    path.write_text("classify: {face_detector_path: null}\nray: {metrics_export_port: null}\n"
+                    "kafka: {security_protocol: SASL_SSL, sasl_mechanism: PLAIN, sasl_username: u,\n"
+                    "        sasl_password: s3cret}\n")
+    cfg = run_config(str(path), ("a.mp4", "b.mp4"), ("cam-a", "cam-b"), "broker:9092", None, 5.0)
+    assert cfg.classify.face_detector_path is None  # the gate stays off
+    assert cfg.ray.metrics_export_port is None
+    assert cfg.kafka.sasl_password.get_secret_value() == "s3cret"  # not asterisks
+    assert (cfg.kafka.bootstrap_servers, [c.camera_id for c in cfg.cameras], cfg.cameras[0].target_fps) == (
+        "broker:9092", ["cam-a", "cam-b"], 5.0)
+    with pytest.raises(ConfigError, match="--camera-id given 1 time"):
+        run_config(None, ("a.mp4", "b.mp4"), ("cam-a",))
