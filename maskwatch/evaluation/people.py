@@ -11,7 +11,14 @@ once and decided correctly, so this module scores exactly that, per video and po
 - person-level **sensitivity** (masked people decided mask) and **specificity** (unmasked people decided no_mask),
   with Wilson 95% intervals;
 - the **published** mask fraction (mask decisions over decided ones, duplicates and unmatched tracks included, as
-  the camera's record counts them) next to the **labelled** one (masked people over people of a known state).
+  the camera's record counts them) next to the **labelled** one (masked people over people of a known state);
+- **wrong** decisions, of three kinds: contrary to the person's labelled state; on an unmatched track or a person
+  of ``unsure`` state, contrary to the state every labelled person of the video shares (a no_mask decision in a
+  queue where everyone is masked); and any decision on a person whose face never showed (a back of a head that
+  voted).
+
+A person's state is the one held in two thirds of their labelled mask / no_mask rows (:data:`MAJORITY`), else
+``mixed`` (neither decision is wrong).
 
 Matching: a decision names its ``track_id`` and its frame span (``first_frame_idx``..``last_frame_idx``); its boxes
 are that track's rows of the MOTChallenge tracks file (``maskwatch run --tracks-out``) in that span. A labelled
