@@ -122,7 +122,7 @@ class CameraPipeline:
         seen = np.flatnonzero(track_id != NO_TRACK)
         embs = self.tracker.last_embeddings
         self.ledger.observe(track_id[seen].tolist(), poses.frame_idx, capture_time_ns,
-                            [embs[i] for i in seen] if embs else None)
+                            None if embs is None else [embs[i] for i in seen])
         self.windows.frames_processed += 1
         heads, from_face = head_boxes(poses.keypoints, self.faces.keypoint_min_score)
         ok = from_face & face_visible(poses.keypoints, heads, self.frame_wh, self.faces) & (track_id != NO_TRACK)

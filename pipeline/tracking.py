@@ -351,7 +351,8 @@ class CameraTracker:
         # Torso embeddings are computed when re-identification or the appearance gate use them, or when the host
         # asks (the ledger cuts tracks that followed two people).
         self.embed = p.reid_hit_counter_max > 0 or p.appearance_gate < 1.0
-        self.last_embeddings: list[FloatArray | None] = []  # torso embedding per row of the last step (or empty)
+        # Torso embedding per row of the last step (None in a row: torso not seen); None when none are computed.
+        self.last_embeddings: list[FloatArray | None] | None = None
         self._tracker = self._new_tracker()
         self._id_offset = 0  # ids of trackers before the last cut, so that ids keep increasing
         self._last_frame_idx: int | None = None
@@ -405,12 +406,12 @@ class CameraTracker:
         else:
             boxes = np.concatenate([kp[:, :, :2].min(axis=1), kp[:, :, :2].max(axis=1)], axis=1)
             height = np.array([np.ptp(k[:, :2], axis=0).max() for k in kp], np.float32)
-        embs = torso_embeddings(frame_bgr, kp) if frame_bgr is not None and self.embed else [None] * len(kp)
+        embs = torso_embeddings(frame_bgr, kp) if frame_bgr is not None and self.embed else None
         self.last_embeddings = embs
         centre = (boxes[:, :2] + boxes[:, 2:]) / 2.0
-        dets = [Detection(points=k[:, :2].copy(), scores=k[:, 2].copy(), embedding=e,
+        dets = [Detection(points=k[:, :2].copy(), scores=k[:, 2].copy(), embedding=None if embs is None else embs[i],
                           data=(float(h), float(c[0]), float(c[1])))
-                for k, h, e, c in zip(kp, height, embs, centre, strict=True)]
+                for i, (k, h, c) in enumerate(zip(kp, height, centre, strict=True))]
         transform = None
         if frame_bgr is not None:
             if self.cuts is not None and self.cuts.update(frame_bgr):
