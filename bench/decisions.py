@@ -30,8 +30,7 @@ os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 os.environ.setdefault("OPENCV_LOG_LEVEL", "ERROR")
 
 from cluster.config import CameraConfig, apply_overrides, load_config, parse_config
-from maskwatch.evaluation.people import evaluate_video, format_table, pooled, read_decisions, read_labels
-from pipeline.mot import read_mot
+from maskwatch.evaluation.people import evaluate_files, format_table, read_decisions, results_json
 
 ROOT = Path(__file__).resolve().parents[1]
 VIDEOS = ROOT.parent / "shared" / "data" / "videos"
@@ -81,13 +80,10 @@ def main() -> int:
               f"{s['total_undecided']:>7}{s['faces_classified']:>7}{s['faces_rejected']:>9}")
     print()
     decisions = read_decisions(records)
-    results = [
-        evaluate_video(read_labels(LABELS / f"{n}.csv"), read_mot(out / f"{n}.tracks.txt"),
-                       [d for d in decisions if d["camera_id"] == n])
-        for n in names
-    ]
+    results = [evaluate_files(LABELS / f"{n}.csv", out / f"{n}.tracks.txt",
+                              [d for d in decisions if d["camera_id"] == n]) for n in names]
     if args.json:
-        print(json.dumps({r.video: r.to_dict() for r in [*results, pooled(results)]}, indent=1))
+        print(json.dumps(results_json(results), indent=1))
     else:
         print(format_table(results))
     print(f"outputs: {out}", file=sys.stderr)

@@ -294,8 +294,7 @@ def eval_people(tracks_paths: tuple[str, ...], decision_paths: tuple[str, ...], 
                 min_iou: float, as_json: bool) -> None:
     """People, tracks per person, coverage, sensitivity and specificity per person, published vs labelled mask
     fraction: the decisions of each video against its labelled people, per video and pooled."""
-    from maskwatch.evaluation.people import evaluate_video, format_table, pooled, read_decisions, read_labels
-    from pipeline.mot import read_mot
+    from maskwatch.evaluation.people import evaluate_files, format_table, read_decisions, results_json
     from schemas.errors import ConfigError
 
     n = len(label_paths)
@@ -303,22 +302,14 @@ def eval_people(tracks_paths: tuple[str, ...], decision_paths: tuple[str, ...], 
         msg = (f"eval-people: expected one --tracks per --labels ({n}) and one --decisions or one per --labels, got "
                f"{len(tracks_paths)} --tracks and {len(decision_paths)} --decisions")
         raise ConfigError(msg)
-    results = []
     try:
-        for i, (t, lab) in enumerate(zip(tracks_paths, label_paths, strict=True)):
-            labels = read_labels(lab)
-            dpath = decision_paths[i if len(decision_paths) == n else 0]
-            decs = read_decisions(dpath)
-            cams = {d["camera_id"] for d in decs}
-            if len(cams) > 1:
-                decs = [d for d in decs if d["camera_id"] == labels.video]
-            results.append(evaluate_video(labels, read_mot(t), decs, min_iou))
+        decisions = {p: read_decisions(p) for p in dict.fromkeys(decision_paths)}  # each file read once
+        results = [evaluate_files(lab, t, decisions[decision_paths[i if len(decision_paths) == n else 0]], min_iou)
+                   for i, (t, lab) in enumerate(zip(tracks_paths, label_paths, strict=True))]
     except (OSError, ValueError) as exc:
         raise ConfigError(str(exc)) from exc
     if as_json:
-        out = {r.video: r.to_dict() for r in results}
-        out["pooled"] = pooled(results).to_dict()
-        click.echo(json.dumps(out, indent=1))
+        click.echo(json.dumps(results_json(results), indent=1))
     else:
         click.echo(format_table(results))
 

@@ -41,6 +41,7 @@ from typing import Any
 
 import numpy as np
 
+from pipeline.mot import read_mot
 from pipeline.stats import wilson_interval
 
 LABEL_COLUMNS = ("frame_idx", "person_id", "x1", "y1", "x2", "y2", "mask")
@@ -401,6 +402,28 @@ def evaluate_video(
         res.per_person[pid] = {"truth": truth, "face": face, "tracks": len(ds), "decisions": ds,
                                "decision": person_decision, "track_spans": spans.get(pid, [])}
     return res
+
+
+def evaluate_files(
+    labels_path: str | Path, tracks_path: str | Path, decisions: list[dict[str, Any]], min_iou: float = 0.3
+) -> VideoResult:
+    """:func:`evaluate_video` of one video from its label file and its MOTChallenge tracks file.
+
+    ``decisions`` (:func:`read_decisions`) may hold several cameras' records: then those of the camera named like
+    the label file (``<video>.csv`` -> camera_id ``<video>``) are taken.
+
+    Raises:
+        FileNotFoundError, ValueError: From :func:`read_labels` and :func:`pipeline.mot.read_mot`.
+    """
+    labels = read_labels(labels_path)
+    if len({d["camera_id"] for d in decisions}) > 1:
+        decisions = [d for d in decisions if d["camera_id"] == labels.video]
+    return evaluate_video(labels, read_mot(tracks_path), decisions, min_iou)
+
+
+def results_json(results: list[VideoResult]) -> dict[str, Any]:
+    """Each video's figures and the pooled ones (key ``pooled``), as JSON-ready dicts."""
+    return {r.video: r.to_dict() for r in [*results, pooled(results)]}
 
 
 def pooled(results: Iterable[VideoResult]) -> VideoResult:
