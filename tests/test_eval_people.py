@@ -151,7 +151,7 @@ def test_a_contrary_decision_on_an_unlabelled_track_counts_where_everyone_labell
     labels = read_labels(write_labels(tmp_path / "v.csv", rows))
     tracks = np.array(track_rows(5, range(0, 31, 3), lambda f: (600, 50, 640, 150)), float)  # nobody labelled there
     res = evaluate_video(labels, tracks, [decision(5, 0, 30, "no_mask")])
-    assert (res.decisions_unmatched, res.unmatched_contrary, res.wrong_decisions) == (1, 1, 0)
+    assert (res.decisions_unmatched, res.contrary_to_video, res.wrong_decisions) == (1, 1, 0)
     assert "0+1+0" in format_table([res]).splitlines()[1]
     assert res.wrong == 1
 

@@ -245,7 +245,7 @@ class VideoResult:
     wrong_decisions: int = 0  # decisions (not people) contrary to their person's mask / no_mask state
     # Decisions on tracks that match no labelled person or a person of unknown state (unsure), contrary to the state
     # every labelled person of the video shares (a no_mask decision where everyone labelled is masked): wrong too.
-    unmatched_contrary: int = 0
+    contrary_to_video: int = 0
     # mask / no_mask decisions on people whose face never showed (labelled no_face throughout): a back of a head
     # that voted. Wrong whatever they decided.
     faceless_decisions: int = 0
@@ -258,7 +258,7 @@ class VideoResult:
     @property
     def wrong(self) -> int:
         """Every wrong decision: on labelled people, contrary to the video's common state, and faceless."""
-        return self.wrong_decisions + self.unmatched_contrary + self.faceless_decisions
+        return self.wrong_decisions + self.contrary_to_video + self.faceless_decisions
 
     @property
     def tracks_per_person(self) -> float | None:
@@ -366,7 +366,7 @@ def evaluate_video(
             res.published_no_mask += 1
         if not v:
             res.decisions_unmatched += 1
-            res.unmatched_contrary += common in ("mask", "no_mask") and d["decision"] in ("mask", "no_mask") and (
+            res.contrary_to_video += common in ("mask", "no_mask") and d["decision"] in ("mask", "no_mask") and (
                 d["decision"] != common)
             continue
         res.decisions_matched += 1
@@ -378,7 +378,7 @@ def evaluate_video(
         if truth in ("mask", "no_mask") and decided and d["decision"] != truth:
             res.wrong_decisions += 1
         res.faceless_decisions += truth == "no_face" and decided
-        res.unmatched_contrary += truth == "unsure" and common in ("mask", "no_mask") and decided and (
+        res.contrary_to_video += truth == "unsure" and common in ("mask", "no_mask") and decided and (
             d["decision"] != common)
     for pid in labels.people:
         truth, face = labels.truth(pid), labels.has_face(pid)
@@ -456,7 +456,7 @@ def format_table(results: list[VideoResult]) -> str:
             f"{r.video:<28}{r.people:>7}{r.people_with_face:>5}{r.people_found:>6}{_f(r.tracks_per_person):>9}"
             f"{r.decisions_unmatched:>8}{r.people_decided:>8}{_f(r.coverage):>9}  "
             f"{_ci(r.masked_right, r.masked_decided):<19}{_ci(r.unmasked_right, r.unmasked_decided):<19}"
-            f"{f'{r.wrong_decisions}+{r.unmatched_contrary}+{r.faceless_decisions}':>9}{_f(r.published_fraction):>10}"
+            f"{f'{r.wrong_decisions}+{r.contrary_to_video}+{r.faceless_decisions}':>9}{_f(r.published_fraction):>10}"
             f"{_f(r.labelled_fraction):>9}"
         )
     return "\n".join(lines)
