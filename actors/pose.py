@@ -46,7 +46,7 @@ class PoseActor:
         """People in one letterboxed `(h, w, 3)` uint8 BGR frame, as a ``POSE_SCHEMA`` batch in original pixels."""
         raw = await self._batcher.submit(image, key=image.shape)
         poses = decode_poses(raw, lb, camera_id, frame_idx, pts_ns, self._cfg.conf_threshold, self._cfg.nms_iou,
-                             self._cfg.oks_nms)
+                             self._cfg.oks_nms, self._cfg.min_keypoints)
         return poses.to_arrow()
 
     def info(self) -> dict[str, object]:

@@ -93,7 +93,7 @@ def record(name: str, cfg: Config) -> Path:
     from pipeline.facegate import CropScorer, load_face_gate
     from pipeline.letterbox import default_pose_input_px
     from pipeline.onnx_models import MaskClassifier, PoseModel
-    from pipeline.pose_postprocess import decode_poses, oks_nms
+    from pipeline.pose_postprocess import decode_poses, keep_people
     from pipeline.source import probe
     from schemas.pose import Poses
 
@@ -110,9 +110,9 @@ def record(name: str, cfg: Config) -> Path:
         return path
     path.mkdir(parents=True, exist_ok=True)
     # Pose results and crop scores do not depend on the tracker: kept per video (and models) across tracker settings.
-    # (Keypoint NMS is applied to the cached poses: it is not part of their key.)
+    # (keep_people is applied to the cached poses: its settings are not part of their key.)
     model_key = json.dumps([src, [Path(p).stat().st_size for p in models if p],
-                            cfg.pose.model_dump(mode="json", exclude={"oks_nms"})], default=str)
+                            cfg.pose.model_dump(mode="json", exclude={"oks_nms", "min_keypoints"})], default=str)
     model_cache = CACHE / f"{name}-models-{hashlib.sha256(model_key.encode()).hexdigest()[:12]}.pkl"
     poses_of, scores_of = pickle.loads(model_cache.read_bytes()) if model_cache.is_file() else ({}, {})
     w, h, _ = probe(src, name, cfg.capture.open_timeout_s)[:3]
@@ -145,9 +145,9 @@ def record(name: str, cfg: Config) -> Path:
     async def infer_pose(image: np.ndarray, lb: Any, cid: str, fidx: int, pts: int) -> Any:
         if fidx not in poses_of:
             poses_of[fidx] = decode_poses(pose.infer(image[None])[0], lb, cid, fidx, pts, cfg.pose.conf_threshold,
-                                          cfg.pose.nms_iou, oks_threshold=1.0)
+                                          cfg.pose.nms_iou, oks_threshold=1.0, min_keypoints=0)
         p = poses_of[fidx]
-        keep = oks_nms(p.bbox_xyxy, p.keypoints, cfg.pose.oks_nms)
+        keep = keep_people(p.bbox_xyxy, p.keypoints, cfg.pose.oks_nms, cfg.pose.min_keypoints)
         return Poses(p.camera_id, p.frame_idx, p.pts_ns, p.score[keep], p.bbox_xyxy[keep], p.keypoints[keep],
                      p.track_id[keep])
 

@@ -31,7 +31,7 @@ from maskwatch.evaluation.tracking import evaluate_tracks
 from pipeline.letterbox import letterbox
 from pipeline.mot import mot_rows, read_mot
 from pipeline.onnx_models import PoseModel
-from pipeline.pose_postprocess import OKS_NMS, decode_pose, oks_nms
+from pipeline.pose_postprocess import OKS_NMS, decode_pose, keep_people
 from pipeline.source import read_frames
 from pipeline.tracking import CameraTracker, TrackerParams
 from schemas.pose import Poses
@@ -60,7 +60,8 @@ def detections(source: str, input_px: int, cache: Path, nms_iou: float) -> tuple
         h, w = fr.image.shape[:2]
         wh = (w, h)
         img, lb = letterbox(fr.image, input_px)
-        score, bbox, kp = decode_pose(model.infer(img[None])[0], lb, CACHE_CONF, nms_iou, oks_threshold=1.0)
+        score, bbox, kp = decode_pose(model.infer(img[None])[0], lb, CACHE_CONF, nms_iou, oks_threshold=1.0,
+                                     min_keypoints=0)
         out.append({"frame_idx": fr.frame_idx, "score": score, "bbox_xyxy": bbox, "keypoints": kp})
     print(f"pose {input_px} px: {len(out)} frames in {time.perf_counter() - t0:.0f} s ({model.provider})", flush=True)
     cache.mkdir(parents=True, exist_ok=True)
@@ -85,7 +86,7 @@ def track(frames: list[dict], wh: tuple[int, int], params: TrackerParams, conf: 
     for f in frames:
         keep = f["score"] >= conf
         score, bbox, kp = f["score"][keep], f["bbox_xyxy"][keep], f["keypoints"][keep]
-        keep = oks_nms(bbox, kp, oks)  # the cache holds the detections before keypoint NMS
+        keep = keep_people(bbox, kp, oks)  # the cache holds the detections before keep_people
         score, bbox, kp = score[keep], bbox[keep], kp[keep]
         tid = tracker.step(f["frame_idx"], kp, bbox, None if images is None else images[f["frame_idx"]])
         rows.append(mot_rows(Poses("tune", f["frame_idx"], 0, score, bbox, kp, tid)))

@@ -14,7 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, f
 
 from pipeline.headbox import FaceRules
 from pipeline.letterbox import default_pose_input_px
-from pipeline.pose_postprocess import CONF_THRESHOLD, NMS_IOU, OKS_NMS
+from pipeline.pose_postprocess import CONF_THRESHOLD, MIN_KEYPOINTS, NMS_IOU, OKS_NMS
 from pipeline.prevalence import ClassifierValidation
 from pipeline.stats import DEFAULT_MIN_COVERAGE
 from pipeline.tracking import TrackerParams
@@ -80,10 +80,11 @@ class PoseConfig(_Strict):
     """The pose model pool."""
 
     model_path: Path | None = None  # None: <model dir>/yolo11n-pose.onnx from `maskwatch models build`
-    # Defaults and their reasons: pipeline.pose_postprocess.CONF_THRESHOLD / NMS_IOU / OKS_NMS.
+    # Defaults and their reasons: pipeline.pose_postprocess.CONF_THRESHOLD / NMS_IOU / OKS_NMS / MIN_KEYPOINTS.
     conf_threshold: Annotated[float, Field(ge=0, le=1)] = CONF_THRESHOLD
     nms_iou: Annotated[float, Field(gt=0, le=1)] = NMS_IOU
     oks_nms: Annotated[float, Field(gt=0, le=1)] = OKS_NMS  # keypoint NMS threshold (1: off); pose_postprocess
+    min_keypoints: Annotated[int, Field(ge=0, le=17)] = MIN_KEYPOINTS  # confident keypoints a person needs
     num_actors: Annotated[int, Field(ge=1)] = 1
     num_gpus: Annotated[float, Field(ge=0)] = 0.0  # per actor; >0 schedules on GPU nodes and uses CUDA
     num_cpus: Annotated[float, Field(ge=0)] = 1.0

@@ -437,7 +437,7 @@ def _extract_video(
 
     async def infer_pose(image: npt.NDArray[np.uint8], lb: Letterbox, cid: str, fidx: int, pts: int) -> Poses:
         return decode_poses(pose.infer(image[None])[0], lb, cid, fidx, pts, cfg.pose.conf_threshold,
-                            cfg.pose.nms_iou, cfg.pose.oks_nms)
+                            cfg.pose.nms_iou, cfg.pose.oks_nms, cfg.pose.min_keypoints)
 
     async def classify(crops: npt.NDArray[np.uint8]) -> npt.NDArray[np.float32]:
         return scorer.score(crops)

@@ -81,3 +81,24 @@ def test_oks_nms_keeps_a_person_right_behind_another_whose_head_differs():
     behind[:5, :2] += [30, -25]  # body hidden behind the front person (its keypoints land on theirs), head apart
     boxes = np.array([[60, 40, 140, 260], [65, 20, 150, 255]], np.float32)
     assert oks_nms(boxes, np.stack([front, behind])).tolist() == [0, 1]
+
+
+def test_a_second_detection_of_one_close_up_head_is_dropped_and_a_neighbours_head_is_kept():
+    """single_unmasked: beside the man in close-up the model finds a shifted half-face (its head box inside his),
+    and a fragment whose only confident keypoint is a shoulder. Neither is a second person."""
+    from pipeline.pose_postprocess import OKS_NMS, keep_people, keypoint_similarity, oks_nms
+
+    man = _person(300, 100, scale=3.0)
+    half_face = man.copy()
+    half_face[:, :2] += [-30, 5]  # shifted by a third of the head: too far for the similarity
+    half_face[5:, 2] = 0.1
+    fragment = np.zeros((17, 3), np.float32)
+    fragment[6] = [150, 200, 0.8]  # one shoulder
+    neighbour = _person(420, 110, scale=3.0)  # a second close-up head beside his
+    boxes = np.array([[150, 60, 450, 700], [120, 70, 400, 400], [0, 80, 330, 700], [300, 70, 560, 710]], np.float32)
+    kps = np.stack([man, half_face, fragment, neighbour])
+    assert keypoint_similarity(man, half_face, 300 * 640) < OKS_NMS
+    assert oks_nms(boxes[:2], kps[:2]).tolist() == [0]
+    assert oks_nms(boxes[[0, 3]], kps[[0, 3]]).tolist() == [0, 1]
+    assert keep_people(boxes, kps).tolist() == [0, 3]
+    assert keep_people(boxes, kps, oks_threshold=1.0, min_keypoints=0).tolist() == [0, 1, 2, 3]
