@@ -11,8 +11,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import time
 import zlib
-from collections import deque
+from collections import defaultdict, deque
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, replace
 from typing import Any, get_args
@@ -81,6 +82,7 @@ class CameraShardActor:
         self._stage_cpu = Counter(
             "maskwatch_stage_cpu_seconds", "CPU seconds of a camera's own stages in its shard (decode, letterbox, "
             "tracking, crop, voting, records; thread time)", tag_keys=("camera_id", "stage"))
+        self._stage_reported: dict[tuple[str, str], float] = defaultdict(float)
         self._stop = asyncio.Event()
         self._pending_writes: deque[Any] = deque()
 
@@ -97,10 +99,14 @@ class CameraShardActor:
         total = w.total
         for decision, n in (("mask", total.masked), ("no_mask", total.unmasked), ("undecided", total.undecided)):
             self._people.set(n, {"camera_id": cam.camera_id, "district": w.district or "", "decision": decision})
-        for stage, cpu_s in cam.stage_cpu_s.items():
-            if cpu_s > 0:
-                self._stage_cpu.inc(cpu_s, {"camera_id": cam.camera_id, "stage": stage})
-                cam.stage_cpu_s[stage] = 0.0
+        for stage, cpu_s in cam.stage_cpu_s.items():  # running totals: the counter gets what is new
+            key = (cam.camera_id, stage)
+            if cpu_s < self._stage_reported[key]:  # a new CameraPipeline (the camera restarted) counts from 0
+                self._stage_reported[key] = 0.0
+            new = cpu_s - self._stage_reported[key]
+            if new > 0:
+                self._stage_cpu.inc(new, {"camera_id": cam.camera_id, "stage": stage})
+                self._stage_reported[cam.camera_id, stage] = cpu_s
         for state in get_args(CameraState):
             self._state.set(float(state == w.camera_state), {"camera_id": cam.camera_id, "state": state})
 
@@ -119,12 +125,14 @@ class CameraShardActor:
         stable hash of its ``camera_id``, and writes to ``sink``.
         """
         self._pose, self._classify, self._sink = pose_actors, classify_actors, sink
+        cpu0 = time.process_time()
         last = await asyncio.to_thread(self._last_records, restore)
         summaries = await asyncio.gather(*(self._run_one(i, s, last.get(s.camera_id))
                                            for i, s in enumerate(self._specs)))
         await asyncio.gather(*self._pending_writes)  # every record is with the sink before the driver closes it
         self._pending_writes.clear()
-        return [asdict(s) for s in summaries]
+        shard_cpu_s = round((time.process_time() - cpu0) / max(len(summaries), 1), 4)
+        return [asdict(s) | {"shard_cpu_s": shard_cpu_s} for s in summaries]
 
     def _last_records(self, restore: bool) -> dict[str, CameraStats]:
         kafka = self._cfg.kafka

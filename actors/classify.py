@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 
+import cv2
 import numpy as np
 import numpy.typing as npt
 import ray
@@ -24,13 +25,16 @@ class ClassifyActor:
     """Scores `(K, S, S, 3)` uint8 RGB crops; requests of many cameras are concatenated into one model call."""
 
     def __init__(self, cfg: ClassifyConfig) -> None:
-        self._model = MaskClassifier(cfg.model_path, cfg.device, cfg.threads)
+        # The face gate runs in OpenCV's DNN module, whose thread pool takes every core by default.
+        cv2.setNumThreads(cfg.session_threads)
+        self._model = MaskClassifier(cfg.model_path, cfg.device, cfg.session_threads, cfg.precision)
         gate = load_face_gate(cfg.face_detector_path, cfg.face_detector_input_px) if cfg.face_detector_path else None
         self._scorer = CropScorer(self._model, gate)
         self._batcher: MicroBatcher[npt.NDArray[np.uint8], npt.NDArray[np.float32]] = MicroBatcher(
             self._run_batch, cfg.max_batch_size, cfg.batch_wait_s
         )
         self._metrics = ModelCallMetrics("classify")
+        self._metrics.ready()
 
     async def _run_batch(self, requests: list[npt.NDArray[np.uint8]]) -> list[npt.NDArray[np.float32]]:
         n = sum(len(r) for r in requests)
@@ -45,8 +49,9 @@ class ClassifyActor:
         return await self._batcher.submit(crops)
 
     def info(self) -> dict[str, object]:
-        """Provider, input size, crop margin and recent batch sizes."""
+        """Provider, input size, crop margin, recent batch sizes and the model-call totals (face gate included)."""
         return {
+            **self._metrics.totals(),
             "provider": self._model.provider,
             "input_px": self._model.input_px,
             "crop_margin": self._model.crop_margin,

@@ -30,11 +30,12 @@ class PoseActor:
 
     def __init__(self, cfg: PoseConfig, model_path: str) -> None:
         self._cfg = cfg
-        self._model = PoseModel(model_path, cfg.device, cfg.threads)
+        self._model = PoseModel(model_path, cfg.device, cfg.session_threads, cfg.precision)
         self._batcher: MicroBatcher[npt.NDArray[np.uint8], npt.NDArray[np.float32]] = MicroBatcher(
             self._run_batch, cfg.max_batch_size, cfg.batch_wait_s
         )
         self._metrics = ModelCallMetrics("pose")
+        self._metrics.ready()
 
     async def _run_batch(self, images: list[npt.NDArray[np.uint8]]) -> list[npt.NDArray[np.float32]]:
         raw = await self._metrics.timed(len(images), lambda: asyncio.to_thread(self._model.infer, np.stack(images)))
@@ -50,5 +51,8 @@ class PoseActor:
         return poses.to_arrow()
 
     def info(self) -> dict[str, object]:
-        """Provider in use and recent batch sizes."""
-        return {"provider": self._model.provider, "batch_sizes": list(self._batcher.batch_sizes)}
+        """Provider in use, what ``device: auto`` measured, recent batch sizes, and the model-call totals
+        (:meth:`ModelCallMetrics.totals`)."""
+        choice = self._model.choice
+        return {"provider": self._model.provider, "batch_sizes": list(self._batcher.batch_sizes),
+                "runtime_ms_per_call": choice.ms_per_call if choice else None, **self._metrics.totals()}

@@ -16,6 +16,7 @@ from pipeline.headbox import FaceRules
 from pipeline.letterbox import default_pose_input_px
 from pipeline.pose_postprocess import CONF_THRESHOLD, MIN_KEYPOINTS, NMS_IOU, OKS_NMS
 from pipeline.prevalence import ClassifierValidation
+from pipeline.runtime import Device, Precision
 from pipeline.stats import DEFAULT_MIN_COVERAGE
 from pipeline.tracking import TrackerParams
 from pipeline.voting import VotingRules
@@ -76,7 +77,30 @@ class CaptureConfig(_Strict):
     shutdown_grace_s: Annotated[float, Field(gt=0)] = 20.0
 
 
-class PoseConfig(_Strict):
+class _ModelPool(_Strict):
+    """Where a model pool's sessions run (pipeline.runtime).
+
+    ``device``: ``auto`` measures, once per kind of node (cached), the runtimes present that reproduce ONNX Runtime
+    CPU's output on a reference input, and takes the fastest; ``cpu`` (ONNX Runtime), ``openvino``, ``cuda`` or
+    ``tensorrt`` name one and fail without it. ``precision``: ``bf16`` runs OpenVINO in bf16 and ``fp16`` TensorRT in
+    fp16; every other runtime runs fp32. ``threads``: inference threads per session, spinning off; 0 takes the
+    actor's ``num_cpus`` (at least 1).
+    """
+
+    num_actors: Annotated[int, Field(ge=1)] = 1
+    num_gpus: Annotated[float, Field(ge=0)] = 0.0  # per actor; >0 schedules on GPU nodes
+    num_cpus: Annotated[float, Field(ge=0)] = 1.0
+    threads: Annotated[int, Field(ge=0)] = 0
+    device: Device = "auto"
+    precision: Precision = "fp32"
+
+    @property
+    def session_threads(self) -> int:
+        """Inference threads per session: ``threads``, or the actor's ``num_cpus`` rounded (at least 1)."""
+        return self.threads or max(1, round(self.num_cpus))
+
+
+class PoseConfig(_ModelPool):
     """The pose model pool."""
 
     model_path: Path | None = None  # None: <model dir>/yolo11n-pose.onnx from `maskwatch models build`
@@ -85,26 +109,17 @@ class PoseConfig(_Strict):
     nms_iou: Annotated[float, Field(gt=0, le=1)] = NMS_IOU
     oks_nms: Annotated[float, Field(gt=0, le=1)] = OKS_NMS  # keypoint NMS threshold (1: off); pose_postprocess
     min_keypoints: Annotated[int, Field(ge=0, le=17)] = MIN_KEYPOINTS  # confident keypoints a person needs
-    num_actors: Annotated[int, Field(ge=1)] = 1
-    num_gpus: Annotated[float, Field(ge=0)] = 0.0  # per actor; >0 schedules on GPU nodes and uses CUDA
-    num_cpus: Annotated[float, Field(ge=0)] = 1.0
-    threads: Annotated[int, Field(ge=0)] = 0  # ONNX Runtime intra-op threads, 0 = default
     max_batch_size: Annotated[int, Field(ge=1)] = 8
     batch_wait_s: Annotated[float, Field(ge=0)] = 0.005
-    device: Literal["auto", "cpu", "cuda"] = "auto"
 
 
-class ClassifyConfig(_Strict):
+class ClassifyConfig(_ModelPool):
     """The mask classifier pool."""
 
     model_path: Path = ASSETS / "mask_classifier.onnx"
-    num_actors: Annotated[int, Field(ge=1)] = 1
-    num_gpus: Annotated[float, Field(ge=0)] = 0.0
     num_cpus: Annotated[float, Field(ge=0)] = 0.5
-    threads: Annotated[int, Field(ge=0)] = 1
     max_batch_size: Annotated[int, Field(ge=1)] = 64
     batch_wait_s: Annotated[float, Field(ge=0)] = 0.005
-    device: Literal["auto", "cpu", "cuda"] = "auto"
     # The face gate (pipeline.facegate): YuNet on each head crop; crops without a face near their centre never vote.
     # null turns it off (every crop that passes the keypoint rules votes). The pass mark is faces.gate_min_score.
     face_detector_path: Path | None = ASSETS / "face_detection_yunet_2023mar.onnx"

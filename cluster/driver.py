@@ -15,7 +15,7 @@ import sys
 import threading
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -41,6 +41,9 @@ class RunResult:
     pose_provider: str
     classify_provider: str
     stopped_by_signal: str | None = None
+    # info() of each pose and classify actor at the end: provider, model-call totals (calls, items, model_wall_s,
+    # model_cpu_s, process_cpu_s since the actor was ready), batch sizes.
+    pools: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
 
 
 def resolve_cameras(
@@ -199,8 +202,8 @@ def run(
         if stopping.is_set():  # what is left of the grace period, and at least a little
             flush_s = max(2.0, min(flush_s, cfg.capture.shutdown_grace_s - (time.monotonic() - stopping.at)))
         records = ray.get(topo.sink.close.remote(flush_s))
-        pose_info = ray.get(topo.pose[0].info.remote())
-        cls_info = ray.get(topo.classify[0].info.remote())
+        pools = {"pose": ray.get([a.info.remote() for a in topo.pose]),
+                 "classify": ray.get([a.info.remote() for a in topo.classify])}
     except ray.exceptions.RayTaskError as exc:
         cause = exc.cause if hasattr(exc, "cause") else None
         if cause is not None and type(cause).__module__.startswith("schemas"):
@@ -209,8 +212,8 @@ def run(
     finally:
         for handle in [*topo.shards, *topo.pose, *topo.classify, topo.sink]:
             ray.kill(handle)
-    return RunResult(summaries, records, round(time.monotonic() - t0, 2), pose_info["provider"], cls_info["provider"],
-                     stopped_by_signal=stopping.signal_name)
+    return RunResult(summaries, records, round(time.monotonic() - t0, 2), pools["pose"][0]["provider"],
+                     pools["classify"][0]["provider"], stopped_by_signal=stopping.signal_name, pools=pools)
 
 
 @contextlib.contextmanager

@@ -346,8 +346,9 @@ def extract_crops(
                 msg = f"{out / MANIFEST} is not a manifest of `dataset extract` (columns {reader.fieldnames})"
                 raise ConfigError(msg)
             old_rows = [{"face_score": "", "usable_score": ""} | r for r in reader]
-    pose = PoseModel(pose_model_path, cfg.pose.device, cfg.pose.threads)
-    clf = MaskClassifier(classifier_path, cfg.classify.device, cfg.classify.threads)
+    pose = PoseModel(pose_model_path, cfg.pose.device, cfg.pose.session_threads, cfg.pose.precision)
+    clf = MaskClassifier(classifier_path, cfg.classify.device, cfg.classify.session_threads,
+                         cfg.classify.precision)
     gate_path = cfg.classify.face_detector_path
     scorer = CropScorer(clf, load_face_gate(gate_path, cfg.classify.face_detector_input_px) if gate_path else None)
     _make_dirs(out, unlabelled=True)

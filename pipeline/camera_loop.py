@@ -89,6 +89,11 @@ class CameraSummary:
     faces_rejected: int = 0
     error: str | None = None
     wall_s: float = 0.0
+    # CPU seconds of the camera's own stages (pipeline.camera.STAGES: decode, letterbox, tracking, ...), thread time.
+    stage_cpu_s: dict[str, float] = field(default_factory=dict)
+    # The CPU seconds of the camera's shard process during its run, shared equally among the shard's cameras (set by
+    # the Ray actor that hosts the camera; 0 elsewhere): stages plus Ray calls, serialisation and asyncio.
+    shard_cpu_s: float = 0.0
 
 
 def to_records(
@@ -406,6 +411,7 @@ async def finish_camera(run: CameraRun, emit: EmitFn, topics: tuple[str, str], e
     await emit(to_records(decisions, stats, *topics))
     _count(run.summary, decisions)
     run.summary.frames_processed = cam.windows.frames_processed
+    run.summary.stage_cpu_s = {k: round(v, 4) for k, v in cam.stage_cpu_s.items()}
     run.summary.frames_dropped = run.dropped
     run.cam = None
 

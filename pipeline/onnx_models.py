@@ -1,13 +1,16 @@
-"""ONNX Runtime sessions for the pose model and the mask classifier, with their input/output contracts checked.
+"""The pose model and the mask classifier, with their input/output contracts checked, on the runtime the config asks
+for (:mod:`pipeline.runtime`: ONNX Runtime CPU/CUDA/TensorRT or OpenVINO; ``auto`` measures which is fastest here).
 
-CUDA is used when the CUDA execution provider actually attaches to the session (``session.get_providers()``, not
-``get_available_providers()``, which lists CUDA on CPU-only machines with onnxruntime-gpu); CPU otherwise.
+The contracts are read from an ONNX Runtime CPU session, which also computes the reference output that any other
+runtime must reproduce before it is used.
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -15,29 +18,25 @@ import onnxruntime as ort
 
 from pipeline.pose_postprocess import POSE_ROWS
 from pipeline.prevalence import ClassifierValidation
+from pipeline.runtime import Choice, OrtRunner, Runner, choose_runtime, cuda_present, ort_options
 from schemas.errors import ModelError
 
 logger = logging.getLogger(__name__)
 ort.set_default_logger_severity(3)
 
-
-def cuda_present() -> bool:
-    """True when an NVIDIA driver is loaded on this machine.
-
-    ``onnxruntime-gpu`` lists the CUDA provider on every machine, and trying it without a GPU logs errors about
-    missing CUDA libraries before falling back (docs/FACTS.md), so ``device="auto"`` only tries it where a driver is.
-    """
-    return Path("/proc/driver/nvidia/version").exists() or Path("/dev/nvidiactl").exists()
+__all__ = ["MaskClassifier", "PoseModel", "cuda_present", "make_session"]
+# The reference pose input when the model takes any size: one 640x384 image, the letterbox of a 16:9 camera.
+REFERENCE_POSE_HW = (384, 640)
 
 
-def make_session(path: Path | str, what: str, device: str = "auto", threads: int = 0) -> ort.InferenceSession:
-    """Open an ONNX model.
+def make_session(path: Path | str, what: str, device: str = "cpu", threads: int = 0) -> ort.InferenceSession:
+    """Open an ONNX model in ONNX Runtime.
 
     Args:
         path: The ``.onnx`` file.
         what: What the model is, for error messages ("pose model", "mask classifier").
-        device: ``auto`` (CUDA if it attaches, else CPU), ``cuda`` (fail without it) or ``cpu``.
-        threads: ONNX Runtime intra-op threads (0 = its default).
+        device: ``cpu``, or ``cuda`` (fail without it).
+        threads: Intra-op threads, spinning off (0: ONNX Runtime's defaults, as many spinning threads as cores).
 
     Raises:
         ModelError: If the file is missing or not a loadable ONNX model, or ``device="cuda"`` cannot attach.
@@ -46,16 +45,9 @@ def make_session(path: Path | str, what: str, device: str = "auto", threads: int
     if not p.is_file():
         msg = f"{what}: model file not found: {p} (run `maskwatch models build`)"
         raise ModelError(msg)
-    opts = ort.SessionOptions()
-    opts.log_severity_level = 3
-    if threads:
-        opts.intra_op_num_threads = threads
-    providers = ["CPUExecutionProvider"]
-    wants_cuda = device == "cuda" or (device == "auto" and cuda_present())
-    if wants_cuda and "CUDAExecutionProvider" in ort.get_available_providers():
-        providers.insert(0, "CUDAExecutionProvider")
+    providers = ["CUDAExecutionProvider", "CPUExecutionProvider"] if device == "cuda" else ["CPUExecutionProvider"]
     try:
-        sess = ort.InferenceSession(str(p), sess_options=opts, providers=providers)
+        sess = ort.InferenceSession(str(p), sess_options=ort_options(threads), providers=providers)
     except Exception as exc:  # onnxruntime raises its own Fail/InvalidProtobuf/... types
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         msg = f"{what}: {p} is not a loadable ONNX model ({first[:200]})"
@@ -64,8 +56,23 @@ def make_session(path: Path | str, what: str, device: str = "auto", threads: int
         msg = (f"{what}: device 'cuda' requested but the CUDA provider did not attach "
                f"(providers: {sess.get_providers()})")
         raise ModelError(msg)
-    logger.info("%s %s on %s", what, p.name, sess.get_providers()[0])
     return sess
+
+
+def _runner(
+    session: ort.InferenceSession, path: Path, what: str, device: str, threads: int, precision: str,
+    outputs: list[str], feeds: dict[str, npt.NDArray[Any]],
+    probabilities: Callable[[list[npt.NDArray[Any]]], list[npt.NDArray[Any]]],
+) -> tuple[Runner, Choice | None]:
+    """The CPU session itself for ``device="cpu"``, else the runtime :func:`choose_runtime` picks, checked against
+    the CPU session's ``probabilities`` (of its outputs) for ``feeds``."""
+    if device == "cpu":
+        return OrtRunner(session, "cpu"), None
+    expected = probabilities(session.run(outputs, feeds))
+    runner, choice = choose_runtime(path, what, device, threads, precision,
+                                    lambda r: probabilities(r.run(outputs, feeds)), expected)
+    logger.info("%s %s on %s", what, path.name, runner.provider)
+    return runner, choice
 
 
 class PoseModel:
@@ -75,16 +82,23 @@ class PoseModel:
 
     Args:
         path: The ``.onnx`` file.
-        device: See :func:`make_session`.
-        threads: Intra-op threads.
+        device: ``auto``, ``cpu``, ``openvino``, ``cuda`` or ``tensorrt`` (:mod:`pipeline.runtime`).
+        threads: Inference threads, spinning off (0: the runtime's defaults).
+        precision: ``fp32``, or ``bf16`` (OpenVINO) / ``fp16`` (TensorRT) where the runtime has it.
+
+    Attributes:
+        provider: What runs the model (e.g. ``CPUExecutionProvider``, ``OpenVINO CPU fp32``).
+        choice: What ``auto`` measured (None for ``cpu``).
 
     Raises:
-        ModelError: If the model's input is not rank 4 with 3 channels or its output is not `(B, 56, A)`.
+        ModelError: If the model's input is not rank 4 with 3 channels or its output is not `(B, 56, A)`, or no
+            runtime of ``device`` can run it.
     """
 
-    def __init__(self, path: Path | str, device: str = "auto", threads: int = 0) -> None:
+    def __init__(self, path: Path | str, device: str = "auto", threads: int = 0, precision: str = "fp32") -> None:
         self.path = Path(path)
-        self.session = make_session(path, "pose model", device, threads)
+        session = make_session(path, "pose model", "cpu", threads)
+        self.session = session
         inp, out = self.session.get_inputs(), self.session.get_outputs()
         shape_in = inp[0].shape if inp else None
         shape_out = out[0].shape if out else None
@@ -98,8 +112,18 @@ class PoseModel:
             )
             raise ModelError(msg)
         self.input_name = inp[0].name
+        self.output_name = out[0].name
         self.fixed_hw = tuple(shape_in[2:]) if all(isinstance(d, int) for d in shape_in[2:]) else None
-        self.provider = self.session.get_providers()[0]
+        h, w = self.fixed_hw or REFERENCE_POSE_HW
+        ref = reference_images(1, h, w)
+        self.runner, self.choice = _runner(session, self.path, "pose model", device, threads, precision,
+                                           [self.output_name], {self.input_name: self._to_input(ref)},
+                                           lambda out: [out[0][:, 4], out[0][:, 7::3]])  # person, keypoint scores
+        self.provider = self.runner.provider
+
+    @staticmethod
+    def _to_input(images_bgr: npt.NDArray[np.uint8]) -> npt.NDArray[np.float32]:
+        return np.ascontiguousarray(images_bgr[..., ::-1].transpose(0, 3, 1, 2), dtype=np.float32) / 255.0
 
     def infer(self, images_bgr: npt.NDArray[np.uint8]) -> npt.NDArray[np.float32]:
         """Run the model on a batch of letterboxed images.
@@ -119,8 +143,7 @@ class PoseModel:
         if self.fixed_hw is not None and tuple(images_bgr.shape[1:3]) != self.fixed_hw:
             msg = f"pose model {self.path.name} takes {self.fixed_hw} inputs, got {images_bgr.shape[1:3]}"
             raise ValueError(msg)
-        x = np.ascontiguousarray(images_bgr[..., ::-1].transpose(0, 3, 1, 2), dtype=np.float32) / 255.0
-        return self.session.run(None, {self.input_name: x})[0]
+        return self.runner.run([self.output_name], {self.input_name: self._to_input(images_bgr)})[0]
 
 
 class MaskClassifier:
@@ -135,13 +158,18 @@ class MaskClassifier:
     float32 `(N,)` is the probability that the crop is a face that can show a mask (not a back of a head, a blur, a
     face whose mouth is hidden; :mod:`maskwatch.training.usable`); :attr:`has_usable` says whether it is there.
 
+    Args:
+        path: The ``.onnx`` file.
+        device, threads, precision: As for :class:`PoseModel`.
+
     Raises:
-        ModelError: If the file breaks the contract.
+        ModelError: If the file breaks the contract, or no runtime of ``device`` can run it.
     """
 
-    def __init__(self, path: Path | str, device: str = "auto", threads: int = 0) -> None:
+    def __init__(self, path: Path | str, device: str = "auto", threads: int = 0, precision: str = "fp32") -> None:
         self.path = Path(path)
-        self.session = make_session(path, "mask classifier", device, threads)
+        session = make_session(path, "mask classifier", "cpu", threads)
+        self.session = session
         inp, out = self.session.get_inputs(), self.session.get_outputs()
         if len(inp) != 1 or inp[0].type != "tensor(uint8)" or len(inp[0].shape) != 4 or inp[0].shape[3] != 3:
             msg = (
@@ -179,7 +207,11 @@ class MaskClassifier:
         self.has_usable = "usable_score" in names
         self._outputs = ["mask_score", "usable_score"] if self.has_usable else ["mask_score"]
         self.metadata = dict(meta)
-        self.provider = self.session.get_providers()[0]
+        s = self.input_px
+        crops = reference_images(4, s, s)
+        self.runner, self.choice = _runner(session, self.path, "mask classifier", device, threads, precision,
+                                           self._outputs, {self.input_name: crops}, lambda out: out)
+        self.provider = self.runner.provider
 
     def predict(self, crops_rgb: npt.NDArray[np.uint8]) -> npt.NDArray[np.float32]:
         """Mask scores for `(N, S, S, 3)` uint8 RGB crops; returns `(N,)` float32 in [0, 1] (`N == 0` allowed).
@@ -202,7 +234,23 @@ class MaskClassifier:
             raise ValueError(msg)
         if len(crops_rgb) == 0:
             return np.zeros((0, 2), np.float32)
-        out = self.session.run(self._outputs, {self.input_name: np.ascontiguousarray(crops_rgb)})
+        out = self.runner.run(self._outputs, {self.input_name: np.ascontiguousarray(crops_rgb)})
         mask = np.asarray(out[0], np.float32).reshape(-1)
         usable = np.asarray(out[1], np.float32).reshape(-1) if self.has_usable else np.ones_like(mask)
         return np.stack([mask, usable], axis=1)
+
+
+def reference_images(n: int, h: int, w: int) -> npt.NDArray[np.uint8]:
+    """`(n, h, w, 3)` uint8 images, the same on every call: smooth colour gradients, stripes and blobs with noise,
+    so that a model's outputs are not all zero (the reference input a runtime must reproduce)."""
+    rng = np.random.default_rng(20261206)
+    y, x = np.mgrid[0:h, 0:w].astype(np.float32)
+    out = np.empty((n, h, w, 3), np.uint8)
+    for i in range(n):
+        f = rng.uniform(0.01, 0.08, size=(3, 2))
+        cx, cy = rng.uniform(0, w), rng.uniform(0, h)
+        blob = np.exp(-((x - cx) ** 2 + (y - cy) ** 2) / (2 * (0.15 * min(h, w)) ** 2))
+        for c in range(3):
+            v = 0.5 + 0.25 * np.sin(f[c, 0] * x + i) * np.cos(f[c, 1] * y) + 0.3 * blob
+            out[i, :, :, c] = np.clip(255 * v + rng.normal(0, 8, size=(h, w)), 0, 255).astype(np.uint8)
+    return out

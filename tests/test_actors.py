@@ -39,6 +39,9 @@ def test_pose_actor_batches_cameras_and_matches_the_bare_model(ray_local):
     batches = ray.get(refs)
     info = ray.get(actor.info.remote())
     assert max(info["batch_sizes"]) >= 2  # four cameras' frames shared model calls
+    assert info["items"] == 4  # the model-call totals that bench/pipeline_fps.py reads
+    assert info["model_wall_s"] > 0
+    assert 0 < info["model_cpu_s"] <= info["process_cpu_s"] + 0.05
     model = PoseModel(path, device="cpu")
     for i, (f, (img, lb), batch) in enumerate(zip(frames, inputs, batches, strict=True)):
         assert batch.schema.equals(POSE_SCHEMA)
