@@ -6,18 +6,19 @@ bare pose model and with a single-process loop of the same models.
 
 Printed, each from this one run on the same letterboxed frames of the video:
 - the yardstick: the bare pose model under ONNX Runtime's default CPU session (its own thread count, spinning),
-  one frame per call, model call only (decode and letterbox excluded);
+  one frame per call, model call only (decode and letterbox excluded); measured before and after the pipeline and
+  averaged, as is the next line;
 - the bare pose model under the runtime the pipeline uses (``pose.device``, ``pose.precision``, its threads), one
   frame per call;
 - a single-process loop: each camera in turn through :func:`pipeline.camera_loop.run_camera` with the same models in
   this process (threads = this machine's cores), face gate and classifier on, no Ray;
 - the whole pipeline, ``--cameras`` copies of the video as cameras: processed frames over the cameras' own wall
   time (Ray and model start-up excluded; the time including them is printed too);
-- CPU per processed frame (core-ms): by process (camera shards, the pose and classify actors since they were ready,
-  the sink, the driver, Ray's own processes), the model calls' share (process CPU during calls), what is spent
-  outside model calls, and the camera stages (decode, letterbox, tracking, crop, voting, records; thread time) with
-  the shards' rest (Ray calls, serialisation, asyncio, metrics). And the pose actor's CPU per frame over its model
-  call time per frame.
+- CPU per processed frame (core-ms): by process (camera shards, the pose and classify actors since they were ready;
+  the sink, the driver and Ray's own processes over the cameras' steady window), the model calls' share (process
+  CPU during calls), what is spent outside model calls, and the camera stages (decode, letterbox, tracking, crop,
+  voting, records; thread time) with the shards' rest (Ray calls, serialisation, asyncio, metrics). And the pose
+  actor's CPU per frame over its model call time per frame.
 
 Ratios measured in one run are what matter on a CPU-only machine; absolute figures only mean something on the machine
 they were measured on.
@@ -96,21 +97,28 @@ def single_process_fps(cfg: Config, n: int) -> tuple[int, float]:
     return frames, time.perf_counter() - t0
 
 
+ACTOR_ROLES = ("camera shards", "pose actor", "classify actor", "sink")
+
+
 class ProcessCpu:
     """CPU seconds of the driver's process tree by role (bench/fleet.py's roles), sampled every 0.5 s so that
     processes that exit before the end are still counted (their last sample)."""
 
     def __init__(self) -> None:
-        self._first: dict[int, float] = {}
-        self._last: dict[int, tuple[str, float]] = {}
+        self._samples: dict[int, list[tuple[float, str, float]]] = defaultdict(list)  # pid -> (t, role, cpu_s)
+        self._cmd: dict[int, str] = {}
         self._done = threading.Event()
         self._thread = threading.Thread(target=self._loop, daemon=True)
 
     def _sample(self) -> None:
+        t = time.monotonic()
         for pid, role in _proc_tree(os.getpid()).items():
-            cpu = _cpu_s(pid)
-            self._first.setdefault(pid, cpu)
-            self._last[pid] = (role, cpu)
+            self._samples[pid].append((t, role, _cpu_s(pid)))
+            if pid not in self._cmd:
+                try:
+                    self._cmd[pid] = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()[:80]
+                except OSError:
+                    self._cmd[pid] = ""
 
     def _loop(self) -> None:
         while not self._done.wait(0.5):
@@ -120,14 +128,29 @@ class ProcessCpu:
         self._sample()
         self._thread.start()
 
-    def stop(self) -> dict[str, float]:
-        """CPU seconds by role since :meth:`start` (a process first seen later: since its start)."""
+    def stop(self) -> None:
         self._done.set()
         self._thread.join()
         self._sample()
+
+    def by_process(self, since: float) -> list[tuple[int, str, str, float]]:
+        """(pid, role, command line head, CPU seconds) of each process from ``since`` (time.monotonic) to its last
+        sample: the steady window, start-up (imports, model loads) excluded. A process that was ever an actor of ours
+        has that role (a worker's command line names the raylet before it becomes an actor, and an actor killed at
+        the end is renamed an idle worker); others have their first role."""
+        out = []
+        for pid, samples in self._samples.items():
+            before = [cpu for t, _, cpu in samples if t <= since]
+            roles = [r for _, r, _ in samples]
+            role = next((r for r in roles if r in ACTOR_ROLES), roles[0])
+            out.append((pid, role, self._cmd.get(pid, ""), samples[-1][2] - (before[-1] if before else samples[0][2])))
+        return sorted(out, key=lambda r: -r[3])
+
+    def by_role(self, since: float) -> dict[str, float]:
+        """CPU seconds by role over the window of :meth:`by_process`."""
         out: dict[str, float] = defaultdict(float)
-        for pid, (role, cpu) in self._last.items():
-            out[role] += cpu - self._first.get(pid, 0.0) if pid == os.getpid() or role.startswith("ray") else cpu
+        for _, role, _, cpu in self.by_process(since):
+            out[role] += cpu
         return out
 
 
@@ -151,10 +174,9 @@ def main() -> None:
     pose_path = driver.pose_model_path(cfg)
 
     frames = [letterbox(f.image, input_px)[0] for f in read_frames(args.source, "bench", args.target_fps)]
-    yardstick = bare_fps(PoseModel(pose_path, "cpu", 0), frames)
+    yard_model = PoseModel(pose_path, "cpu", 0)
     used = PoseModel(pose_path, cfg.pose.device, cfg.pose.session_threads, cfg.pose.precision)
-    bare_used = bare_fps(used, frames)
-    del used
+    yard_before, bare_before = bare_fps(yard_model, frames), bare_fps(used, frames)
     single = None if args.skip_single else single_process_fps(cfg, args.cameras)
 
     import ray
@@ -167,16 +189,23 @@ def main() -> None:
         t0 = time.perf_counter()
         try:
             result = driver.run(cfg, out_path=str(Path(tmp) / "out.jsonl"))
+            cameras_done = time.monotonic()
         finally:
-            by_role = cpu.stop()
+            cpu.stop()
             ray.shutdown()
         total_s = time.perf_counter() - t0
+    # Measured again after the pipeline: this machine's speed drifts by tens of percent within minutes (shared host),
+    # so each bare figure is the mean of its two measurements, one before and one after.
+    yard_after, bare_after = bare_fps(yard_model, frames), bare_fps(used, frames)
+    yardstick, bare_used = (yard_before + yard_after) / 2, (bare_before + bare_after) / 2
     processed = sum(c["frames_processed"] for c in result.cameras)
     cam_wall = max(c["wall_s"] for c in result.cameras)
     pipeline = processed / cam_wall
 
     pose, cls = result.pools["pose"], result.pools["classify"]
-    # Shards and model pools: their own CPU since they were ready (start-up excluded); the rest from /proc.
+    # The cameras' steady window (their first frame to the end); processes other than the shards and model pools
+    # from /proc over it; the shards and pools as they count themselves (since they were ready).
+    by_role = cpu.by_role(cameras_done - cam_wall)
     by_role["camera shards"] = sum(c["shard_cpu_s"] for c in result.cameras)
     by_role["pose actor"] = sum(p["process_cpu_s"] for p in pose)
     by_role["classify actor"] = sum(p["process_cpu_s"] for p in cls)
@@ -198,8 +227,10 @@ def main() -> None:
     print(f"pipeline pose runtime: {result.pose_provider} ({cfg.pose.session_threads} thread(s)); "
           f"auto measured ms per call: {pose[0].get('runtime_ms_per_call')}; classify: {result.classify_provider}")
     print(f"{'what':<62}{'frames':>8}{'frames/s':>10}")
-    print(f"{'yardstick: bare pose, ONNX Runtime default CPU session, 1/call':<62}{len(frames):>8}{yardstick:>10.1f}")
-    print(f"{'bare pose, the pipeline runtime, 1/call':<62}{len(frames):>8}{bare_used:>10.1f}")
+    print(f"{'yardstick: bare pose, ONNX Runtime default CPU session, 1/call':<62}{len(frames):>8}{yardstick:>10.1f}"
+          f"  (before {yard_before:.1f}, after {yard_after:.1f})")
+    print(f"{'bare pose, the pipeline runtime, 1/call':<62}{len(frames):>8}{bare_used:>10.1f}"
+          f"  (before {bare_before:.1f}, after {bare_after:.1f})")
     if single:
         print(f"{'single-process loop, same models, no Ray':<62}{single[0]:>8}{single[0] / single[1]:>10.1f}")
     print(f"{'whole pipeline (Ray, steady)':<62}{processed:>8}{pipeline:>10.1f}")
@@ -222,6 +253,8 @@ def main() -> None:
             "cpus": os.cpu_count(), "pose_provider": result.pose_provider, "pools": result.pools,
             "fps": {"yardstick": yardstick, "bare_pipeline_runtime": bare_used, "pipeline": pipeline,
                     "single_process": single[0] / single[1] if single else None},
+            "processes": [{"pid": p, "role": r, "cmd": c, "cpu_ms_per_frame": ms(v)}
+                          for p, r, c, v in cpu.by_process(cameras_done - cam_wall)],
             "cpu_ms_per_frame": {"by_process": {k: ms(v) for k, v in by_role.items()},
                                  "model": {k: ms(v) for k, v in model_cpu.items()}, "outside_models": ms(outside),
                                  "stages": {k: ms(v) for k, v in stages.items()}},
