@@ -18,13 +18,12 @@ import onnxruntime as ort
 
 from pipeline.pose_postprocess import POSE_ROWS
 from pipeline.prevalence import ClassifierValidation
-from pipeline.runtime import Choice, OrtRunner, Runner, choose_runtime, cuda_present, ort_options
+from pipeline.runtime import Choice, OrtRunner, Runner, choose_runtime, ort_options
 from schemas.errors import ModelError
 
 logger = logging.getLogger(__name__)
 ort.set_default_logger_severity(3)
 
-__all__ = ["MaskClassifier", "PoseModel", "cuda_present", "make_session"]
 # The reference pose input when the model takes any size: one 640x384 image, the letterbox of a 16:9 camera.
 REFERENCE_POSE_HW = (384, 640)
 
