@@ -110,7 +110,8 @@ def ort_providers(runtime: str, precision: str) -> list[Any]:
 
 
 class Runner:
-    """A model loaded on one runtime: ``run(feeds)`` returns the named outputs as numpy arrays.
+    """A model loaded on one runtime: ``run(outputs, feeds)`` returns the outputs named in ``outputs`` as numpy
+    arrays, in that order.
 
     Attributes:
         runtime: ``cpu``, ``openvino``, ``cuda`` or ``tensorrt``.
