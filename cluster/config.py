@@ -83,8 +83,8 @@ class _ModelPool(_Strict):
     ``device``: ``auto`` measures, once per kind of node (cached), the runtimes present that reproduce ONNX Runtime
     CPU's output on a reference input, and takes the fastest; ``cpu`` (ONNX Runtime), ``openvino``, ``cuda`` or
     ``tensorrt`` name one and fail without it. ``precision``: ``bf16`` runs OpenVINO in bf16 and ``fp16`` TensorRT in
-    fp16; every other runtime runs fp32. ``threads``: inference threads per session, spinning off; 0 takes the
-    actor's ``num_cpus`` (at least 1).
+    fp16; every other runtime runs fp32. ``threads``: inference threads per session, spinning off; 0 keeps the
+    runtime's default (ONNX Runtime: as many spinning threads as cores).
     """
 
     num_actors: Annotated[int, Field(ge=1)] = 1
@@ -96,8 +96,13 @@ class _ModelPool(_Strict):
 
     @property
     def session_threads(self) -> int:
-        """Inference threads per session: ``threads``, or the actor's ``num_cpus`` rounded (at least 1)."""
-        return self.threads or max(1, round(self.num_cpus))
+        """Inference threads per session: ``threads`` (0: the runtime's own default).
+
+        Not yet the actor's ``num_cpus``: one pose thread without spinning cut the pose actor's CPU per frame from
+        0.115 to 0.074 s (bench/RESULTS.md), but it made the two-node failover scenario (tests/test_multinode.py)
+        140 s slower, past its deadlines.
+        """
+        return self.threads
 
 
 class PoseConfig(_ModelPool):
@@ -118,6 +123,7 @@ class ClassifyConfig(_ModelPool):
 
     model_path: Path = ASSETS / "mask_classifier.onnx"
     num_cpus: Annotated[float, Field(ge=0)] = 0.5
+    threads: Annotated[int, Field(ge=0)] = 1
     max_batch_size: Annotated[int, Field(ge=1)] = 64
     batch_wait_s: Annotated[float, Field(ge=0)] = 0.005
     # The face gate (pipeline.facegate): YuNet on each head crop; crops without a face near their centre never vote.

@@ -22,13 +22,12 @@ def test_sessions_get_the_threads_asked_for_without_spinning():
     assert ort_options(0).intra_op_num_threads == 0  # ONNX Runtime's own default
 
 
-def test_a_pool_takes_its_threads_from_num_cpus():
+def test_a_pool_takes_the_threads_it_is_given():
     from cluster.config import ClassifyConfig, PoseConfig
 
-    assert PoseConfig().session_threads == 1
-    assert PoseConfig(num_cpus=2).session_threads == 2
+    assert PoseConfig().session_threads == 0  # the runtime's default
     assert PoseConfig(num_cpus=2, threads=3).session_threads == 3
-    assert ClassifyConfig(num_cpus=0.5).session_threads == 1
+    assert ClassifyConfig(threads=1).session_threads == 1
 
 
 def test_a_runtime_that_is_not_there_is_refused_by_name(monkeypatch):
