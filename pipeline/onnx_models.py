@@ -18,7 +18,7 @@ import onnxruntime as ort
 
 from pipeline.pose_postprocess import POSE_ROWS
 from pipeline.prevalence import ClassifierValidation
-from pipeline.runtime import Choice, OrtRunner, Runner, choose_runtime, ort_options
+from pipeline.runtime import Choice, OrtRunner, Runner, choose_runtime, open_runner
 from schemas.errors import ModelError
 
 logger = logging.getLogger(__name__)
@@ -28,34 +28,24 @@ ort.set_default_logger_severity(3)
 REFERENCE_POSE_HW = (384, 640)
 
 
-def make_session(path: Path | str, what: str, device: str = "cpu", threads: int = 0) -> ort.InferenceSession:
-    """Open an ONNX model in ONNX Runtime.
+def make_session(path: Path | str, what: str, threads: int = 0) -> ort.InferenceSession:
+    """Open an ONNX model in ONNX Runtime on the CPU (the session the contracts and reference outputs come from).
 
     Args:
         path: The ``.onnx`` file.
         what: What the model is, for error messages ("pose model", "mask classifier").
-        device: ``cpu``, or ``cuda`` (fail without it).
         threads: Intra-op threads, spinning off (0: ONNX Runtime's defaults, as many spinning threads as cores).
 
     Raises:
-        ModelError: If the file is missing or not a loadable ONNX model, or ``device="cuda"`` cannot attach.
+        ModelError: If the file is missing or not a loadable ONNX model.
     """
     p = Path(path)
     if not p.is_file():
         msg = f"{what}: model file not found: {p} (run `maskwatch models build`)"
         raise ModelError(msg)
-    providers = ["CUDAExecutionProvider", "CPUExecutionProvider"] if device == "cuda" else ["CPUExecutionProvider"]
-    try:
-        sess = ort.InferenceSession(str(p), sess_options=ort_options(threads), providers=providers)
-    except Exception as exc:  # onnxruntime raises its own Fail/InvalidProtobuf/... types
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        msg = f"{what}: {p} is not a loadable ONNX model ({first[:200]})"
-        raise ModelError(msg) from exc
-    if device == "cuda" and "CUDAExecutionProvider" not in sess.get_providers():
-        msg = (f"{what}: device 'cuda' requested but the CUDA provider did not attach "
-               f"(providers: {sess.get_providers()})")
-        raise ModelError(msg)
-    return sess
+    runner = open_runner(p, what, "cpu", threads, "fp32")
+    assert isinstance(runner, OrtRunner)  # the cpu runtime is ONNX Runtime's
+    return runner.session
 
 
 def _runner(
@@ -96,7 +86,7 @@ class PoseModel:
 
     def __init__(self, path: Path | str, device: str = "auto", threads: int = 0, precision: str = "fp32") -> None:
         self.path = Path(path)
-        session = make_session(path, "pose model", "cpu", threads)
+        session = make_session(path, "pose model", threads)
         self.session = session
         inp, out = self.session.get_inputs(), self.session.get_outputs()
         shape_in = inp[0].shape if inp else None
@@ -167,7 +157,7 @@ class MaskClassifier:
 
     def __init__(self, path: Path | str, device: str = "auto", threads: int = 0, precision: str = "fp32") -> None:
         self.path = Path(path)
-        session = make_session(path, "mask classifier", "cpu", threads)
+        session = make_session(path, "mask classifier", threads)
         self.session = session
         inp, out = self.session.get_inputs(), self.session.get_outputs()
         if len(inp) != 1 or inp[0].type != "tensor(uint8)" or len(inp[0].shape) != 4 or inp[0].shape[3] != 3:

@@ -1,9 +1,10 @@
 """Where an ONNX model runs: ONNX Runtime's CPU, CUDA or TensorRT provider, or Intel's OpenVINO runtime, and which of
 those present on this node is fastest for a model (measured once, cached per CPU and GPU model).
 
-Threads: a session gets ``threads`` intra-op threads (its actor's ``num_cpus``, at least 1) with spinning off.
-ONNX Runtime's defaults (as many threads as cores, each spinning while it waits for work) take about 3x the call's
-wall time in CPU (``../shared/docs/FINDINGS.md``), CPU that the decoders and the other actors on the node need.
+Threads: a session given ``threads`` > 0 gets that many intra-op threads with spinning off; 0 keeps the runtime's
+defaults. ONNX Runtime's defaults (as many threads as cores, each spinning while it waits for work) take about 3x the
+call's wall time in CPU (``../shared/docs/FINDINGS.md``), CPU that the decoders and the other actors on the node
+need; one thread is not yet the default (``cluster.config._ModelPool.session_threads`` says why).
 
 OpenVINO (https://github.com/openvinotoolkit/openvino, Apache-2.0) reads the same ``.onnx`` file; it is used when the
 ``openvino`` package is installed. ``precision`` ``bf16`` is its ``INFERENCE_PRECISION_HINT`` on CPUs that support it

@@ -600,7 +600,7 @@ def train_classifier(
         fp32 = Path(tmp) / "fp32.onnx"
         export_onnx(model, fp32, input_px)
         fp32_bytes = fp32.stat().st_size
-        fp32_score = predict_onnx(make_session(fp32, "mask classifier", "cpu", threads), val.crops)
+        fp32_score = predict_onnx(make_session(fp32, "mask classifier", threads), val.crops)
         fp32_metrics = evaluate(fp32_score, val)
         quantized = fp32_bytes >= MAX_ONNX_BYTES
         if quantized:
@@ -608,7 +608,7 @@ def train_classifier(
             quantize_int8(fp32, out_path, train.crops[np.sort(calib_idx)])
         else:
             out_path.write_bytes(fp32.read_bytes())
-    onnx_score = predict_onnx(make_session(out_path, "mask classifier", "cpu", threads), val.crops)
+    onnx_score = predict_onnx(make_session(out_path, "mask classifier", threads), val.crops)
     onnx_metrics = evaluate(onnx_score, val)
     meta = {
         "maskwatch.crop_margin": f"{crop_margin:g}",
