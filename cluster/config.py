@@ -62,6 +62,11 @@ class CaptureConfig(_Strict):
     # camera; docs/FACTS.md). 1080p H.264 decodes at about 110 frames/s on one core. 0: FFmpeg's choice (one per
     # core), for a few cameras above 1080p at full rate.
     decoder_threads: Annotated[int, Field(ge=0, le=64)] = 1
+    # Which FFmpeg reads the cameras (pipeline.source): "opencv" (cv2.VideoCapture) or "pyav" (PyAV, whose wheels'
+    # FFmpeg has NVIDIA's NVDEC). hwaccel, with pyav: "cuda" decodes on the node's GPU and warns where there is none
+    # (then the CPU decodes); "auto" takes the GPU where one answers, quietly; "none" decodes on the CPU.
+    decoder: Literal["opencv", "pyav"] = "opencv"
+    hwaccel: Literal["none", "auto", "cuda"] = "none"
     # Consecutive failed reopen attempts before a live camera is given up; null (the default): never, it is retried
     # with exponential backoff (reconnect_backoff_s doubling up to max_backoff_s, +-20% jitter) until it is back.
     max_reconnects: Annotated[int, Field(ge=0)] | None = None
@@ -75,6 +80,13 @@ class CaptureConfig(_Strict):
     # statistics are published and the sink flushed, all within this many seconds; then the run exits 0. Under
     # Kubernetes' default terminationGracePeriodSeconds (30) with room to spare.
     shutdown_grace_s: Annotated[float, Field(gt=0)] = 20.0
+
+    @model_validator(mode="after")
+    def _hwaccel_needs_pyav(self) -> CaptureConfig:
+        if self.hwaccel != "none" and self.decoder != "pyav":
+            msg = f"capture.hwaccel {self.hwaccel!r} needs capture.decoder 'pyav', got decoder {self.decoder!r}"
+            raise ValueError(msg)
+        return self
 
 
 class _ModelPool(_Strict):

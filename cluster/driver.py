@@ -87,6 +87,8 @@ def resolve_cameras(
                 queue_frames=cfg.capture.queue_frames,
                 open_timeout_s=cfg.capture.open_timeout_s,
                 decoder_threads=cfg.capture.decoder_threads,
+                decoder=cfg.capture.decoder,
+                hwaccel=cfg.capture.hwaccel,
                 max_reconnects=cfg.capture.max_reconnects,
                 reconnect_backoff_s=cfg.capture.reconnect_backoff_s,
                 max_backoff_s=cfg.capture.max_backoff_s,

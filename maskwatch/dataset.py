@@ -389,7 +389,7 @@ def _extract_video(
     cc = cfg.capture
     spec = CameraSpec(camera_id=cam_id, source=src, frame_wh=frame_wh, pose_input_px=input_px, target_fps=target_fps,
                       queue_frames=cc.queue_frames, open_timeout_s=cc.open_timeout_s,
-                      decoder_threads=cc.decoder_threads,
+                      decoder_threads=cc.decoder_threads, decoder=cc.decoder, hwaccel=cc.hwaccel,
                       max_reconnects=cc.max_reconnects, reconnect_backoff_s=cc.reconnect_backoff_s,
                       max_backoff_s=cc.max_backoff_s)
     cap = max(64, 16 * per_track)

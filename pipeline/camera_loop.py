@@ -66,6 +66,8 @@ class CameraSpec:
     queue_frames: int = 4
     open_timeout_s: float = 5.0
     decoder_threads: int = 1
+    decoder: str = "opencv"  # capture.decoder: "opencv" or "pyav" (pipeline.source.open_capture)
+    hwaccel: str = "none"  # capture.hwaccel, with pyav: "none", "auto" or "cuda"
     max_reconnects: int | None = None  # None: a live camera is never given up
     reconnect_backoff_s: float = 1.0
     max_backoff_s: float = 30.0
@@ -223,7 +225,7 @@ async def run_camera(
             frames = read_frames(
                 spec.source, spec.camera_id, spec.target_fps, spec.open_timeout_s,
                 spec.max_reconnects, spec.reconnect_backoff_s, spec.max_backoff_s, on_state=on_source_state,
-                decoder_threads=spec.decoder_threads,
+                decoder_threads=spec.decoder_threads, decoder=spec.decoder, hwaccel=spec.hwaccel,
             )
             try:
                 return frames, await loop.run_in_executor(executor, next, frames, sentinel)

@@ -1,4 +1,11 @@
-"""Reading camera frames with OpenCV: files, RTSP/HTTP streams; sampling to a target rate; reconnecting.
+"""Reading camera frames: files, RTSP/HTTP streams; sampling to a target rate; reconnecting.
+
+Two decoders read a source, both FFmpeg underneath (``capture.decoder``):
+
+- ``opencv`` (the default): OpenCV's FFmpeg backend, ``cv2.VideoCapture``;
+- ``pyav``: PyAV (``av``), whose wheels carry an FFmpeg with NVIDIA's NVDEC. With ``hwaccel="cuda"`` the video is
+  decoded on the GPU (PyAV's ``av.codec.hwaccel.HWAccel``) and frames are downloaded once, as BGR, for the CPU
+  stages. A node without a usable CUDA device decodes on the CPU instead and says so in the log.
 
 Files never drop frames (the reader waits for the pipeline); live streams are read continuously and the host drops
 the oldest queued frame under backpressure (see ``actors/camera.py``). ``frame_idx`` is the 0-based index of the
@@ -14,7 +21,10 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
+import av
+import av.codec.hwaccel
 import cv2
 import numpy as np
 import numpy.typing as npt
@@ -25,6 +35,8 @@ logger = logging.getLogger(__name__)
 LIVE_SCHEMES = ("rtsp://", "rtsps://", "rtmp://", "http://", "https://", "udp://", "tcp://")
 # A file may hold a few undecodable frames; more consecutive failures than this is the end of the file.
 MAX_CORRUPT_FRAMES = 8
+DECODERS = ("opencv", "pyav")
+HWACCELS = ("none", "auto", "cuda")
 
 
 def is_live(source: str) -> bool:
@@ -52,21 +64,160 @@ class Frame:
     decode_cpu_s: float = 0.0
 
 
+class Capture(Protocol):
+    """An open source, read frame by frame (what :func:`read_frames` needs of a decoder).
+
+    Attributes:
+        fps: The stream's frame rate (0.0 if unknown).
+        frame_count: Frames in a file (0 if unknown, or live).
+        pos_ms: Presentation time of the last frame read, ms (0.0 or less if unknown).
+        decodes_on: ``"cpu"`` or ``"cuda"``: where the video is decoded.
+    """
+
+    fps: float
+    frame_count: int
+    pos_ms: float
+    decodes_on: str
+
+    def read(self) -> npt.NDArray[np.uint8] | None:
+        """The next frame, `(H, W, 3)` uint8 BGR; None at the end of a file, a lost stream or a read timeout."""
+        ...
+
+    def grab(self) -> bool:
+        """Skip one frame; False if there is none."""
+        ...
+
+    def release(self) -> None: ...
+
+
+class OpenCvCapture:
+    """:class:`Capture` over OpenCV's FFmpeg backend (``cv2.VideoCapture``); decodes on the CPU."""
+
+    decodes_on = "cpu"
+
+    def __init__(self, cap: cv2.VideoCapture) -> None:
+        self._cap = cap
+        fps = float(cap.get(cv2.CAP_PROP_FPS) or 0.0)
+        self.fps = fps if 0 < fps < 1000 else 0.0
+        self.frame_count = int(cap.get(cv2.CAP_PROP_FRAME_COUNT) or 0)
+        self.pos_ms = 0.0
+
+    def read(self) -> npt.NDArray[np.uint8] | None:
+        ok, image = self._cap.read()
+        if not ok or image is None:
+            return None
+        self.pos_ms = float(self._cap.get(cv2.CAP_PROP_POS_MSEC))
+        return image
+
+    def grab(self) -> bool:
+        return bool(self._cap.grab())
+
+    def release(self) -> None:
+        self._cap.release()
+
+
+class PyAvCapture:
+    """:class:`Capture` over PyAV, on the GPU (NVDEC) when opened with a hardware device.
+
+    Packets that do not decode (``av.InvalidDataError``) are skipped and counted in ``corrupt_packets``; any other
+    FFmpeg error while reading (a dropped connection, a read timeout) ends the reading as OpenCV's would.
+    """
+
+    def __init__(self, container: av.container.InputContainer, camera_id: str, decoder_threads: int) -> None:
+        self._container = container
+        self._camera_id = camera_id
+        if not container.streams.video:
+            container.close()
+            msg = f"camera {camera_id!r}: {container.name} has no video stream"
+            raise SourceError(msg)
+        self._stream = stream = container.streams.video[0]
+        ctx = stream.codec_context
+        ctx.thread_count = decoder_threads
+        if decoder_threads != 1:
+            ctx.thread_type = "AUTO"
+        rate = stream.average_rate or stream.guessed_rate
+        fps = float(rate) if rate else 0.0
+        self.fps = fps if 0 < fps < 1000 else 0.0
+        self.frame_count = int(stream.frames or 0)
+        self.pos_ms = 0.0
+        self.decodes_on = "cuda" if ctx.is_hwaccel else "cpu"
+        self.corrupt_packets = 0
+        self._frames = self._decode()
+
+    def _decode(self) -> Iterator[av.VideoFrame]:
+        for packet in self._container.demux(self._stream):
+            try:
+                yield from packet.decode()
+            except av.InvalidDataError as exc:
+                self.corrupt_packets += 1
+                logger.warning("camera %s: skipped an undecodable packet at pts %s: %s", self._camera_id,
+                               packet.pts, exc)
+
+    def _next(self) -> av.VideoFrame | None:
+        try:
+            return next(self._frames, None)
+        except av.FFmpegError as exc:
+            logger.warning("camera %s: read failed: %s", self._camera_id, exc)
+            return None
+
+    def read(self) -> npt.NDArray[np.uint8] | None:
+        frame = self._next()
+        if frame is None:
+            return None
+        # pts x time_base is exact (a Fraction); frame.time is a float that loses the last ns at times.
+        tb = frame.time_base or self._stream.time_base
+        self.pos_ms = float(frame.pts * tb * 1000) if frame.pts is not None and tb else 0.0
+        return frame.to_ndarray(format="bgr24")
+
+    def grab(self) -> bool:
+        return self._next() is not None
+
+    def release(self) -> None:
+        self._container.close()
+
+
+def hwaccel_devices() -> list[str]:
+    """Hardware device types the loaded PyAV/FFmpeg can decode on (e.g. ``["cuda", "vaapi"]``); a device of that
+    type may still be absent from the node."""
+    return list(av.codec.hwaccel.hwdevices_available())
+
+
 def open_capture(
-    source: str, camera_id: str, open_timeout_s: float = 5.0, decoder_threads: int = 1
-) -> cv2.VideoCapture:
-    """Open a source with OpenCV's FFmpeg backend.
+    source: str,
+    camera_id: str,
+    open_timeout_s: float = 5.0,
+    decoder_threads: int = 1,
+    decoder: str = "opencv",
+    hwaccel: str = "none",
+) -> Capture:
+    """Open a source for :func:`read_frames`.
 
     Args:
         source: A file path or a stream URL.
         camera_id: For error messages.
-        open_timeout_s: How long a network stream may take to open.
-        decoder_threads: FFmpeg decoding threads (``cv2.CAP_PROP_N_THREADS``); 0: FFmpeg's choice (one per core).
+        open_timeout_s: How long a network stream may take to open, and to deliver its next packet.
+        decoder_threads: FFmpeg decoding threads; 0: FFmpeg's choice (one per core).
+        decoder: ``"opencv"`` (:class:`OpenCvCapture`) or ``"pyav"`` (:class:`PyAvCapture`).
+        hwaccel: With ``pyav``: ``"cuda"`` decodes on the GPU (NVDEC), falling back to the CPU with a warning where
+            the node has no usable CUDA device; ``"auto"`` does the same, logging the fallback at info level;
+            ``"none"`` decodes on the CPU.
 
     Raises:
         SourceError: If a file is missing, or the source cannot be opened.
+        ValueError: If ``decoder`` or ``hwaccel`` is not one of :data:`DECODERS` / :data:`HWACCELS`, or ``hwaccel``
+            is set with the ``opencv`` decoder.
     """
-    if not is_live(source):
+    if decoder not in DECODERS:
+        msg = f"decoder must be one of {DECODERS}, got {decoder!r}"
+        raise ValueError(msg)
+    if hwaccel not in HWACCELS:
+        msg = f"hwaccel must be one of {HWACCELS}, got {hwaccel!r}"
+        raise ValueError(msg)
+    if hwaccel != "none" and decoder != "pyav":
+        msg = f"hwaccel {hwaccel!r} needs decoder 'pyav', got decoder {decoder!r}"
+        raise ValueError(msg)
+    live = is_live(source)
+    if not live:
         path = Path(source)
         if not path.is_file():
             msg = f"camera {camera_id!r}: source file not found: {source}"
@@ -74,6 +225,10 @@ def open_capture(
         if not os.access(path, os.R_OK):
             msg = f"camera {camera_id!r}: source file not readable: {source}"
             raise SourceError(msg)
+    kind = "stream unreachable or not a video stream" if live else "not a readable video file"
+    cannot_open = f"camera {camera_id!r}: cannot open {source} ({kind}, timeout {open_timeout_s:g} s)"
+    if decoder == "pyav":
+        return _open_pyav(source, camera_id, open_timeout_s, decoder_threads, hwaccel, cannot_open)
     params = [
         cv2.CAP_PROP_OPEN_TIMEOUT_MSEC, int(open_timeout_s * 1000),
         cv2.CAP_PROP_READ_TIMEOUT_MSEC, int(open_timeout_s * 1000),
@@ -83,10 +238,28 @@ def open_capture(
     cap = cv2.VideoCapture(source, cv2.CAP_FFMPEG, params)
     if not cap.isOpened():
         cap.release()
-        kind = "stream unreachable or not a video stream" if is_live(source) else "not a readable video file"
-        msg = f"camera {camera_id!r}: cannot open {source} ({kind}, timeout {open_timeout_s:g} s)"
-        raise SourceError(msg)
-    return cap
+        raise SourceError(cannot_open)
+    return OpenCvCapture(cap)
+
+
+def _open_pyav(source: str, camera_id: str, open_timeout_s: float, decoder_threads: int, hwaccel: str,
+               cannot_open: str) -> PyAvCapture:
+    def attempt(device: str | None) -> PyAvCapture:
+        hw = av.codec.hwaccel.HWAccel(device, allow_software_fallback=True) if device else None
+        container = av.open(source, timeout=(open_timeout_s, open_timeout_s), hwaccel=hw)
+        return PyAvCapture(container, camera_id, decoder_threads)
+
+    if hwaccel != "none":
+        try:
+            return attempt("cuda")
+        except av.FFmpegError as exc:
+            log = logger.warning if hwaccel == "cuda" else logger.info
+            log("camera %s: no CUDA decoding on this node (%s); decoding %s on the CPU", camera_id, exc, source)
+    try:
+        return attempt(None)
+    except av.FFmpegError as exc:
+        msg = f"{cannot_open}: {exc}"
+        raise SourceError(msg) from exc
 
 
 def probe(source: str, camera_id: str, open_timeout_s: float = 5.0) -> tuple[int, int, float]:
@@ -97,12 +270,11 @@ def probe(source: str, camera_id: str, open_timeout_s: float = 5.0) -> tuple[int
     """
     cap = open_capture(source, camera_id, open_timeout_s)
     try:
-        ok, image = cap.read()
-        if not ok or image is None:
+        image = cap.read()
+        if image is None:
             msg = f"camera {camera_id!r}: {source} opened but no frame could be decoded"
             raise SourceError(msg)
-        fps = float(cap.get(cv2.CAP_PROP_FPS) or 0.0)
-        return int(image.shape[1]), int(image.shape[0]), fps if 0 < fps < 1000 else 0.0
+        return int(image.shape[1]), int(image.shape[0]), cap.fps
     finally:
         cap.release()
 
@@ -138,6 +310,8 @@ def read_frames(
     max_backoff_s: float = 30.0,
     on_state: Callable[[str], None] | None = None,
     decoder_threads: int = 1,
+    decoder: str = "opencv",
+    hwaccel: str = "none",
 ) -> Iterator[Frame]:
     """Decode and sample a source's frames.
 
@@ -160,6 +334,8 @@ def read_frames(
             live stream is lost (from the reading thread).
         decoder_threads: FFmpeg decoding threads (:func:`open_capture`). With 1, decoding runs on the reading
             thread, so ``Frame.decode_cpu_s`` holds all of it.
+        decoder: ``"opencv"`` or ``"pyav"`` (:func:`open_capture`).
+        hwaccel: ``"none"``, ``"auto"`` or ``"cuda"``, with ``pyav`` (:func:`open_capture`).
 
     Yields:
         Sampled :class:`Frame` objects.
@@ -169,9 +345,8 @@ def read_frames(
     """
     live = is_live(source)
     sampler = FrameSampler(target_fps)
-    cap = open_capture(source, camera_id, open_timeout_s, decoder_threads)
-    fps = float(cap.get(cv2.CAP_PROP_FPS) or 0.0)
-    fps = fps if 0 < fps < 1000 else 25.0
+    cap = open_capture(source, camera_id, open_timeout_s, decoder_threads, decoder, hwaccel)
+    fps = cap.fps or 25.0
     frame_idx = -1
     pts_offset_ns = 0  # keeps pts increasing across reconnects
     open_idx = 0  # frame_idx of the first frame since the last (re)open
@@ -181,13 +356,13 @@ def read_frames(
     cpu0 = time.thread_time()  # a generator may resume in another thread: re-read after each yield
     try:
         while True:
-            ok, image = cap.read()
-            if ok and image is not None:
+            image = cap.read()
+            if image is not None:
                 if opened:
                     report("running")
                     opened = False
                 frame_idx += 1
-                pos_ms = cap.get(cv2.CAP_PROP_POS_MSEC)
+                pos_ms = cap.pos_ms
                 # A reopened stream starts again at 0: the fallback counts frames since the reopen, not since the
                 # start (else pts jump ahead by the whole time read so far at every reconnect).
                 pts_ns = pts_offset_ns + (
@@ -202,7 +377,7 @@ def read_frames(
                 continue
             if not live:
                 # Corrupt frames inside a file: skip a few, then it is the end.
-                total = int(cap.get(cv2.CAP_PROP_FRAME_COUNT) or 0)
+                total = cap.frame_count
                 skipped = 0
                 while skipped < MAX_CORRUPT_FRAMES and frame_idx + 1 + skipped < total:
                     skipped += 1
@@ -229,7 +404,7 @@ def read_frames(
                                camera_id, frame_idx, attempt, max_reconnects or "unlimited", wait)
                 time.sleep(wait)
                 try:
-                    cap = open_capture(source, camera_id, open_timeout_s, decoder_threads)
+                    cap = open_capture(source, camera_id, open_timeout_s, decoder_threads, decoder, hwaccel)
                 except SourceError:
                     delay = min(delay * 2, max_backoff_s)
                     continue

@@ -70,13 +70,13 @@ class Reader:
 
     _END = object()
 
-    def __init__(self, url: str, **kwargs: float) -> None:
+    def __init__(self, url: str, **kwargs: float | str) -> None:
         self._q: queue.Queue[tuple[float, object]] = queue.Queue()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, args=(url, kwargs), daemon=True)
         self._thread.start()
 
-    def _run(self, url: str, kwargs: dict[str, float]) -> None:
+    def _run(self, url: str, kwargs: dict[str, float | str]) -> None:
         frames = read_frames(url, "rtsp-test", **kwargs)
         try:
             for frame in frames:
@@ -147,10 +147,12 @@ def test_probe_and_read_live_stream_sampled_at_target_fps(rtsp: RtspServer) -> N
     assert 1.5 <= wall_s <= 2.8, wall_s
 
 
-def test_reconnects_after_the_server_restarts(rtsp: RtspServer, caplog: pytest.LogCaptureFixture) -> None:
+@pytest.mark.parametrize("decoder", ["opencv", "pyav"])
+def test_reconnects_after_the_server_restarts(rtsp: RtspServer, caplog: pytest.LogCaptureFixture, decoder: str) -> None:
     rtsp.ensure_running()
     caplog.set_level("WARNING", logger="pipeline.source")
-    reader = Reader(rtsp.url, target_fps=5, open_timeout_s=3, max_reconnects=6, reconnect_backoff_s=0.2)
+    reader = Reader(rtsp.url, target_fps=5, open_timeout_s=3, max_reconnects=6, reconnect_backoff_s=0.2,
+                    decoder=decoder)
     try:
         before = [reader.take(timeout_s=10) for _ in range(5)]
         t_kill = time.monotonic()
@@ -218,11 +220,14 @@ def test_gives_up_when_the_server_stays_down(rtsp: RtspServer) -> None:
     assert gave_up_s < 12, gave_up_s
 
 
-def test_a_frozen_stream_times_out_instead_of_hanging(rtsp: RtspServer) -> None:
+@pytest.mark.parametrize("decoder", ["opencv", "pyav"])
+def test_a_frozen_stream_times_out_instead_of_hanging(rtsp: RtspServer, decoder: str) -> None:
     """The server is alive and its connections stay open but it sends nothing (a frozen camera, a network that drops
-    packets without a reset): ``CAP_PROP_READ_TIMEOUT_MSEC`` must bound every read, and a reopen must time out."""
+    packets without a reset): the read timeout (OpenCV's ``CAP_PROP_READ_TIMEOUT_MSEC``, PyAV's ``timeout``) must
+    bound every read, and a reopen must time out."""
     rtsp.ensure_running()
-    reader = Reader(rtsp.url, target_fps=5, open_timeout_s=2, max_reconnects=1, reconnect_backoff_s=0.1)
+    reader = Reader(rtsp.url, target_fps=5, open_timeout_s=2, max_reconnects=1, reconnect_backoff_s=0.1,
+                    decoder=decoder)
     try:
         reader.take(timeout_s=10)
         assert rtsp.proc is not None

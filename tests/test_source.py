@@ -3,7 +3,8 @@ import time
 import numpy as np
 import pytest
 
-from pipeline.source import FrameSampler, is_live, probe, read_frames
+from cluster.config import CaptureConfig
+from pipeline.source import FrameSampler, is_live, open_capture, probe, read_frames
 from schemas.errors import SourceError
 from tests.conftest import shared_video
 
@@ -43,12 +44,13 @@ def test_missing_file_and_unreachable_stream_give_one_line_errors(tmp_path):
     assert not is_live(str(junk))
 
 
-def test_truncated_file_yields_the_frames_before_the_damage(tmp_path):
+@pytest.mark.parametrize("decoder", ["opencv", "pyav"])
+def test_truncated_file_yields_the_frames_before_the_damage(tmp_path, decoder):
     src = shared_video("single_unmasked.mp4").read_bytes()
     cut = tmp_path / "cut.mp4"
     cut.write_bytes(src[: len(src) * 2 // 3])  # moov atom may be at the end: then open fails cleanly
     try:
-        frames = list(read_frames(str(cut), "cut"))
+        frames = list(read_frames(str(cut), "cut", decoder=decoder))
     except SourceError as exc:
         error = str(exc)
         frames = []
@@ -74,3 +76,63 @@ def test_decode_cpu_counts_the_frames_the_sampler_skipped():
     t0 = time.process_time()
     total = sum(f.decode_cpu_s for f in read_frames(path, "street", decoder_threads=1))
     assert total > 0.8 * (time.process_time() - t0)
+
+
+def test_pyav_reads_the_frames_opencv_reads():
+    """``capture.decoder: pyav`` is the same camera to every later stage: same frames, indices and timestamps;
+    pixels differ only by the YUV-to-BGR conversion's rounding."""
+    path = str(shared_video("street_5_masked.mp4"))
+    cv_frames = list(read_frames(path, "street", target_fps=10))
+    av_frames = list(read_frames(path, "street", target_fps=10, decoder="pyav"))
+    assert [f.frame_idx for f in av_frames] == [f.frame_idx for f in cv_frames]
+    # OpenCV's position is a float of ms: it can be 1 ns off the exact pts x time_base.
+    assert max(abs(a.pts_ns - b.pts_ns) for a, b in zip(av_frames, cv_frames, strict=True)) <= 1_000
+    assert av_frames[0].image.shape == cv_frames[0].image.shape == (360, 640, 3)
+    diff = max(float(np.abs(a.image.astype(np.int16) - b.image.astype(np.int16)).mean())
+               for a, b in zip(av_frames, cv_frames, strict=True))
+    assert diff < 3.0, diff
+    assert all(f.decode_cpu_s > 0 for f in av_frames[1:])
+
+
+def test_gpu_decoding_falls_back_to_the_cpu_and_says_so(caplog):
+    """``hwaccel: cuda`` on a node whose GPU does not answer (CI has none) still reads every frame, on the CPU, and
+    warns naming the camera; on a GPU node the frames come from NVDEC and nothing is logged."""
+    path = str(shared_video("single_masked.mp4"))
+    caplog.set_level("INFO", logger="pipeline.source")
+    cap = open_capture(path, "cam-7", decoder="pyav", hwaccel="cuda")
+    try:
+        on = cap.decodes_on
+    finally:
+        cap.release()
+    cpu = list(read_frames(path, "cam-7", decoder="pyav"))
+    gpu = list(read_frames(path, "cam-7", decoder="pyav", hwaccel="cuda"))
+    assert len(gpu) == len(cpu) > 0
+    assert [f.pts_ns for f in gpu] == [f.pts_ns for f in cpu]
+    fell_back = [r for r in caplog.records if "no CUDA decoding" in r.getMessage()]
+    if on == "cpu":
+        assert fell_back, "the fallback to the CPU must be logged"
+        assert "cam-7" in fell_back[0].getMessage()
+        assert fell_back[0].levelname == "WARNING"
+        assert all(np.array_equal(a.image, b.image) for a, b in zip(gpu, cpu, strict=True))
+    else:
+        assert on == "cuda"
+        assert not fell_back
+    # auto falls back quietly (info), for fleets that mix CPU and GPU nodes under one config.
+    caplog.clear()
+    list(read_frames(path, "cam-8", target_fps=1, decoder="pyav", hwaccel="auto"))
+    assert all(r.levelname != "WARNING" for r in caplog.records if "cam-8" in r.getMessage())
+
+
+def test_hwaccel_without_pyav_and_unknown_decoders_are_refused(tmp_path):
+    with pytest.raises(ValueError, match=r"capture.hwaccel 'cuda' needs capture.decoder 'pyav', got decoder 'opencv'"):
+        CaptureConfig(hwaccel="cuda")
+    with pytest.raises(ValueError, match=r"decoder must be one of \('opencv', 'pyav'\), got 'gst'"):
+        open_capture(str(shared_video("single_masked.mp4")), "c", decoder="gst")
+    with pytest.raises(SourceError, match=r"camera 'c4': source file not found: .*nope\.mp4"):
+        open_capture(str(tmp_path / "nope.mp4"), "c4", decoder="pyav")
+    junk = tmp_path / "junk.mp4"
+    junk.write_bytes(b"not a video" * 100)
+    with pytest.raises(SourceError, match=r"camera 'c5': cannot open .*junk\.mp4 \(not a readable video file"):
+        open_capture(str(junk), "c5", decoder="pyav")
+    with pytest.raises(SourceError, match=r"camera 'c6': cannot open rtsp://127\.0\.0\.1:9/live"):
+        open_capture("rtsp://127.0.0.1:9/live", "c6", open_timeout_s=2, decoder="pyav")
