@@ -43,7 +43,7 @@ sys.path.insert(0, str(REPO))
 
 from cluster import driver  # noqa: E402
 from cluster.broker import free_port  # noqa: E402
-from cluster.config import parse_config  # noqa: E402
+from cluster.config import apply_overrides, parse_config  # noqa: E402
 from schemas.messages import CameraStats  # noqa: E402
 from tests.procs import descendants  # noqa: E402
 from tests.rtsp_server import RtspServer  # noqa: E402
@@ -173,19 +173,19 @@ def _counts_at(stats: dict[str, list[CameraStats]], t_ns: int) -> tuple[int, int
 
 
 def run_fleet(n: int, minutes: float, warmup_min: float, video: Path, target_fps: float, work: Path,
-              decoder_threads: int = 1) -> dict:
+              decoder_threads: int = 1, sets: list[str] | None = None) -> dict:
     import ray
 
     servers = [RtspServer(video, free_port(), work / f"rtsp-{n}-{i}.log") for i in range(n)]
     for s in servers:
         s.start()
     metrics_port = free_port()
-    cfg = parse_config({
+    cfg = parse_config(apply_overrides({
         "cameras": [{"camera_id": f"fleet-{i}", "source": s.url, "target_fps": target_fps}
                     for i, s in enumerate(servers)],
         "stats": {"window_s": 10},
         "capture": {"decoder_threads": decoder_threads},
-    })
+    }, sets or []), "bench/fleet.py --set")
     ray.init(address="local", _node_ip_address="127.0.0.1", include_dashboard=False, logging_level="WARNING",
              _metrics_export_port=metrics_port, num_cpus=max(os.cpu_count() or 1, 4))
     out_path = work / f"fleet-{n}.jsonl"
@@ -236,6 +236,7 @@ def run_fleet(n: int, minutes: float, warmup_min: float, video: Path, target_fps
     return {
         "cameras": n,
         "decoder_threads": decoder_threads,
+        "settings": sets or [],
         "target_fps": target_fps,
         "measured_s": round(span_s, 1),
         "fps_per_camera": round((p1 - p0) / span_s / n, 3),
@@ -273,12 +274,14 @@ def main() -> None:
                     help="capture.decoder_threads; several values: each N is run with each, side by side")
     ap.add_argument("--video", type=Path, default=DEFAULT_VIDEO)
     ap.add_argument("--out", type=Path, help="write every figure as JSON here")
+    ap.add_argument("--set", dest="sets", action="append", default=[],
+                    help="override a setting, key=value (dotted path, YAML value), e.g. pose.threads=1")
     args = ap.parse_args()
     results: dict[str, object] = {"cpus": os.cpu_count(), "video": args.video.name, "runs": []}
     with tempfile.TemporaryDirectory() as tmp:
         if args.soak_minutes:
             soak = run_fleet(args.soak_cameras, args.soak_minutes, 3.0, args.video, args.target_fps, Path(tmp),
-                             args.decoder_threads[0])
+                             args.decoder_threads[0], args.sets)
             soak["rss_slope_mb_per_min_after_3_min"] = rss_slope_mb_per_min(soak["rss_mb_each_minute"], 3.0)
             results["soak"] = soak
             print(json.dumps({k: v for k, v in soak.items() if k != "rss_mb_each_minute"}), flush=True)
@@ -286,7 +289,8 @@ def main() -> None:
                 args.out.write_text(json.dumps(results, indent=1))
         for n in args.cameras:
             for threads in args.decoder_threads:
-                r = run_fleet(n, args.minutes, args.warmup_minutes, args.video, args.target_fps, Path(tmp), threads)
+                r = run_fleet(n, args.minutes, args.warmup_minutes, args.video, args.target_fps, Path(tmp), threads,
+                              args.sets)
                 results["runs"].append(r)  # type: ignore[union-attr]
                 print(json.dumps({k: v for k, v in r.items() if k != "rss_mb_each_minute"}), flush=True)
                 if args.out:
