@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from cluster.config import CaptureConfig
-from pipeline.source import FrameSampler, is_live, open_capture, probe, read_frames
+from pipeline.source import FrameSampler, frame_to_bgr, is_live, open_capture, probe, read_frames
 from schemas.errors import SourceError
 from tests.conftest import shared_video
 
@@ -136,3 +136,17 @@ def test_hwaccel_without_pyav_and_unknown_decoders_are_refused(tmp_path):
         open_capture(str(junk), "c5", decoder="pyav")
     with pytest.raises(SourceError, match=r"camera 'c6': cannot open rtsp://127\.0\.0\.1:9/live"):
         open_capture("rtsp://127.0.0.1:9/live", "c6", open_timeout_s=2, decoder="pyav")
+
+
+def test_nvdec_frames_convert_to_the_colours_the_cpu_decoder_gives():
+    """NVDEC hands frames over as NV12; they are converted by OpenCV, not swscale, and must come out as the same
+    picture as the CPU decoder's YUV 4:2:0 frames (within the two conversions' rounding)."""
+    import av
+
+    with av.open(str(shared_video("towncentre_cctv_4s.mp4"))) as container:
+        frame = next(container.decode(video=0))
+    yuv = frame_to_bgr(frame)
+    nv12 = frame_to_bgr(frame.reformat(format="nv12"))
+    assert nv12.shape == yuv.shape == (1080, 1920, 3)
+    assert nv12.dtype == np.uint8
+    assert float(np.abs(nv12.astype(np.int16) - yuv.astype(np.int16)).mean()) < 2.0
