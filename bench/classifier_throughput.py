@@ -85,9 +85,11 @@ def main() -> None:
         import onnxruntime as ort
 
         from maskwatch.training.usable import strip_usable_output
+        from pipeline.runtime import OrtRunner
 
         bare = ort.InferenceSession(strip_usable_output(onnx.load(args.model)).SerializeToString(),
-                                    providers=clf.session.get_providers())
+                                    providers=clf.runner.session.get_providers()
+                                    if isinstance(clf.runner, OrtRunner) else ["CPUExecutionProvider"])
         sec = timed(lambda: bare.run(["mask_score"], {clf.input_name: batches[32]}), args.seconds) / 32
         usable = 1 / rows[32] - sec
         print(f"{'mask network alone, batch 32':<36}{1000 * sec * 32:>10.2f}{1 / sec:>10.0f}  crops/s")

@@ -54,14 +54,22 @@ def _runner(
     probabilities: Callable[[list[npt.NDArray[Any]]], list[npt.NDArray[Any]]],
 ) -> tuple[Runner, Choice | None]:
     """The CPU session itself for ``device="cpu"``, else the runtime :func:`choose_runtime` picks, checked against
-    the CPU session's ``probabilities`` (of its outputs) for ``feeds``."""
+    the CPU session's ``probabilities`` (of its outputs) for ``feeds``; the CPU session is that choice's ONNX Runtime
+    CPU candidate, not a second copy of the model."""
+    cpu = OrtRunner(session, "cpu")
     if device == "cpu":
-        return OrtRunner(session, "cpu"), None
+        return cpu, None
     expected = probabilities(session.run(outputs, feeds))
     runner, choice = choose_runtime(path, what, device, threads, precision,
-                                    lambda r: probabilities(r.run(outputs, feeds)), expected)
+                                    lambda r: probabilities(r.run(outputs, feeds)), expected, opened={"cpu": cpu})
     logger.info("%s %s on %s", what, path.name, runner.provider)
     return runner, choice
+
+
+def _kept(session: ort.InferenceSession, runner: Runner) -> ort.InferenceSession | None:
+    """The contract-check CPU session where it is the one that runs the model; None (freed) where another runtime
+    was chosen."""
+    return session if isinstance(runner, OrtRunner) and runner.session is session else None
 
 
 class PoseModel:
@@ -78,6 +86,7 @@ class PoseModel:
     Attributes:
         provider: What runs the model (e.g. ``CPUExecutionProvider``, ``OpenVINO CPU fp32``).
         choice: What ``auto`` measured (None for ``cpu``).
+        session: The ONNX Runtime CPU session where it runs the model; None where another runtime does.
 
     Raises:
         ModelError: If the model's input is not rank 4 with 3 channels or its output is not `(B, 56, A)`, or no
@@ -109,6 +118,7 @@ class PoseModel:
                                            [self.output_name], {self.input_name: self._to_input(ref)},
                                            lambda out: [out[0][:, 4], out[0][:, 7::3]])  # person, keypoint scores
         self.provider = self.runner.provider
+        self.session = _kept(session, self.runner)
 
     @staticmethod
     def _to_input(images_bgr: npt.NDArray[np.uint8]) -> npt.NDArray[np.float32]:
@@ -201,6 +211,7 @@ class MaskClassifier:
         self.runner, self.choice = _runner(session, self.path, "mask classifier", device, threads, precision,
                                            self._outputs, {self.input_name: crops}, lambda out: out)
         self.provider = self.runner.provider
+        self.session = _kept(session, self.runner)
 
     def predict(self, crops_rgb: npt.NDArray[np.uint8]) -> npt.NDArray[np.float32]:
         """Mask scores for `(N, S, S, 3)` uint8 RGB crops; returns `(N,)` float32 in [0, 1] (`N == 0` allowed).

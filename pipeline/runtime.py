@@ -257,6 +257,7 @@ def choose_runtime(
     reference: Callable[[Runner], list[npt.NDArray[Any]]],
     expected: list[npt.NDArray[Any]],
     cache: bool = True,
+    opened: dict[str, Runner] | None = None,
 ) -> tuple[Runner, Choice]:
     """Open ``path`` on the fastest runtime among :func:`candidates` that reproduces ``expected``.
 
@@ -265,7 +266,8 @@ def choose_runtime(
     pixel coordinates). They must lie within ``REFERENCE_TOLERANCE[precision]`` of ``expected`` (ONNX Runtime CPU,
     fp32), or the candidate is rejected. With ``cache``, the choice is kept in :func:`engine_cache_dir` per model
     file, node (:func:`node_key`), threads, precision and package versions, so that later starts on the same kind of
-    node skip the measurement.
+    node skip the measurement. ``opened`` holds runners already open (e.g. the caller's ONNX Runtime CPU session,
+    under ``"cpu"``), used as those candidates instead of opening the model a second time.
 
     Raises:
         ModelError: If no candidate loads and passes (the message names each candidate's reason).
@@ -276,13 +278,13 @@ def choose_runtime(
     rejected: dict[str, str] = {}
     runners: dict[str, Runner] = {}
     for name in [cached.runtime] if cached else names:
-        runner = _checked(path, what, name, threads, precision, reference, expected, rejected)
+        runner = _checked(path, what, name, threads, precision, reference, expected, rejected, opened)
         if runner is not None:
             runners[name] = runner
     if cached and runners:
         return runners[cached.runtime], cached
     for name in [n for n in names if n not in runners and n not in rejected] if cached else []:
-        runner = _checked(path, what, name, threads, precision, reference, expected, rejected)  # cache was stale
+        runner = _checked(path, what, name, threads, precision, reference, expected, rejected, opened)  # stale cache
         if runner is not None:
             runners[name] = runner
     if not runners:
@@ -305,10 +307,10 @@ def choose_runtime(
 
 def _checked(path: Path, what: str, name: str, threads: int, precision: str,
              reference: Callable[[Runner], list[npt.NDArray[Any]]], expected: list[npt.NDArray[Any]],
-             rejected: dict[str, str]) -> Runner | None:
+             rejected: dict[str, str], opened: dict[str, Runner] | None = None) -> Runner | None:
     """The runner of ``name`` if it loads and reproduces ``expected``; else None, with the reason in ``rejected``."""
     try:
-        runner = open_runner(path, what, name, threads, precision)
+        runner = (opened or {}).get(name) or open_runner(path, what, name, threads, precision)
         got = reference(runner)
     except ModelError as exc:
         rejected[name] = str(exc)

@@ -79,3 +79,12 @@ def test_openvino_runs_the_pose_model_as_onnx_runtime_does_and_auto_caches_its_c
     again = PoseModel(path, device="auto", threads=1)  # the cached choice: no second measurement
     assert again.choice == auto.choice
     assert again.runner.runtime == auto.choice.runtime
+    # One copy of the model per actor: auto's CPU candidate is the contract-check session itself, which is kept only
+    # where it runs the model.
+    assert cpu.session is not None
+    assert cpu.runner.session is cpu.session
+    assert ov.session is None
+    if auto.choice.runtime == "cpu":
+        assert auto.runner.session is auto.session
+    else:
+        assert auto.session is None
