@@ -25,8 +25,10 @@ class ClassifyActor:
     """Scores `(K, S, S, 3)` uint8 RGB crops; requests of many cameras are concatenated into one model call."""
 
     def __init__(self, cfg: ClassifyConfig) -> None:
-        # The face gate runs in OpenCV's DNN module, whose thread pool takes every core by default.
-        cv2.setNumThreads(cfg.session_threads)
+        # The face gate runs in OpenCV's DNN module, whose thread pool takes every core by default: it gets the
+        # classifier's thread count. threads 0 leaves OpenCV's default (cv2.setNumThreads(0) would mean none).
+        if cfg.session_threads > 0:
+            cv2.setNumThreads(cfg.session_threads)
         self._model = MaskClassifier(cfg.model_path, cfg.device, cfg.session_threads, cfg.precision)
         gate = load_face_gate(cfg.face_detector_path, cfg.face_detector_input_px) if cfg.face_detector_path else None
         self._scorer = CropScorer(self._model, gate)
