@@ -116,8 +116,8 @@ def record(name: str, cfg: Config) -> Path:
     model_cache = CACHE / f"{name}-models-{hashlib.sha256(model_key.encode()).hexdigest()[:12]}.pkl"
     poses_of, scores_of = pickle.loads(model_cache.read_bytes()) if model_cache.is_file() else ({}, {})
     w, h, _ = probe(src, name, cfg.capture.open_timeout_s)[:3]
-    pose = PoseModel(pose_model_path(cfg), "cpu", cfg.pose.session_threads)
-    clf = MaskClassifier(cfg.classify.model_path, "cpu", cfg.classify.session_threads)
+    pose = PoseModel(pose_model_path(cfg), "cpu", cfg.pose.in_process_threads)
+    clf = MaskClassifier(cfg.classify.model_path, "cpu", cfg.classify.in_process_threads)
     gate = load_face_gate(cfg.classify.face_detector_path, cfg.classify.face_detector_input_px)
     scorer = CropScorer(clf, gate)
     events: list[tuple] = []

@@ -95,26 +95,32 @@ class _ModelPool(_Strict):
     ``device``: ``auto`` measures, once per kind of node (cached), the runtimes present that reproduce ONNX Runtime
     CPU's output on a reference input, and takes the fastest; ``cpu`` (ONNX Runtime), ``openvino``, ``cuda`` or
     ``tensorrt`` name one and fail without it. ``precision``: ``bf16`` runs OpenVINO in bf16 and ``fp16`` TensorRT in
-    fp16; every other runtime runs fp32. ``threads``: inference threads per session, spinning off; 0 keeps the
-    runtime's default (ONNX Runtime: as many spinning threads as cores).
+    fp16; every other runtime runs fp32. ``threads``: inference threads per session, spinning off; null (the
+    default) takes them from the actor's ``num_cpus``; 0 keeps the runtime's default (ONNX Runtime: as many spinning
+    threads as cores, about 3x the call's wall time in CPU).
     """
 
     num_actors: Annotated[int, Field(ge=1)] = 1
     num_gpus: Annotated[float, Field(ge=0)] = 0.0  # per actor; >0 schedules on GPU nodes
     num_cpus: Annotated[float, Field(ge=0)] = 1.0
-    threads: Annotated[int, Field(ge=0)] = 0
+    threads: Annotated[int, Field(ge=0)] | None = None
     device: Device = "auto"
     precision: Precision = "fp32"
 
     @property
     def session_threads(self) -> int:
-        """Inference threads per session: ``threads`` (0: the runtime's own default).
+        """Inference threads per session in an actor: ``threads``, or (null) ``num_cpus`` rounded, at least 1.
 
-        Not yet the actor's ``num_cpus``: one pose thread without spinning cut the pose actor's CPU per frame from
-        0.115 to 0.074 s (bench/RESULTS.md), but it made the two-node failover scenario (tests/test_multinode.py)
-        140 s slower, past its deadlines.
+        One thread per CPU Ray gives the actor, spinning off: the pose actor's CPU per frame fell from 0.115 to
+        0.074 s beside the decoders and the classifier at the same frames/s (bench/RESULTS.md, issue 26).
         """
-        return self.threads
+        return self.threads if self.threads is not None else max(1, round(self.num_cpus))
+
+    @property
+    def in_process_threads(self) -> int:
+        """Inference threads for the model run in the calling process (``maskwatch dataset extract``, benchmarks'
+        single-process loops), where no actor shares the cores: ``threads``, or (null) the runtime's default (0)."""
+        return self.threads if self.threads is not None else 0
 
 
 class PoseConfig(_ModelPool):
@@ -135,7 +141,7 @@ class ClassifyConfig(_ModelPool):
 
     model_path: Path = ASSETS / "mask_classifier.onnx"
     num_cpus: Annotated[float, Field(ge=0)] = 0.5
-    threads: Annotated[int, Field(ge=0)] = 1
+    threads: Annotated[int, Field(ge=0)] | None = 1
     max_batch_size: Annotated[int, Field(ge=1)] = 64
     batch_wait_s: Annotated[float, Field(ge=0)] = 0.005
     # The face gate (pipeline.facegate): YuNet on each head crop; crops without a face near their centre never vote.

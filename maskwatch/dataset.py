@@ -346,8 +346,8 @@ def extract_crops(
                 msg = f"{out / MANIFEST} is not a manifest of `dataset extract` (columns {reader.fieldnames})"
                 raise ConfigError(msg)
             old_rows = [{"face_score": "", "usable_score": ""} | r for r in reader]
-    pose = PoseModel(pose_model_path, cfg.pose.device, cfg.pose.session_threads, cfg.pose.precision)
-    clf = MaskClassifier(classifier_path, cfg.classify.device, cfg.classify.session_threads,
+    pose = PoseModel(pose_model_path, cfg.pose.device, cfg.pose.in_process_threads, cfg.pose.precision)
+    clf = MaskClassifier(classifier_path, cfg.classify.device, cfg.classify.in_process_threads,
                          cfg.classify.precision)
     gate_path = cfg.classify.face_detector_path
     scorer = CropScorer(clf, load_face_gate(gate_path, cfg.classify.face_detector_input_px) if gate_path else None)

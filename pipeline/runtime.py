@@ -4,7 +4,7 @@ those present on this node is fastest for a model (measured once, cached per CPU
 Threads: a session given ``threads`` > 0 gets that many intra-op threads with spinning off; 0 keeps the runtime's
 defaults. ONNX Runtime's defaults (as many threads as cores, each spinning while it waits for work) take about 3x the
 call's wall time in CPU (``../shared/docs/FINDINGS.md``), CPU that the decoders and the other actors on the node
-need; one thread is not yet the default (``cluster.config._ModelPool.session_threads`` says why).
+need; an actor's sessions get one thread per CPU Ray gives it (``cluster.config._ModelPool.session_threads``).
 
 OpenVINO (https://github.com/openvinotoolkit/openvino, Apache-2.0) reads the same ``.onnx`` file; it is used when the
 ``openvino`` package is installed. ``precision`` ``bf16`` is its ``INFERENCE_PRECISION_HINT`` on CPUs that support it

@@ -25,9 +25,15 @@ def test_sessions_get_the_threads_asked_for_without_spinning():
 def test_a_pool_takes_the_threads_it_is_given():
     from cluster.config import ClassifyConfig, PoseConfig
 
-    assert PoseConfig().session_threads == 0  # the runtime's default
+    # An actor's sessions: one thread per CPU Ray gives it (at least one), unless threads says otherwise.
+    assert PoseConfig().session_threads == 1
+    assert PoseConfig(num_cpus=2).session_threads == 2
+    assert ClassifyConfig(threads=None).session_threads == 1  # num_cpus 0.5: one thread at least
     assert PoseConfig(num_cpus=2, threads=3).session_threads == 3
-    assert ClassifyConfig(threads=1).session_threads == 1
+    assert PoseConfig(threads=0).session_threads == 0  # the runtime's own default
+    # In the calling process, with no actor beside it: the runtime's default unless threads is set.
+    assert PoseConfig().in_process_threads == 0
+    assert PoseConfig(threads=1).in_process_threads == 1
 
 
 def test_a_runtime_that_is_not_there_is_refused_by_name(monkeypatch):
