@@ -3,9 +3,10 @@
 Two decoders read a source, both FFmpeg underneath (``capture.decoder``):
 
 - ``opencv`` (the default): OpenCV's FFmpeg backend, ``cv2.VideoCapture``;
-- ``pyav``: PyAV (``av``), whose wheels carry an FFmpeg with NVIDIA's NVDEC. With ``hwaccel="cuda"`` the video is
-  decoded on the GPU (PyAV's ``av.codec.hwaccel.HWAccel``) and frames are downloaded once, as BGR, for the CPU
-  stages. A node without a usable CUDA device decodes on the CPU instead and says so in the log.
+- ``pyav``: PyAV (``av``, the ``nvdec`` extra), whose wheels carry an FFmpeg with NVIDIA's NVDEC. With
+  ``hwaccel="cuda"`` the video is decoded on the GPU (PyAV's ``av.codec.hwaccel.HWAccel``) and frames are downloaded
+  once, as BGR, for the CPU stages. A node without a usable CUDA device decodes on the CPU instead and says so in
+  the log. PyAV is imported only when this decoder is used: its wheels bundle GPL codecs (x264, x265).
 
 Files never drop frames (the reader waits for the pipeline); live streams are read continuously and the host drops
 the oldest queued frame under backpressure (see ``actors/camera.py``). ``frame_idx`` is the 0-based index of the
@@ -21,15 +22,16 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
-import av
-import av.codec.hwaccel
 import cv2
 import numpy as np
 import numpy.typing as npt
 
 from schemas.errors import SourceError
+
+if TYPE_CHECKING:
+    import av
 
 logger = logging.getLogger(__name__)
 LIVE_SCHEMES = ("rtsp://", "rtsps://", "rtmp://", "http://", "https://", "udp://", "tcp://")
@@ -145,6 +147,8 @@ class PyAvCapture:
         self._frames = self._decode()
 
     def _decode(self) -> Iterator[av.VideoFrame]:
+        import av
+
         for packet in self._container.demux(self._stream):
             try:
                 yield from packet.decode()
@@ -154,6 +158,8 @@ class PyAvCapture:
                                packet.pts, exc)
 
     def _next(self) -> av.VideoFrame | None:
+        import av
+
         try:
             return next(self._frames, None)
         except av.FFmpegError as exc:
@@ -186,12 +192,6 @@ def frame_to_bgr(frame: av.VideoFrame) -> npt.NDArray[np.uint8]:
     if frame.format.name == "nv12" and frame.width % 2 == 0 and frame.height % 2 == 0:
         return cv2.cvtColor(frame.to_ndarray(), cv2.COLOR_YUV2BGR_NV12)
     return frame.to_ndarray(format="bgr24")
-
-
-def hwaccel_devices() -> list[str]:
-    """Hardware device types the loaded PyAV/FFmpeg can decode on (e.g. ``["cuda", "vaapi"]``); a device of that
-    type may still be absent from the node."""
-    return list(av.codec.hwaccel.hwdevices_available())
 
 
 def open_capture(
@@ -254,8 +254,26 @@ def open_capture(
     return OpenCvCapture(cap)
 
 
+def _pyav(camera_id: str) -> Any:
+    """The ``av`` module, imported on first use (with ``av.codec.hwaccel``).
+
+    Raises:
+        SourceError: If PyAV is not installed.
+    """
+    try:
+        import av
+        import av.codec.hwaccel
+    except ImportError as exc:
+        msg = (f"camera {camera_id!r}: capture.decoder 'pyav' needs PyAV: pip install 'maskwatch[nvdec]' "
+               f"(av==18.1.0; its wheels bundle GPL codecs) ({exc})")
+        raise SourceError(msg) from exc
+    return av
+
+
 def _open_pyav(source: str, camera_id: str, open_timeout_s: float, decoder_threads: int, hwaccel: str,
                cannot_open: str) -> PyAvCapture:
+    av = _pyav(camera_id)
+
     def attempt(device: str | None) -> PyAvCapture:
         hw = av.codec.hwaccel.HWAccel(device, allow_software_fallback=True) if device else None
         container = av.open(source, timeout=(open_timeout_s, open_timeout_s), hwaccel=hw)

@@ -150,3 +150,18 @@ def test_nvdec_frames_convert_to_the_colours_the_cpu_decoder_gives():
     assert nv12.shape == yuv.shape == (1080, 1920, 3)
     assert nv12.dtype == np.uint8
     assert float(np.abs(nv12.astype(np.int16) - yuv.astype(np.int16)).mean()) < 2.0
+
+
+def test_pyav_missing_is_a_clear_error(monkeypatch):
+    """PyAV is an extra (its wheels bundle GPL codecs): without it, the pyav decoder names the package to install."""
+    import sys
+
+    monkeypatch.setitem(sys.modules, "av", None)  # import av raises ImportError
+    path = str(shared_video("single_masked.mp4"))
+    with pytest.raises(SourceError, match=r"'c9': capture.decoder 'pyav' needs PyAV: pip install 'maskwatch\[nvdec\]'"):
+        open_capture(path, "c9", decoder="pyav")
+    cap = open_capture(path, "c9")  # OpenCV, the default, does not need it
+    try:
+        assert cap.read() is not None
+    finally:
+        cap.release()
