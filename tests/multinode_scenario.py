@@ -114,10 +114,14 @@ def main() -> int:
                 return out
 
             deadline = time.monotonic() + 180
-            while not all(s and s[-1].frames_processed >= 40 for s in stats().values()):
+            seen = stats()
+            while not all(s and s[-1].frames_processed >= 40 for s in seen.values()):
                 assert run.poll() is None, (args.work / "run.err").read_text()[-3000:]
-                assert time.monotonic() < deadline, "the cameras did not publish within 180 s"
+                last = {c: (len(s), s[-1].frames_processed if s else None) for c, s in seen.items()}
+                assert time.monotonic() < deadline, (
+                    f"the cameras did not publish 40 frames within 180 s: (records, last frames_processed) {last}")
                 time.sleep(1)
+                seen = stats()
             before = {c: s[-1].frames_processed for c, s in stats().items()}
             raylets = [pid for pid, name in descendants(worker.pid) if name == "raylet"]
             assert len(raylets) == 1, descendants(worker.pid)
