@@ -14,6 +14,7 @@ import os
 import time
 import zlib
 from collections import defaultdict, deque
+from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, replace
 from typing import Any, get_args
@@ -26,6 +27,7 @@ from ray.util.metrics import Counter, Gauge, Histogram
 
 from cluster.config import Config
 from cluster.stats_reader import latest_stats
+from pipeline.batching import MicroBatcher
 from pipeline.camera import CameraPipeline
 from pipeline.camera_loop import CameraRun, CameraSpec, CameraSummary, run_camera, supervise_camera
 from pipeline.letterbox import Letterbox
@@ -37,6 +39,8 @@ from schemas.pose import Poses
 
 logger = logging.getLogger(__name__)
 MAX_PENDING_WRITES = 256
+# Pose calls a shard keeps in flight per pose actor; frames that come meanwhile wait and go together in the next.
+POSE_CALLS_IN_FLIGHT = 2
 LATENCY_BUCKETS_S = [0.025, 0.05, 0.1, 0.2, 0.3, 0.5, 0.75, 1, 1.5, 2, 3, 5, 10, 30]
 
 
@@ -110,6 +114,15 @@ class CameraShardActor:
         for state in get_args(CameraState):
             self._state.set(float(state == w.camera_state), {"camera_id": cam.camera_id, "state": state})
 
+    @staticmethod
+    def _pose_call(pose: ActorHandle) -> Callable[[list[tuple[Any, ...]]], Awaitable[list[Any]]]:
+        """``items`` (image, letterbox, camera_id, frame_idx, pts_ns) -> one ``PoseActor.infer_many`` call."""
+
+        async def call(items: list[tuple[Any, ...]]) -> list[Any]:
+            return await pose.infer_many.remote(*(list(column) for column in zip(*items, strict=True)))
+
+        return call
+
     async def run(
         self,
         pose_actors: list[ActorHandle],
@@ -125,6 +138,13 @@ class CameraShardActor:
         stable hash of its ``camera_id``, and writes to ``sink``.
         """
         self._pose, self._classify, self._sink = pose_actors, classify_actors, sink
+        # Frames of this shard's cameras that wait for a pose actor while its calls are in flight go in one call
+        # (Ray's per-call cost, about a fifth of a shard's CPU, is paid once per batch; bench/RESULTS.md). With a
+        # call slot free a frame goes at once: no wait is added.
+        self._pose_batchers = [
+            MicroBatcher(self._pose_call(p), self._cfg.pose.max_batch_size, 0.0, POSE_CALLS_IN_FLIGHT)
+            for p in pose_actors
+        ]
         cpu0 = time.process_time()
         last = await asyncio.to_thread(self._last_records, restore)
         summaries = await asyncio.gather(*(self._run_one(i, s, last.get(s.camera_id))
@@ -176,11 +196,11 @@ class CameraShardActor:
                 cfg.stats.min_coverage,
             )
 
-        pose = self._pose[zlib.crc32(spec.camera_id.encode()) % len(self._pose)]
+        pose = self._pose_batchers[zlib.crc32(spec.camera_id.encode()) % len(self._pose)]
         classify = self._classify[zlib.crc32(spec.camera_id.encode()) % len(self._classify)]
 
         async def infer_pose(image: npt.NDArray[np.uint8], lb: Letterbox, cid: str, fidx: int, pts: int) -> Poses:
-            batch = await pose.infer.remote(image, lb, cid, fidx, pts)
+            batch = await pose.submit((image, lb, cid, fidx, pts))
             return Poses.from_arrow(batch, cid, fidx, pts)
 
         async def predict(crops: npt.NDArray[np.uint8]) -> npt.NDArray[np.float32]:

@@ -50,6 +50,15 @@ class PoseActor:
                              self._cfg.oks_nms, self._cfg.min_keypoints)
         return poses.to_arrow()
 
+    async def infer_many(
+        self, images: list[npt.NDArray[np.uint8]], lbs: list[Letterbox], camera_ids: list[str],
+        frame_idxs: list[int], pts_ns: list[int],
+    ) -> list[pa.RecordBatch]:
+        """:meth:`infer` for several frames sent in one call (a camera shard's frames of one moment): one Ray call
+        and one object for all of them; the model batches them with every other caller's frames as usual."""
+        return list(await asyncio.gather(*(self.infer(*args) for args in zip(images, lbs, camera_ids, frame_idxs,
+                                                                               pts_ns, strict=True))))
+
     def info(self) -> dict[str, object]:
         """Provider in use, what ``device: auto`` measured, recent batch sizes, and the model-call totals
         (:meth:`ModelCallMetrics.totals`)."""
