@@ -201,6 +201,8 @@ class CameraShardActor:
 
         async def infer_pose(image: npt.NDArray[np.uint8], lb: Letterbox, cid: str, fidx: int, pts: int) -> Poses:
             batch = await pose.submit((image, lb, cid, fidx, pts))
+            if isinstance(batch, BaseException):  # this frame's own failure (infer_many), not its neighbours'
+                raise batch
             return Poses.from_arrow(batch, cid, fidx, pts)
 
         async def predict(crops: npt.NDArray[np.uint8]) -> npt.NDArray[np.float32]:

@@ -53,11 +53,13 @@ class PoseActor:
     async def infer_many(
         self, images: list[npt.NDArray[np.uint8]], lbs: list[Letterbox], camera_ids: list[str],
         frame_idxs: list[int], pts_ns: list[int],
-    ) -> list[pa.RecordBatch]:
+    ) -> list[pa.RecordBatch | Exception]:
         """:meth:`infer` for several frames sent in one call (a camera shard's frames of one moment): one Ray call
-        and one object for all of them; the model batches them with every other caller's frames as usual."""
+        and one object for all of them; the model batches them with every other caller's frames as usual. A frame
+        that fails gives its exception in its place, so that only its camera sees it."""
         return list(await asyncio.gather(*(self.infer(*args) for args in zip(images, lbs, camera_ids, frame_idxs,
-                                                                               pts_ns, strict=True))))
+                                                                               pts_ns, strict=True)),
+                                         return_exceptions=True))
 
     def info(self) -> dict[str, object]:
         """Provider in use, what ``device: auto`` measured, recent batch sizes, and the model-call totals

@@ -50,6 +50,19 @@ def test_pose_actor_batches_cameras_and_matches_the_bare_model(ray_local):
         assert len(got) == len(score) >= 3  # people walking on a street
         np.testing.assert_allclose(got.bbox_xyxy, boxes, atol=0.5)
         np.testing.assert_allclose(got.keypoints, kps, atol=0.5)
+    # A camera shard's frames sent in one call (infer_many) come back in order, each as infer returns it.
+    many = ray.get(actor.infer_many.remote([img for img, _ in inputs], [lb for _, lb in inputs],
+                                           [f"cam-{i}" for i in range(len(frames))],
+                                           [f.frame_idx for f in frames], [f.pts_ns for f in frames]))
+    assert len(many) == len(batches)
+    for one, batch in zip(many, batches, strict=True):
+        assert one.equals(batch)
+    # A frame that fails fails alone: its neighbours in the call get their poses.
+    bad = np.zeros((3, 5, 3), np.uint8)  # not a letterboxed frame (sides not multiples of 32)
+    mixed = ray.get(actor.infer_many.remote([inputs[0][0], bad], [inputs[0][1], inputs[0][1]], ["a", "b"],
+                                            [0, 0], [0, 0]))
+    assert mixed[0].equals(ray.get(actor.infer.remote(inputs[0][0], inputs[0][1], "a", 0, 0)))
+    assert isinstance(mixed[1], Exception)
     ray.kill(actor)
 
 
