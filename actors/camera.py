@@ -196,7 +196,7 @@ class CameraShardActor:
                 cfg.stats.min_coverage,
             )
 
-        pose = self._pose_batchers[zlib.crc32(spec.camera_id.encode()) % len(self._pose)]
+        pose = self._pose_batchers[zlib.crc32(spec.camera_id.encode()) % len(self._pose_batchers)]
         classify = self._classify[zlib.crc32(spec.camera_id.encode()) % len(self._classify)]
 
         async def infer_pose(image: npt.NDArray[np.uint8], lb: Letterbox, cid: str, fidx: int, pts: int) -> Poses:
