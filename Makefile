@@ -59,18 +59,21 @@ bench: venv models  ## frames/s of the whole pipeline next to the bare pose mode
 	$(BIN)/python bench/pipeline_fps.py $(BENCH_ARGS)
 	$(BIN)/python bench/classifier_throughput.py
 
-# ruff is pinned and lives in its own small venv in the cache (not in the runtime venv or the image).
+# ruff and import-linter are pinned and live in their own small venv in the cache (not in the runtime venv or the
+# image). import-linter reads the layer contracts in pyproject.toml from the source tree; it imports nothing.
 RUFF_VERSION := 0.17.6
-RUFF_DIR := $(CACHE)/ruff-$(RUFF_VERSION)
+IMPORT_LINTER_VERSION := 2.17
+LINT_DIR := $(CACHE)/lint-ruff$(RUFF_VERSION)-il$(IMPORT_LINTER_VERSION)
 
-$(RUFF_DIR)/.complete:
-	rm -rf $(RUFF_DIR)
-	$(PYTHON) -m venv $(RUFF_DIR)
-	$(RUFF_DIR)/bin/pip install -q "ruff==$(RUFF_VERSION)"
+$(LINT_DIR)/.complete:
+	rm -rf $(LINT_DIR)
+	$(PYTHON) -m venv $(LINT_DIR)
+	$(LINT_DIR)/bin/pip install -q "ruff==$(RUFF_VERSION)" "import-linter==$(IMPORT_LINTER_VERSION)"
 	touch $@
 
-lint: $(RUFF_DIR)/.complete  ## ruff check (pinned), as CI runs it
-	$(RUFF_DIR)/bin/ruff check .
+lint: $(LINT_DIR)/.complete  ## ruff check and the import layers (schemas <- pipeline <- actors <- ...), as CI runs them
+	$(LINT_DIR)/bin/ruff check .
+	PYTHONPATH=$(CURDIR) $(LINT_DIR)/bin/lint-imports --no-cache
 
 clean:  ## remove the venv link and caches in the clone (not the shared cache)
 	rm -rf $(VENV) .pytest_cache

@@ -25,14 +25,14 @@ import ray
 from ray.actor import ActorHandle
 from ray.util.metrics import Counter, Gauge, Histogram
 
-from cluster.config import Config
-from cluster.stats_reader import latest_stats
 from pipeline.batching import MicroBatcher
 from pipeline.camera import CameraPipeline
 from pipeline.camera_loop import CameraRun, CameraSpec, CameraSummary, run_camera, supervise_camera
+from pipeline.config import Config
 from pipeline.letterbox import Letterbox
 from pipeline.sinks import Record
 from pipeline.source import is_live
+from pipeline.stats_reader import latest_stats
 from schemas.errors import SinkError
 from schemas.messages import CameraState, CameraStats
 from schemas.pose import Poses

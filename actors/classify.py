@@ -11,8 +11,8 @@ import numpy.typing as npt
 import ray
 
 from actors._metrics import ModelCallMetrics
-from cluster.config import ClassifyConfig
 from pipeline.batching import MicroBatcher
+from pipeline.config import ClassifyConfig
 from pipeline.facegate import SCORE_COLUMNS, CropScorer, load_face_gate
 from pipeline.onnx_models import MaskClassifier
 

@@ -11,8 +11,8 @@ import pyarrow as pa
 import ray
 
 from actors._metrics import ModelCallMetrics
-from cluster.config import PoseConfig
 from pipeline.batching import MicroBatcher
+from pipeline.config import PoseConfig
 from pipeline.letterbox import Letterbox
 from pipeline.onnx_models import PoseModel
 from pipeline.pose_postprocess import decode_poses

@@ -5,7 +5,7 @@ from __future__ import annotations
 import ray
 from ray.util.metrics import Gauge
 
-from cluster.config import KafkaConfig
+from pipeline.config import KafkaConfig
 from pipeline.sinks import JsonLinesSink, KafkaSink, Record
 
 

@@ -26,8 +26,8 @@ os.environ.setdefault("OPENCV_LOG_LEVEL", "ERROR")
 
 import numpy as np
 
-from cluster.config import Config
 from cluster.driver import pose_model_path
+from pipeline.config import Config
 from pipeline.facegate import load_face_gate
 from pipeline.letterbox import letterbox
 from pipeline.onnx_models import MaskClassifier, PoseModel

@@ -29,8 +29,8 @@ from pathlib import Path
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 os.environ.setdefault("OPENCV_LOG_LEVEL", "ERROR")
 
-from cluster.config import CameraConfig, apply_overrides, load_config, parse_config
 from maskwatch.evaluation.people import evaluate_files, format_table, read_decisions, results_json
+from pipeline.config import CameraConfig, apply_overrides, load_config, parse_config
 
 ROOT = Path(__file__).resolve().parents[1]
 VIDEOS = ROOT.parent / "shared" / "data" / "videos"

@@ -42,11 +42,11 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from cluster import driver  # noqa: E402
-from cluster.broker import free_port  # noqa: E402
-from cluster.config import apply_overrides, parse_config  # noqa: E402
+from devtools.procs import descendants  # noqa: E402
+from devtools.rtsp_server import RtspServer  # noqa: E402
+from pipeline.config import apply_overrides, parse_config  # noqa: E402
 from schemas.messages import CameraStats  # noqa: E402
-from tests.procs import descendants  # noqa: E402
-from tests.rtsp_server import RtspServer  # noqa: E402
+from services.broker import free_port  # noqa: E402
 
 DEFAULT_VIDEO = REPO.parent / "shared" / "data" / "videos" / "street_5_masked.mp4"
 TICK_S = os.sysconf("SC_CLK_TCK")

@@ -29,8 +29,8 @@ import onnx
 from onnxruntime.quantization import CalibrationDataReader, CalibrationMethod, QuantFormat, QuantType, quantize_static
 from onnxruntime.quantization.shape_inference import quant_pre_process
 
-from cluster.config import Config
 from cluster.driver import pose_model_path
+from pipeline.config import Config
 from pipeline.letterbox import letterbox
 from pipeline.runtime import open_runner
 from pipeline.source import read_frames

@@ -44,7 +44,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from fleet import _cpu_s, _proc_tree
 
 from cluster import driver
-from cluster.config import Config, apply_overrides, default_pose_input_px, parse_config
+from pipeline.config import Config, apply_overrides, default_pose_input_px, parse_config
 from pipeline.letterbox import letterbox
 from pipeline.onnx_models import PoseModel
 from pipeline.source import probe, read_frames

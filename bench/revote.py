@@ -35,8 +35,8 @@ import numpy as np
 
 os.environ.setdefault("OPENCV_LOG_LEVEL", "ERROR")
 
-from cluster.config import Config, apply_overrides, load_config, parse_config
 from maskwatch.evaluation.people import VideoResult, evaluate_video, format_table, pooled, read_labels
+from pipeline.config import Config, apply_overrides, load_config, parse_config
 from pipeline.mot import read_mot
 from pipeline.voting import TrackLedger, VotingRules
 

@@ -18,9 +18,9 @@ from pathlib import Path
 
 import numpy as np
 
-from cluster.config import Config
 from cluster.driver import pose_model_path
 from pipeline import runtime
+from pipeline.config import Config
 from pipeline.letterbox import letterbox
 from pipeline.onnx_models import PoseModel
 from pipeline.source import read_frames

@@ -25,9 +25,9 @@ os.environ.setdefault("OPENCV_LOG_LEVEL", "ERROR")
 
 import numpy as np
 
-from cluster.config import Config
 from cluster.driver import pose_model_path
 from maskwatch.evaluation.tracking import evaluate_tracks
+from pipeline.config import Config
 from pipeline.letterbox import letterbox
 from pipeline.mot import mot_rows, read_mot
 from pipeline.onnx_models import PoseModel

@@ -19,14 +19,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from cluster.broker import check_port_free
-from cluster.config import Config, default_pose_input_px, model_dir
+from pipeline import paths
 from pipeline.camera_loop import CameraSpec
+from pipeline.config import Config, default_pose_input_px
 from pipeline.facegate import load_face_gate
 from pipeline.onnx_models import MaskClassifier, PoseModel
 from pipeline.sinks import ensure_topics
 from pipeline.source import is_live, probe
 from schemas.errors import ConfigError, MaskwatchError, SourceError
+from services.broker import check_port_free
 
 logger = logging.getLogger(__name__)
 
@@ -59,8 +60,8 @@ def resolve_cameras(
         msg = "no camera configured: pass --source PATH_OR_URL or list cameras in the config file"
         raise ConfigError(msg)
     annotate, tracks = annotate or {}, tracks or {}
-    for what, paths in (("--annotate", annotate), ("--tracks-out", tracks)):
-        unknown = set(paths) - {c.camera_id for c in cfg.cameras}
+    for what, per_camera in (("--annotate", annotate), ("--tracks-out", tracks)):
+        unknown = set(per_camera) - {c.camera_id for c in cfg.cameras}
         if unknown:
             msg = f"{what} names unknown camera(s) {sorted(unknown)}"
             raise ConfigError(msg)
@@ -104,7 +105,7 @@ def resolve_cameras(
 
 def pose_model_path(cfg: Config) -> Path:
     """The configured pose model, or the one ``maskwatch models build`` made."""
-    return Path(cfg.pose.model_path) if cfg.pose.model_path else model_dir() / "yolo11n-pose.onnx"
+    return Path(cfg.pose.model_path) if cfg.pose.model_path else paths.pose_model_path()
 
 
 def _token_auth_when_available() -> None:

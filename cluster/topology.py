@@ -14,8 +14,8 @@ from actors.camera import CameraShardActor
 from actors.classify import ClassifyActor
 from actors.pose import PoseActor
 from actors.sink import SinkActor
-from cluster.config import Config
 from pipeline.camera_loop import CameraSpec
+from pipeline.config import Config
 
 
 @dataclass

@@ -19,7 +19,7 @@ import click
 import numpy as np
 
 if TYPE_CHECKING:
-    from cluster.config import Config
+    from pipeline.config import Config
 
 from maskwatch._click import ErrorLineGroup
 from schemas.errors import MaskwatchError
@@ -65,7 +65,7 @@ def run_config(
     Raises:
         ConfigError: If the camera ids do not pair with the sources, or the result is not a valid config.
     """
-    from cluster.config import load_config, parse_config
+    from pipeline.config import load_config, parse_config
     from schemas.errors import ConfigError
 
     data = load_config(config_path).model_dump()  # python mode: nulls and secrets kept as they are
@@ -163,8 +163,8 @@ def run(
 @click.option("--json", "as_json", is_flag=True, help="Print the latest record per camera or district as JSON Lines.")
 def stats(kafka_bootstrap: str, by: str, topic: str | None, follow: bool, interval_s: float, as_json: bool) -> None:
     """Print the latest statistics per camera, or per district, from the statistics topics."""
-    from cluster.config import KafkaConfig
-    from cluster.stats_reader import format_district_table, format_table, latest_districts, latest_stats
+    from pipeline.config import KafkaConfig
+    from pipeline.stats_reader import format_district_table, format_table, latest_districts, latest_stats
 
     cfg = KafkaConfig(bootstrap_servers=kafka_bootstrap)
     if topic:
@@ -208,8 +208,8 @@ def rollup(kafka_bootstrap: str | None, config_path: str | None, lateness_s: flo
     import signal
     import threading
 
-    from cluster.config import Config, load_config
-    from cluster.rollup import run_rollup
+    from pipeline.config import Config, load_config
+    from services.rollup import run_rollup
 
     cfg = load_config(config_path) if config_path else Config()
     kafka = cfg.kafka.model_copy(update={"outbox_path": Path(outbox_path)}
@@ -241,9 +241,9 @@ def dashboard(kafka_bootstrap: str | None, config_path: str | None, host: str, p
     """
     import signal
 
-    from cluster.broker import check_port_free
-    from cluster.config import Config, load_config
-    from cluster.dashboard import serve
+    from pipeline.config import Config, load_config
+    from services.broker import check_port_free
+    from services.dashboard import serve
 
     cfg = load_config(config_path) if config_path else Config()
     kafka = cfg.kafka.model_copy(update={"bootstrap_servers": kafka_bootstrap} if kafka_bootstrap else {})
@@ -337,9 +337,9 @@ def eval_classifier(model_path: str | None, data_path: str, split: str, seed: in
                     fold: str | None, min_face_px: float, threshold: float, as_json: bool,
                     plot_path: str | None) -> None:
     """Accuracy, balanced accuracy, confusion, precision/recall, worn-incorrectly recall, face-height buckets."""
-    from cluster.config import ClassifyConfig
     from maskwatch.evaluation.classifier import classifier_metrics, format_metrics, plot_metrics
     from maskwatch.training.data import cut_box_crops, read_boxes_csv, split_images
+    from pipeline.config import ClassifyConfig
     from pipeline.onnx_models import MaskClassifier
     from schemas.errors import ConfigError
 
@@ -475,7 +475,7 @@ def broker(port: int) -> None:
     """Run a local Kafka-protocol broker (Tansu) on 127.0.0.1:PORT until interrupted."""
     import signal
 
-    from cluster.broker import start_broker, stop_broker
+    from services.broker import start_broker, stop_broker
 
     def _interrupt(signum: int, frame: object) -> None:
         raise KeyboardInterrupt

@@ -16,7 +16,7 @@ from schemas.errors import ConfigError
 
 
 def _classifier_path(model: str | None) -> Path:
-    from cluster.config import Config
+    from pipeline.config import Config
 
     return Path(model) if model else Config().classify.model_path
 
@@ -65,8 +65,8 @@ def extract(
     sort the crops into those folders (delete the ones that are not faces), then train or evaluate on OUT.
     """
     from cluster import driver
-    from cluster.config import load_config
     from maskwatch.dataset import extract_crops
+    from pipeline.config import load_config
 
     cfg = load_config(config_path)
 

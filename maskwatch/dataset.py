@@ -33,7 +33,6 @@ import cv2
 import numpy as np
 import numpy.typing as npt
 
-from cluster.config import Config
 from maskwatch.training.data import (
     LABELS,
     CropSet,
@@ -45,6 +44,7 @@ from maskwatch.training.data import (
 )
 from pipeline.camera import CameraPipeline, TrackedFrame
 from pipeline.camera_loop import CameraSpec, run_camera
+from pipeline.config import Config
 from pipeline.facegate import CropScorer, load_face_gate
 from pipeline.headbox import crop_box, cut_crops
 from pipeline.letterbox import Letterbox, default_pose_input_px

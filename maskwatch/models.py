@@ -44,7 +44,9 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-MODEL_NAME = "yolo11n-pose"
+from pipeline import paths
+
+MODEL_NAME = paths.POSE_MODEL_NAME
 LICENCE = "AGPL-3.0 (Ultralytics YOLO11n-pose)"
 INPUT_NAME = "images"
 OUTPUT_NAME = "output0"
@@ -84,31 +86,14 @@ class ModelBuildError(RuntimeError):
         super().__init__(" | ".join(line.strip() for line in msg.splitlines() if line.strip()))
 
 
-def default_cache_dir() -> Path:
-    """``$MASKWATCH_CACHE_DIR``, or ``~/.cache/maskwatch``: export venvs and logs (outside the git clone)."""
-    env = os.environ.get("MASKWATCH_CACHE_DIR")
-    return Path(env).expanduser() if env else Path.home() / ".cache" / "maskwatch"
-
-
-def default_model_dir() -> Path:
-    """``$MASKWATCH_MODEL_DIR``, or ``<cache dir>/models`` (``~/.cache/maskwatch/models`` by default)."""
-    env = os.environ.get("MASKWATCH_MODEL_DIR")
-    return Path(env).expanduser() if env else default_cache_dir() / "models"
-
-
-def default_pose_model_path(model_dir: Path | None = None) -> Path:
-    """``<model dir>/yolo11n-pose.onnx``; ``model_dir`` defaults to :func:`default_model_dir`."""
-    return Path(model_dir if model_dir is not None else default_model_dir()) / f"{MODEL_NAME}.onnx"
-
-
 def pose_sidecar_path(model_dir: Path | None = None) -> Path:
     """``<model dir>/yolo11n-pose.json``: how the ONNX file was built, its sha256, I/O and licence."""
-    return default_pose_model_path(model_dir).with_suffix(".json")
+    return paths.pose_model_path(model_dir).with_suffix(".json")
 
 
 def pose_check_path(model_dir: Path | None = None) -> Path:
     """``<model dir>/yolo11n-pose.check.npz``: the reference picture and PyTorch detections from the export step."""
-    return default_pose_model_path(model_dir).with_name(f"{MODEL_NAME}.check.npz")
+    return paths.pose_model_path(model_dir).with_name(f"{MODEL_NAME}.check.npz")
 
 
 def build_key(python_version: str | None = None) -> str:
@@ -137,7 +122,7 @@ def build_key(python_version: str | None = None) -> str:
 def export_venv_path(key: str | None = None, cache_dir: Path | None = None) -> Path:
     """``<cache dir>/export-venv-<key[:12]>``."""
     return (
-        Path(cache_dir if cache_dir is not None else default_cache_dir()) / f"export-venv-{(key or build_key())[:12]}"
+        Path(cache_dir if cache_dir is not None else paths.cache_dir()) / f"export-venv-{(key or build_key())[:12]}"
     )
 
 
@@ -149,7 +134,7 @@ def build_models(model_dir: Path | None = None, force: bool = False, log: Log = 
     Concurrent calls are serialised by a lock file in the cache dir.
 
     Args:
-        model_dir: Where ``yolo11n-pose.onnx``, ``.json`` and ``.check.npz`` go (default :func:`default_model_dir`).
+        model_dir: Where ``yolo11n-pose.onnx``, ``.json`` and ``.check.npz`` go (default :func:`paths.model_dir`).
         force: Re-export even when the existing model is up to date.
         log: Called with one human-readable line per step (``print`` by default).
 
@@ -162,10 +147,10 @@ def build_models(model_dir: Path | None = None, force: bool = False, log: Log = 
     Raises:
         ModelBuildError: On any failed step (venv creation, pip, export, sidecar, verification).
     """
-    model_dir = Path(model_dir if model_dir is not None else default_model_dir()).expanduser().resolve()
-    cache_dir = default_cache_dir().expanduser().resolve()
+    model_dir = Path(model_dir if model_dir is not None else paths.model_dir()).expanduser().resolve()
+    cache_dir = paths.cache_dir().expanduser().resolve()
     onnx_path, sidecar, check = (
-        default_pose_model_path(model_dir),
+        paths.pose_model_path(model_dir),
         pose_sidecar_path(model_dir),
         pose_check_path(model_dir),
     )

@@ -4,7 +4,7 @@ those present on this node is fastest for a model (measured once, cached per CPU
 Threads: a session given ``threads`` > 0 gets that many intra-op threads with spinning off; 0 keeps the runtime's
 defaults. ONNX Runtime's defaults (as many threads as cores, each spinning while it waits for work) take about 3x the
 call's wall time in CPU (``../shared/docs/FINDINGS.md``), CPU that the decoders and the other actors on the node
-need; an actor's sessions get one thread per CPU Ray gives it (``cluster.config._ModelPool.session_threads``).
+need; an actor's sessions get one thread per CPU Ray gives it (``pipeline.config._ModelPool.session_threads``).
 
 OpenVINO (https://github.com/openvinotoolkit/openvino, Apache-2.0) reads the same ``.onnx`` file; it is used when the
 ``openvino`` package is installed. ``precision`` ``bf16`` is its ``INFERENCE_PRECISION_HINT`` on CPUs that support it
@@ -31,6 +31,7 @@ import numpy as np
 import numpy.typing as npt
 import onnxruntime as ort
 
+from pipeline.paths import runtime_cache_dir
 from schemas.errors import ModelError
 
 logger = logging.getLogger(__name__)
@@ -90,12 +91,6 @@ def ort_options(threads: int) -> ort.SessionOptions:
     return opts
 
 
-def engine_cache_dir() -> Path:
-    """Where TensorRT engines and the runtime choices are cached (``$MASKWATCH_CACHE_DIR/runtime``)."""
-    base = Path(os.environ.get("MASKWATCH_CACHE_DIR") or Path.home() / ".cache" / "maskwatch")
-    return base / "runtime"
-
-
 def ort_providers(runtime: str, precision: str) -> list[Any]:
     """The provider list of an ONNX Runtime session for ``runtime`` (``cpu``, ``cuda`` or ``tensorrt``)."""
     if runtime == "cpu":
@@ -103,7 +98,7 @@ def ort_providers(runtime: str, precision: str) -> list[Any]:
     if runtime == "cuda":
         return ["CUDAExecutionProvider", "CPUExecutionProvider"]
     if runtime == "tensorrt":
-        trt = {"trt_engine_cache_enable": True, "trt_engine_cache_path": str(engine_cache_dir() / "tensorrt"),
+        trt = {"trt_engine_cache_enable": True, "trt_engine_cache_path": str(runtime_cache_dir() / "tensorrt"),
                "trt_fp16_enable": precision == "fp16"}
         return [("TensorrtExecutionProvider", trt), "CUDAExecutionProvider", "CPUExecutionProvider"]
     msg = f"not an ONNX Runtime runtime: {runtime!r}"
@@ -203,7 +198,7 @@ def open_runner(path: Path, what: str, runtime: str, threads: int, precision: st
     if runtime == "openvino":
         return OpenVinoRunner(path, what, threads, precision)
     if runtime == "tensorrt":
-        (engine_cache_dir() / "tensorrt").mkdir(parents=True, exist_ok=True)
+        (runtime_cache_dir() / "tensorrt").mkdir(parents=True, exist_ok=True)
     try:
         sess = ort.InferenceSession(str(path), sess_options=ort_options(threads),
                                     providers=ort_providers(runtime, precision))
@@ -264,7 +259,7 @@ def choose_runtime(
     Each candidate runs ``reference`` (a fixed input; once to check, then ``TIMING_RUNS`` times interleaved with the
     other candidates, median), which returns the model's probabilities (0-1; e.g. person and keypoint scores, not
     pixel coordinates). They must lie within ``REFERENCE_TOLERANCE[precision]`` of ``expected`` (ONNX Runtime CPU,
-    fp32), or the candidate is rejected. With ``cache``, the choice is kept in :func:`engine_cache_dir` per model
+    fp32), or the candidate is rejected. With ``cache``, the choice is kept in :func:`runtime_cache_dir` per model
     file, node (:func:`node_key`), threads, precision and package versions, so that later starts on the same kind of
     node skip the measurement. ``opened`` holds runners already open (e.g. the caller's ONNX Runtime CPU session,
     under ``"cpu"``), used as those candidates instead of opening the model a second time.
@@ -338,7 +333,7 @@ def _cache_key(path: Path, names: list[str], threads: int, precision: str) -> st
 
 
 def _read_cache(key: str) -> Choice | None:
-    p = engine_cache_dir() / f"choice-{key}.json"
+    p = runtime_cache_dir() / f"choice-{key}.json"
     try:
         d = json.loads(p.read_text())
         return Choice(d["runtime"], d["ms_per_call"], d["rejected"])
@@ -347,7 +342,7 @@ def _read_cache(key: str) -> Choice | None:
 
 
 def _write_cache(key: str, choice: Choice) -> None:
-    p = engine_cache_dir() / f"choice-{key}.json"
+    p = runtime_cache_dir() / f"choice-{key}.json"
     try:
         p.parent.mkdir(parents=True, exist_ok=True)
         tmp = p.with_suffix(f".{os.getpid()}.tmp")

@@ -92,7 +92,7 @@ class JsonLinesSink:
 
 
 def kafka_client_args(cfg: Any) -> dict[str, Any]:
-    """kafka-python connection arguments from a ``cluster.config.KafkaConfig``."""
+    """kafka-python connection arguments from a ``pipeline.config.KafkaConfig``."""
     args: dict[str, Any] = {
         "bootstrap_servers": cfg.bootstrap_servers.split(","),
         "client_id": cfg.client_id,
@@ -183,7 +183,7 @@ class KafkaSink:
     ``outbox_max_records``; beyond that new records are refused, counted in :attr:`dropped` and logged.
 
     Args:
-        cfg: A ``cluster.config.KafkaConfig`` with ``bootstrap_servers`` set.
+        cfg: A ``pipeline.config.KafkaConfig`` with ``bootstrap_servers`` set.
 
     Raises:
         SinkError: If no broker answers when the sink starts.

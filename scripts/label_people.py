@@ -34,15 +34,15 @@ from maskwatch.evaluation.people import read_labels
 
 
 def draft(video: Path, out: Path, every_s: float, until_s: float | None, input_px: int | None) -> int:
-    from cluster.config import PoseConfig
-    from maskwatch.models import default_pose_model_path
+    from pipeline.config import PoseConfig
     from pipeline.headbox import head_boxes
     from pipeline.letterbox import default_pose_input_px, letterbox
     from pipeline.onnx_models import PoseModel
+    from pipeline.paths import pose_model_path
     from pipeline.pose_postprocess import decode_poses
 
     pcfg = PoseConfig()
-    model = PoseModel(pcfg.model_path or default_pose_model_path(), "cpu")
+    model = PoseModel(pcfg.model_path or pose_model_path(), "cpu")
     cap = cv2.VideoCapture(str(video))
     fps = cap.get(cv2.CAP_PROP_FPS) or 25.0
     n = int(cap.get(cv2.CAP_PROP_FRAME_COUNT))

@@ -27,9 +27,9 @@ def shared_video(name: str) -> Path:
 
 def pose_model() -> Path:
     """The built pose model, or skip (run `make models`)."""
-    from cluster.config import model_dir
+    from pipeline.paths import pose_model_path
 
-    path = model_dir() / "yolo11n-pose.onnx"
+    path = pose_model_path()
     if not path.is_file():
         pytest.skip(f"needs the pose model {path}: run `make models`")
     return path
@@ -38,7 +38,7 @@ def pose_model() -> Path:
 @pytest.fixture(scope="session")
 def broker() -> Iterator[str]:
     """A Tansu broker on 127.0.0.1 (random free port) for the test session; stopped by PID."""
-    from cluster.broker import local_broker
+    from services.broker import local_broker
 
     with local_broker() as bootstrap:
         yield bootstrap

@@ -54,12 +54,12 @@ def main() -> int:
     import ray
     from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
-    from cluster.broker import local_broker
-    from cluster.config import KafkaConfig
-    from cluster.stats_reader import read_topic
+    from devtools.procs import descendants, stop_all
+    from pipeline.config import KafkaConfig
     from pipeline.sinks import ensure_topics
+    from pipeline.stats_reader import read_topic
     from schemas.messages import CameraStats
-    from tests.procs import descendants, stop_all
+    from services.broker import local_broker
 
     report: dict[str, object] = {}
     procs: list[subprocess.Popen[bytes]] = []

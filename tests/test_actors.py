@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from cluster.config import ClassifyConfig, PoseConfig
+from pipeline.config import ClassifyConfig, PoseConfig
 from pipeline.facegate import load_face_gate
 from pipeline.letterbox import letterbox
 from pipeline.onnx_models import MaskClassifier, PoseModel

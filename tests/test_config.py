@@ -1,6 +1,6 @@
 import pytest
 
-from cluster.config import Config, default_pose_input_px, load_config, parse_config
+from pipeline.config import Config, default_pose_input_px, load_config, parse_config
 from schemas.errors import ConfigError
 
 
@@ -63,8 +63,8 @@ def test_default_pose_input_size_by_resolution(wh, px):
 
 def test_relative_file_source_is_made_absolute_for_the_cluster(tmp_path, monkeypatch):
     # On a Ray cluster the camera shard does not share the driver's working directory.
-    from cluster.config import CameraConfig, Config
     from cluster.driver import resolve_cameras
+    from pipeline.config import CameraConfig, Config
     from tests.conftest import shared_video
 
     video = shared_video("single_masked.mp4")
@@ -75,7 +75,7 @@ def test_relative_file_source_is_made_absolute_for_the_cluster(tmp_path, monkeyp
 
 
 def test_overrides_set_dotted_keys_and_name_a_bad_one():
-    from cluster.config import apply_overrides
+    from pipeline.config import apply_overrides
 
     cfg = parse_config(apply_overrides({}, ["voting.min_votes=2", "faces.gate_min_score=0.15", "pose.oks_nms=1"]))
     assert (cfg.voting.min_votes, cfg.faces.gate_min_score, cfg.pose.oks_nms) == (2, 0.15, 1.0)

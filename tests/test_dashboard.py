@@ -20,12 +20,12 @@ from typing import Any
 
 import pytest
 
-from cluster.broker import free_port, start_broker, stop_broker
-from cluster.config import KafkaConfig
-from cluster.dashboard import StatsView, serve
-from cluster.stats_reader import latest_districts, latest_stats
+from pipeline.config import KafkaConfig
 from pipeline.district import DistrictRollup
 from pipeline.sinks import KafkaSink, Record, ensure_topics
+from pipeline.stats_reader import latest_districts, latest_stats
+from services.broker import free_port, start_broker, stop_broker
+from services.dashboard import StatsView, serve
 from tests.test_district import T0, Camera, _faces_window
 
 REPO = Path(__file__).resolve().parents[1]
@@ -240,7 +240,7 @@ def test_the_page_shows_coverage_and_flags_a_weak_number_in_a_real_browser():
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import WebDriverWait
 
-    from cluster.dashboard import create_app
+    from services.dashboard import create_app
 
     port = free_port()
     server = uvicorn.Server(uvicorn.Config(create_app(_coverage_view()), host="127.0.0.1", port=port,

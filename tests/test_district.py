@@ -229,7 +229,7 @@ def test_old_records_upgrade_and_a_camera_of_unknown_coverage_never_pushes_it_ov
 
 
 def test_the_district_table_shows_coverage_and_flags_low_coverage():
-    from cluster.stats_reader import LOW_FLAG, format_district_table
+    from pipeline.stats_reader import LOW_FLAG, format_district_table
 
     roll = DistrictRollup(lateness_s=0)
     (ok,) = roll.add(_faces_window(Camera("a", "lit"), 0, [("mask", 2, 30.0)] * 2))

@@ -8,9 +8,9 @@ import sys
 import jsonschema
 import pytest
 
-from cluster.config import Config, KafkaConfig
-from cluster.stats_reader import latest_stats, read_decisions
+from pipeline.config import Config, KafkaConfig
 from pipeline.onnx_models import MaskClassifier
+from pipeline.stats_reader import latest_stats, read_decisions
 from schemas.messages import PersonDecision
 from tests.conftest import REPO, pose_model, shared_video
 

@@ -8,8 +8,8 @@ import cv2
 import numpy as np
 import pytest
 
-from cluster.config import ClassifyConfig, parse_config
 from pipeline.camera import CameraPipeline
+from pipeline.config import ClassifyConfig, parse_config
 from pipeline.facegate import YUNET_SHA256, CropScorer, FaceGate, load_face_gate, sha256_file
 from pipeline.headbox import FaceRules, crop_box, cut_crops
 from pipeline.onnx_models import MaskClassifier

@@ -8,9 +8,9 @@ import logging
 
 import pytest
 
-from cluster.config import ClassifyConfig
 from pipeline.camera import CameraPipeline
 from pipeline.camera_loop import CameraRun, CameraSpec, CameraSummary, run_camera, supervise_camera
+from pipeline.config import ClassifyConfig
 from pipeline.facegate import CropScorer, load_face_gate
 from pipeline.onnx_models import MaskClassifier, PoseModel
 from pipeline.pose_postprocess import decode_poses

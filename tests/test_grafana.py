@@ -1,4 +1,4 @@
-"""The Grafana dashboard in k8s/monitoring is what cluster.grafana builds, and it queries only metrics maskwatch
+"""The Grafana dashboard in k8s/monitoring is what services.grafana builds, and it queries only metrics maskwatch
 exports (its queries also run against a live Prometheus in tests/test_operators.py)."""
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ from pathlib import Path
 
 import yaml
 
-from cluster.grafana import PREFIX, configmap_yaml, panels
+from services.grafana import PREFIX, configmap_yaml, panels
 
 REPO = Path(__file__).resolve().parents[1]
 FILE = REPO / "k8s" / "monitoring" / "grafana-dashboard.yaml"
@@ -25,7 +25,7 @@ def _defined_metrics() -> set[str]:
 
 
 def test_the_committed_dashboard_is_the_generated_one():
-    assert FILE.read_text() == configmap_yaml(), "regenerate: python -m cluster.grafana > k8s/monitoring/..."
+    assert FILE.read_text() == configmap_yaml(), "regenerate: python -m services.grafana > k8s/monitoring/..."
     doc = yaml.safe_load(FILE.read_text())
     assert doc["metadata"]["labels"]["grafana_dashboard"] == "1"
     board = json.loads(doc["data"]["maskwatch.json"])

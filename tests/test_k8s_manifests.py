@@ -6,7 +6,7 @@
 - ``rayVersion`` == the ``ray[default]`` pin in pyproject.toml == the version in every Ray image tag == the
   Dockerfile's RAY_VERSION.
 - Ray pods: requests == limits, whole CPUs (k8s/README.md); worker groups state min <= replicas <= max.
-- The ConfigMap's config.yaml parses (and validates with cluster.config when that imports), and the objects refer
+- The ConfigMap's config.yaml parses (and validates with pipeline.config when that imports), and the objects refer
   to each other by the right names (ConfigMap, cluster selector, Kafka bootstrap service, topics, metrics port).
 - Negative tests prove that each check can fail.
 """
@@ -338,7 +338,7 @@ def test_configmap_config_parses() -> None:
 
 
 def test_configmap_config_validates_with_pydantic_model() -> None:
-    config = pytest.importorskip("cluster.config", reason="cluster.config (pydantic) does not import here")
+    config = pytest.importorskip("pipeline.config", reason="pipeline.config (pydantic) does not import here")
     parsed = config.parse_config(the_config(), "k8s/configmap.yaml config.yaml")
     assert parsed.cameras, "config.yaml: no cameras after validation"
 

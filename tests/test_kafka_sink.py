@@ -3,12 +3,12 @@ import json
 import jsonschema
 import pytest
 
-from cluster.broker import free_port
-from cluster.config import KafkaConfig
-from cluster.stats_reader import format_table, latest_stats, read_decisions, read_topic
+from pipeline.config import KafkaConfig
 from pipeline.sinks import JsonLinesSink, KafkaSink, Record, ensure_topics
+from pipeline.stats_reader import format_table, latest_stats, read_decisions, read_topic
 from schemas.errors import SinkError
 from schemas.messages import CameraStats, PersonDecision
+from services.broker import free_port
 from tests.test_schemas import DECISION, STATS
 
 pytestmark = pytest.mark.kafka
@@ -76,7 +76,7 @@ def test_json_lines_sink_writes_the_same_records(tmp_path):
 def test_broker_lost_mid_run_keeps_every_record_in_the_outbox(tmp_path):
     # The broker stops after the first records: flush must not raise kafka-python's KafkaTimeoutError past the
     # outbox; every record is either delivered or in the outbox, and the error names the outbox.
-    from cluster.broker import start_broker, stop_broker
+    from services.broker import start_broker, stop_broker
 
     port = free_port()
     proc = start_broker(port)
@@ -109,7 +109,7 @@ def test_broker_away_then_back_outbox_resent_in_order_while_running(tmp_path):
     outage started waits in the fsynced outbox, and the outbox drains in order while writes go on."""
     import time
 
-    from cluster.broker import start_broker, stop_broker
+    from services.broker import start_broker, stop_broker
 
     def rec(seq: int) -> Record:
         return Record("t.away", f"cam-{seq % 2}", json.dumps({"seq": seq}).encode())

@@ -21,11 +21,10 @@ from maskwatch.models import (
     anchors_for,
     build_key,
     build_models,
-    default_model_dir,
-    default_pose_model_path,
     pose_check_path,
     pose_sidecar_path,
 )
+from pipeline import paths
 
 
 def _sha256(path: Path) -> str:
@@ -50,7 +49,7 @@ def test_build_exports_pose_model_with_expected_layout(built: tuple[Path, dict, 
     import onnxruntime as ort
 
     model_dir, result, _ = built
-    onnx_path = default_pose_model_path(model_dir)
+    onnx_path = paths.pose_model_path(model_dir)
     assert result["onnx"] == str(onnx_path)
     assert onnx_path.is_file()
     assert pose_check_path(model_dir).is_file()
@@ -79,7 +78,7 @@ def test_build_exports_pose_model_with_expected_layout(built: tuple[Path, dict, 
 @pytest.mark.slow
 def test_second_call_is_a_noop(built: tuple[Path, dict, list[str]]) -> None:
     model_dir, first, _ = built
-    files = [default_pose_model_path(model_dir), pose_sidecar_path(model_dir), pose_check_path(model_dir)]
+    files = [paths.pose_model_path(model_dir), pose_sidecar_path(model_dir), pose_check_path(model_dir)]
     before = [p.stat().st_mtime_ns for p in files]
     t0 = time.perf_counter()
     again = build_models(model_dir, log=lambda _: None)
@@ -95,7 +94,7 @@ def test_truncated_onnx_is_rebuilt(built: tuple[Path, dict, list[str]], tmp_path
     src_dir, _, _ = built
     model_dir = tmp_path / "models"
     shutil.copytree(src_dir, model_dir)
-    onnx_path = default_pose_model_path(model_dir)
+    onnx_path = paths.pose_model_path(model_dir)
     data = onnx_path.read_bytes()
     onnx_path.write_bytes(data[: len(data) // 2])
 
@@ -111,10 +110,10 @@ def test_truncated_onnx_is_rebuilt(built: tuple[Path, dict, list[str]], tmp_path
 def test_paths_follow_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("MASKWATCH_MODEL_DIR", raising=False)
     monkeypatch.setenv("MASKWATCH_CACHE_DIR", str(tmp_path / "cache"))
-    assert default_model_dir() == tmp_path / "cache" / "models"
+    assert paths.model_dir() == tmp_path / "cache" / "models"
     monkeypatch.setenv("MASKWATCH_MODEL_DIR", str(tmp_path / "m"))
-    assert default_pose_model_path() == tmp_path / "m" / "yolo11n-pose.onnx"
-    assert default_pose_model_path(tmp_path) == tmp_path / "yolo11n-pose.onnx"
+    assert paths.pose_model_path() == tmp_path / "m" / "yolo11n-pose.onnx"
+    assert paths.pose_model_path(tmp_path) == tmp_path / "yolo11n-pose.onnx"
 
 
 def test_build_error_is_one_line() -> None:

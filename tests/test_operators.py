@@ -26,15 +26,15 @@ from typing import Any
 import pytest
 import yaml
 
-from cluster.broker import free_port
-from cluster.config import KafkaConfig
-from cluster.dashboard import serve
-from cluster.grafana import panels
-from cluster.rollup import run_rollup
-from cluster.stats_reader import latest_districts, latest_stats
+from devtools.procs import stop_all
+from devtools.rtsp_server import RtspServer
+from pipeline.config import KafkaConfig
+from pipeline.stats_reader import latest_districts, latest_stats
+from services.broker import free_port
+from services.dashboard import serve
+from services.grafana import panels
+from services.rollup import run_rollup
 from tests.conftest import pose_model, shared_video
-from tests.procs import stop_all
-from tests.rtsp_server import RtspServer
 
 pytestmark = [pytest.mark.ray, pytest.mark.kafka, pytest.mark.slow]
 REPO = Path(__file__).resolve().parents[1]

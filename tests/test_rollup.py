@@ -13,11 +13,11 @@ from pathlib import Path
 import jsonschema
 import pytest
 
-from cluster.config import KafkaConfig
-from cluster.rollup import run_rollup
-from cluster.stats_reader import format_district_table, latest_districts, read_topic
+from pipeline.config import KafkaConfig
 from pipeline.sinks import KafkaSink, Record, ensure_topics
+from pipeline.stats_reader import format_district_table, latest_districts, read_topic
 from schemas.messages import DistrictStats
+from services.rollup import run_rollup
 from tests.test_district import MIN, T0, Camera
 
 pytestmark = pytest.mark.kafka
@@ -88,8 +88,8 @@ def test_rollup_pools_districts_from_the_topic_and_resumes_without_publishing_tw
 
 
 def test_readers_and_the_rollup_upgrade_records_from_before_the_coverage_fields(broker, tmp_path):
-    from cluster.stats_reader import latest_stats, read_decisions
     from pipeline.district import DistrictRollup
+    from pipeline.stats_reader import latest_stats, read_decisions
     from tests.test_district import COVERAGE
     from tests.test_schemas import DECISION
 

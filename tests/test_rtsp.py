@@ -23,12 +23,12 @@ from pathlib import Path
 
 import pytest
 
-from cluster.broker import free_port
+from devtools.rtsp_server import SYSTEM_PYTHON, RtspServer
 from pipeline.source import Frame, probe, read_frames
 from schemas.errors import SourceError
 from schemas.messages import CameraStats
+from services.broker import free_port
 from tests.conftest import REPO, shared_video
-from tests.rtsp_server import SYSTEM_PYTHON, RtspServer
 
 pytestmark = pytest.mark.slow
 
@@ -251,9 +251,9 @@ def test_camera_loop_waits_for_a_camera_down_at_start_and_drops_oldest_frames_wh
     than queueing when the models are slower than the camera, and reports the camera when it stays down."""
     import asyncio
 
-    from cluster.config import ClassifyConfig
     from pipeline.camera import CameraPipeline
     from pipeline.camera_loop import CameraSpec, run_camera
+    from pipeline.config import ClassifyConfig
     from pipeline.facegate import CropScorer, load_face_gate
     from pipeline.onnx_models import MaskClassifier, PoseModel
     from pipeline.pose_postprocess import decode_poses
@@ -311,8 +311,8 @@ def test_sigterm_decides_people_in_view_publishes_final_statistics_and_exits_0(t
     import sys
     import uuid
 
-    from cluster.config import CaptureConfig, KafkaConfig
-    from cluster.stats_reader import latest_stats, read_decisions
+    from pipeline.config import CaptureConfig, KafkaConfig
+    from pipeline.stats_reader import latest_stats, read_decisions
     from tests.conftest import pose_model
 
     pose_model()
@@ -386,7 +386,7 @@ class Fleet:
     ) -> None:
         import uuid
 
-        from cluster.config import parse_config
+        from pipeline.config import parse_config
 
         tag = uuid.uuid4().hex[:6]
         self.servers = [RtspServer(shared_video(video), free_port(), tmp_path / f"server{i}.log") for i in range(n)]
@@ -418,7 +418,7 @@ class Fleet:
         return self
 
     def stats_of(self, cid: str) -> list[CameraStats]:
-        from cluster.stats_reader import read_topic
+        from pipeline.stats_reader import read_topic
 
         return [CameraStats.decode(v) for k, v in read_topic(self.cfg.kafka, self.cfg.kafka.stats_topic) if k == cid]
 
@@ -458,7 +458,7 @@ def test_a_killed_shard_process_comes_back_with_its_totals_and_spares_the_other(
     statistics topic, and the other camera never stalls."""
     import ray
 
-    from cluster.stats_reader import latest_stats
+    from pipeline.stats_reader import latest_stats
 
     with Fleet(tmp_path, broker, "shard") as fleet:
         cameras = fleet.cameras
@@ -608,8 +608,8 @@ def test_broker_down_60_s_every_decision_reaches_kafka_and_cameras_go_on(tmp_pat
     """Two live cameras; the broker becomes unreachable for 60 s (connections reset and refused) and comes back.
     Every decision the cameras made reaches Kafka (counted by decision_id against each camera's final total),
     frames_processed grows during the outage, and the outbox fills, then drains to 0 while the run goes on."""
-    from cluster.broker import start_broker, stop_broker
-    from cluster.stats_reader import read_decisions
+    from pipeline.stats_reader import read_decisions
+    from services.broker import start_broker, stop_broker
 
     broker_port, proxy_port = free_port(), free_port()
     proxy = TcpProxy(proxy_port, broker_port)

@@ -23,7 +23,7 @@ def test_sessions_get_the_threads_asked_for_without_spinning():
 
 
 def test_a_pool_takes_the_threads_it_is_given():
-    from cluster.config import ClassifyConfig, PoseConfig
+    from pipeline.config import ClassifyConfig, PoseConfig
 
     # An actor's sessions: one thread per CPU Ray gives it (at least one), unless threads says otherwise.
     assert PoseConfig().session_threads == 1
@@ -37,7 +37,7 @@ def test_a_pool_takes_the_threads_it_is_given():
 
 
 def test_a_runtime_that_is_not_there_is_refused_by_name(monkeypatch):
-    from cluster.config import ConfigError, parse_config
+    from pipeline.config import ConfigError, parse_config
 
     with pytest.raises(ConfigError, match=r"pose\.device"):
         parse_config({"pose": {"device": "gpu"}})

@@ -3,7 +3,7 @@ import time
 import numpy as np
 import pytest
 
-from cluster.config import CaptureConfig
+from pipeline.config import CaptureConfig
 from pipeline.source import FrameSampler, frame_to_bgr, is_live, open_capture, probe, read_frames
 from schemas.errors import SourceError
 from tests.conftest import shared_video

@@ -7,8 +7,8 @@ import time
 
 import pytest
 
-from cluster.config import parse_config
 from cluster.driver import resolve_cameras
+from pipeline.config import parse_config
 from pipeline.onnx_models import MaskClassifier
 from pipeline.source import read_frames
 from schemas.messages import CameraStats

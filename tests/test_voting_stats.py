@@ -328,7 +328,7 @@ def test_restore_carries_the_coverage_totals_on():
 
 
 def test_the_stats_table_shows_coverage_and_flags_low_coverage():
-    from cluster.stats_reader import COVERAGE_NOTE, LOW_FLAG, format_table
+    from pipeline.stats_reader import COVERAGE_NOTE, LOW_FLAG, format_table
 
     strong, weak = CameraWindows("strong", window_s=60), CameraWindows("weak", window_s=60)
     strong.add(hand_made([("mask", 3, 40.0)] * 3 + [("no_mask", 3, 41.0)] * 3 + [("undecided", 2, 20.0)] * 2), 0)

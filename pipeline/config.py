@@ -14,6 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, f
 
 from pipeline.headbox import FaceRules
 from pipeline.letterbox import default_pose_input_px
+from pipeline.paths import ASSETS
 from pipeline.pose_postprocess import CONF_THRESHOLD, MIN_KEYPOINTS, NMS_IOU, OKS_NMS
 from pipeline.prevalence import ClassifierValidation
 from pipeline.runtime import Device, Precision
@@ -24,7 +25,6 @@ from schemas.errors import ConfigError
 
 __all__ = ["Config", "ConfigError", "default_pose_input_px", "load_config", "parse_config"]
 
-ASSETS = Path(__file__).resolve().parents[1] / "maskwatch" / "assets"
 
 
 class _Strict(BaseModel):
@@ -318,10 +318,3 @@ def load_config(path: Path | str | None) -> Config:
         msg = f"{p}: expected a mapping at the top level, got {type(data).__name__}"
         raise ConfigError(msg)
     return parse_config(data, str(p))
-
-
-def model_dir() -> Path:
-    """``$MASKWATCH_MODEL_DIR`` or ``~/.cache/maskwatch/models`` (where ``maskwatch models build`` writes)."""
-    from maskwatch.models import default_model_dir
-
-    return default_model_dir()

@@ -22,8 +22,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from cluster.broker import check_port_free
 from schemas.messages import CameraStats, DistrictStats
+from services.broker import check_port_free
 
 logger = logging.getLogger(__name__)
 
@@ -157,8 +157,8 @@ def follow_topics(cfg: Any, view: StatsView, stop: threading.Event, poll_s: floa
     """
     from kafka import KafkaConsumer, TopicPartition
 
-    from cluster.stats_reader import current_values
     from pipeline.sinks import any_listening, kafka_client_args
+    from pipeline.stats_reader import current_values
 
     delay = 1.0
     topics = {cfg.stats_topic: (CameraStats, view.add_camera), cfg.district_stats_topic: (DistrictStats,
@@ -264,11 +264,11 @@ def serve(cfg: Any, host: str, port: int, on_started: Callable[[Any], None] | No
     """Follow the topics and serve the dashboard on ``host:port`` until ``stop`` or SIGINT/SIGTERM.
 
     Args:
-        cfg: A ``cluster.config.KafkaConfig`` (bootstrap servers, topic names).
+        cfg: A ``pipeline.config.KafkaConfig`` (bootstrap servers, topic names).
         on_started: Called with the uvicorn server once it listens (tests).
 
     Raises:
-        ConfigError: If the port cannot be bound (:func:`cluster.broker.check_port_free`).
+        ConfigError: If the port cannot be bound (:func:`services.broker.check_port_free`).
     """
     import uvicorn
 

@@ -16,10 +16,10 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from cluster.stats_reader import current_values, latest_districts
 from pipeline.district import DistrictRollup
 from pipeline.sinks import BOOTSTRAP_TIMEOUT_MS, KafkaSink, Record, broker_unreachable, ensure_topics, kafka_client_args
 from pipeline.stats import DEFAULT_MIN_COVERAGE
+from pipeline.stats_reader import current_values, latest_districts
 from schemas.messages import CameraStats, DistrictStats
 
 logger = logging.getLogger(__name__)
@@ -37,7 +37,7 @@ def run_rollup(
     """Consume camera statistics and publish district statistics until ``stop`` is set; returns records published.
 
     Args:
-        cfg: A ``cluster.config.KafkaConfig`` (``bootstrap_servers``, the three topic names, ``outbox_path``).
+        cfg: A ``pipeline.config.KafkaConfig`` (``bootstrap_servers``, the three topic names, ``outbox_path``).
         lateness_s: :class:`DistrictRollup`'s wait for slower cameras, seconds.
         stop: Set it to end: pending windows are published and the sink flushed (records the broker does not take
             stay in the outbox for the next start).
