@@ -115,7 +115,7 @@ def record(name: str, cfg: Config) -> Path:
                             cfg.pose.model_dump(mode="json", exclude={"oks_nms", "min_keypoints"})], default=str)
     model_cache = CACHE / f"{name}-models-{hashlib.sha256(model_key.encode()).hexdigest()[:12]}.pkl"
     poses_of, scores_of = pickle.loads(model_cache.read_bytes()) if model_cache.is_file() else ({}, {})
-    w, h, _ = probe(src, name, cfg.capture.open_timeout_s)[:3]
+    w, h, _ = probe(src, name, cfg.capture)[:3]
     pose = PoseModel(pose_model_path(cfg), "cpu", cfg.pose.in_process_threads)
     clf = MaskClassifier(cfg.classify.model_path, "cpu", cfg.classify.in_process_threads)
     gate = load_face_gate(cfg.classify.face_detector_path, cfg.classify.face_detector_input_px)

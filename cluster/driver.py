@@ -71,7 +71,7 @@ def resolve_cameras(
     for c in cfg.cameras:
         wh: tuple[int, int] | None = None
         try:
-            w, h, _ = probe(c.source, c.camera_id, cfg.capture.open_timeout_s)
+            w, h, _ = probe(c.source, c.camera_id, cfg.capture)
             wh = (w, h)
         except SourceError as exc:
             if not (cfg.capture.wait_for_unreachable and is_live(c.source)):
@@ -85,17 +85,9 @@ def resolve_cameras(
                 frame_wh=wh,
                 pose_input_px=c.pose_input_px or (default_pose_input_px(wh) if wh else None),
                 target_fps=c.target_fps,
-                queue_frames=cfg.capture.queue_frames,
-                open_timeout_s=cfg.capture.open_timeout_s,
-                decoder_threads=cfg.capture.decoder_threads,
-                decoder=cfg.capture.decoder,
-                hwaccel=cfg.capture.hwaccel,
-                max_reconnects=cfg.capture.max_reconnects,
-                reconnect_backoff_s=cfg.capture.reconnect_backoff_s,
-                max_backoff_s=cfg.capture.max_backoff_s,
+                capture=cfg.capture,
                 annotate_path=annotate.get(c.camera_id),
                 tracks_path=tracks.get(c.camera_id),
-                wait_for_source=cfg.capture.wait_for_unreachable,
                 camera_motion=c.camera_motion,
                 district=c.district,
             )

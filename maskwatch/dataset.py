@@ -328,7 +328,7 @@ def extract_crops(
     ids = [_safe_name(Path(s).stem if not is_live(s) else f"cam-{i}") for i, s in enumerate(sources)]
     if len(set(ids)) != len(ids):
         ids = [f"{c}-{i}" for i, c in enumerate(ids)]
-    sizes = [probe(s, c, cfg.capture.open_timeout_s)[:2] for s, c in zip(sources, ids, strict=True)]
+    sizes = [probe(s, c, cfg.capture)[:2] for s, c in zip(sources, ids, strict=True)]
     out = Path(out_dir)
     unl = out / UNLABELLED
     if unl.is_dir() and any(p.suffix.lower() in IMAGE_SUFFIXES for p in unl.iterdir()) and not force:
@@ -386,12 +386,8 @@ def _extract_video(
     """
     t0 = time.monotonic()
     clf = scorer.classifier
-    cc = cfg.capture
     spec = CameraSpec(camera_id=cam_id, source=src, frame_wh=frame_wh, pose_input_px=input_px, target_fps=target_fps,
-                      queue_frames=cc.queue_frames, open_timeout_s=cc.open_timeout_s,
-                      decoder_threads=cc.decoder_threads, decoder=cc.decoder, hwaccel=cc.hwaccel,
-                      max_reconnects=cc.max_reconnects, reconnect_backoff_s=cc.reconnect_backoff_s,
-                      max_backoff_s=cc.max_backoff_s)
+                      capture=cfg.capture)
     cap = max(64, 16 * per_track)
     cands: dict[int, list[_Candidate]] = defaultdict(list)
     written: dict[int, int] = defaultdict(int)

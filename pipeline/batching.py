@@ -1,7 +1,7 @@
 """An asyncio micro-batcher: many concurrent single-item calls become one batched call.
 
 Follows the contract of Ray Serve's ``@serve.batch`` (https://docs.ray.io/en/latest/serve/advanced-guides/dyn-req-batch.html):
-a batch runs when ``max_batch_size`` items wait or ``max_wait_s`` passed since the oldest one arrived; at most
+a batch runs when ``max_batch_size`` items wait or ``batch_wait_s`` passed since the oldest one arrived; at most
 ``max_concurrent_batches`` run at once (items keep accumulating meanwhile, so a busy model gets bigger batches);
 the batched function returns one output per input, in order (checked); an exception fails every caller of that
 batch. Items are grouped by a key (e.g. the pose model's input shape) so one batch never mixes shapes.
@@ -24,7 +24,7 @@ class MicroBatcher(Generic[In, Out]):
     Args:
         fn: Async function from a list of inputs (same key) to a sequence of as many outputs.
         max_batch_size: Largest batch.
-        max_wait_s: Longest time the oldest waiting item waits for the batch to fill.
+        batch_wait_s: Longest time the oldest waiting item waits for the batch to fill.
         max_concurrent_batches: Batches running at once (1 for one model on one device).
 
     Raises:
@@ -35,18 +35,18 @@ class MicroBatcher(Generic[In, Out]):
         self,
         fn: Callable[[list[In]], Awaitable[Sequence[Out]]],
         max_batch_size: int,
-        max_wait_s: float,
+        batch_wait_s: float,
         max_concurrent_batches: int = 1,
     ) -> None:
-        if max_batch_size < 1 or max_wait_s < 0 or max_concurrent_batches < 1:
+        if max_batch_size < 1 or batch_wait_s < 0 or max_concurrent_batches < 1:
             msg = (
-                "need max_batch_size >= 1, max_wait_s >= 0, max_concurrent_batches >= 1, got "
-                f"{max_batch_size}, {max_wait_s}, {max_concurrent_batches}"
+                "need max_batch_size >= 1, batch_wait_s >= 0, max_concurrent_batches >= 1, got "
+                f"{max_batch_size}, {batch_wait_s}, {max_concurrent_batches}"
             )
             raise ValueError(msg)
         self._fn = fn
         self.max_batch_size = max_batch_size
-        self.max_wait_s = max_wait_s
+        self.batch_wait_s = batch_wait_s
         self._slots = asyncio.Semaphore(max_concurrent_batches)
         self._pending: dict[Hashable, list[tuple[float, In, asyncio.Future[Out]]]] = {}
         self._full: dict[Hashable, asyncio.Event] = {}
@@ -67,7 +67,7 @@ class MicroBatcher(Generic[In, Out]):
     async def _worker(self, key: Hashable) -> None:
         try:
             while queue := self._pending.get(key):
-                wait = queue[0][0] + self.max_wait_s - time.monotonic()
+                wait = queue[0][0] + self.batch_wait_s - time.monotonic()
                 if len(queue) < self.max_batch_size and wait > 0:
                     event = self._full[key] = asyncio.Event()
                     try:

@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import random
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Iterator
@@ -24,7 +23,9 @@ import numpy as np
 import numpy.typing as npt
 
 from pipeline.annotate import draw_frame
+from pipeline.backoff import Backoff
 from pipeline.camera import CameraPipeline, TrackedFrame
+from pipeline.config import CaptureConfig
 from pipeline.headbox import cut_crops
 from pipeline.letterbox import Letterbox, default_pose_input_px, letterbox
 from pipeline.mot import mot_lines, write_mot_lines
@@ -56,24 +57,17 @@ CropsHook = Callable[[CameraPipeline, Frame, TrackedFrame, npt.NDArray[np.uint8]
 
 @dataclass(frozen=True, slots=True)
 class CameraSpec:
-    """What the loop needs to know about one camera (resolved by the driver)."""
+    """What the loop needs to know about one camera (resolved by the driver from :class:`pipeline.config.Config`)."""
 
     camera_id: str
     source: str
     frame_wh: tuple[int, int] | None  # None: not known yet (a live camera unreachable at start)
     pose_input_px: int | None  # None: chosen from the frame size at the first frame
     target_fps: float | None
-    queue_frames: int = 4
-    open_timeout_s: float = 5.0
-    decoder_threads: int = 1
-    decoder: str = "opencv"  # capture.decoder: "opencv" or "pyav" (pipeline.source.open_capture)
-    hwaccel: str = "none"  # capture.hwaccel, with pyav: "none", "auto" or "cuda"
-    max_reconnects: int | None = None  # None: a live camera is never given up
-    reconnect_backoff_s: float = 1.0
-    max_backoff_s: float = 30.0
+    # How the camera is read: queue, timeouts, decoder, reconnect backoff, wait_for_unreachable (config "capture").
+    capture: CaptureConfig = field(default_factory=CaptureConfig)
     annotate_path: str | None = None
     tracks_path: str | None = None  # MOTChallenge person tracks (pipeline.mot), written as frames are processed
-    wait_for_source: bool = False  # live camera down at start: retry (backoff up to 60 s) instead of failing
     camera_motion: str | None = None  # "auto" / "on" / "off" for this camera; None: the tracking setting
     district: str | None = None  # carried in the camera's statistics records (per-district roll-up)
 
@@ -188,7 +182,7 @@ async def run_camera(
     stop = stop or asyncio.Event()
     t0 = time.monotonic()
     loop = asyncio.get_running_loop()
-    queue: asyncio.Queue[Frame | None] = asyncio.Queue(maxsize=spec.queue_frames)
+    queue: asyncio.Queue[Frame | None] = asyncio.Queue(maxsize=spec.capture.queue_frames)
     live = is_live(spec.source)
     resume_after = -1 if live else run.last_frame_idx
 
@@ -220,21 +214,17 @@ async def run_camera(
     sentinel = object()
 
     async def open_frames() -> tuple[Iterator[Frame], object]:
-        delay = spec.reconnect_backoff_s
+        backoff = Backoff(spec.capture.reconnect_backoff_s, spec.capture.max_backoff_s)
         while True:
-            frames = read_frames(
-                spec.source, spec.camera_id, spec.target_fps, spec.open_timeout_s,
-                spec.max_reconnects, spec.reconnect_backoff_s, spec.max_backoff_s, on_state=on_source_state,
-                decoder_threads=spec.decoder_threads, decoder=spec.decoder, hwaccel=spec.hwaccel,
-            )
+            frames = read_frames(spec.source, spec.camera_id, spec.target_fps, spec.capture, on_source_state)
             try:
                 return frames, await loop.run_in_executor(executor, next, frames, sentinel)
             except SourceError as exc:
-                if not (live and spec.wait_for_source) or stop.is_set():
+                if not (live and spec.capture.wait_for_unreachable) or stop.is_set():
                     raise
-                logger.warning("%s; retrying in %.0f s", exc, delay)
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 60.0)
+                wait = backoff.next_wait()
+                logger.warning("%s; retrying in %.1f s", exc, wait)
+                await asyncio.sleep(wait)
 
     async def reader() -> None:
         frames: Iterator[Frame] | None = None
@@ -431,9 +421,10 @@ async def supervise_camera(
 
     ``attempt(run)`` is one :func:`run_camera` call on the camera's :class:`CameraRun`. A fault (an exception other
     than a source that ends) is logged with the ``camera_id``, counted in ``camera_restarts``, and the camera
-    restarts after a capped exponential backoff with +-20% jitter (``spec.reconnect_backoff_s`` doubling up to
-    ``spec.max_backoff_s``; reset once a frame got through). Tracks, votes and totals carry on. A file gives up
-    after ``max_failures`` faults in a row without a processed frame (default 5; the error is in the summary);
+    restarts after a capped exponential backoff with +-20% jitter (:class:`pipeline.backoff.Backoff` of the camera's
+    ``capture.reconnect_backoff_s`` and ``capture.max_backoff_s``; reset once a frame got through). Tracks, votes
+    and totals carry on. A file gives up after ``max_failures`` faults in a row without a processed frame (default
+    5; the error is in the summary);
     a live camera never gives up unless ``max_failures`` is set.
 
     ``restore`` is the camera's last published statistics record, after its process (or the whole job) restarted:
@@ -451,7 +442,7 @@ async def supervise_camera(
         if live:
             run.frame_offset = restore.last_frame_idx + 1
     limit = max_failures if max_failures is not None else (None if live else 5)
-    delay, failures = spec.reconnect_backoff_s, 0
+    backoff, failures = Backoff(spec.capture.reconnect_backoff_s, spec.capture.max_backoff_s), 0
     while True:
         before = run.last_frame_idx
         try:
@@ -460,7 +451,8 @@ async def supervise_camera(
             raise
         except Exception as exc:
             failures = 0 if run.last_frame_idx > before else failures + 1
-            delay = spec.reconnect_backoff_s if failures <= 1 else min(delay * 2, spec.max_backoff_s)
+            if failures <= 1:
+                backoff.reset()
             run.restarts += 1
             run.set_state("restarting")
             if limit is not None and failures >= limit:
@@ -469,7 +461,7 @@ async def supervise_camera(
                 logger.error("%s", run.summary.error)
                 await finish_camera(run, emit, topics, "end_of_source", live)
                 return run.summary
-            wait = delay * random.uniform(0.8, 1.2)
+            wait = backoff.next_wait()
             logger.error("camera %s: loop failed after frame %d (%s: %s); restart %d in %.1f s", spec.camera_id,
                          run.last_frame_idx, type(exc).__name__, exc, run.restarts, wait,
                          exc_info=logger.isEnabledFor(logging.DEBUG))

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import logging
 import os
-import random
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -28,6 +27,8 @@ import cv2
 import numpy as np
 import numpy.typing as npt
 
+from pipeline.backoff import Backoff
+from pipeline.config import CaptureConfig
 from schemas.errors import SourceError
 
 if TYPE_CHECKING:
@@ -37,8 +38,6 @@ logger = logging.getLogger(__name__)
 LIVE_SCHEMES = ("rtsp://", "rtsps://", "rtmp://", "http://", "https://", "udp://", "tcp://")
 # A file may hold a few undecodable frames; more consecutive failures than this is the end of the file.
 MAX_CORRUPT_FRAMES = 8
-DECODERS = ("opencv", "pyav")
-HWACCELS = ("none", "auto", "cuda")
 
 
 def is_live(source: str) -> bool:
@@ -194,40 +193,24 @@ def frame_to_bgr(frame: av.VideoFrame) -> npt.NDArray[np.uint8]:
     return frame.to_ndarray(format="bgr24")
 
 
-def open_capture(
-    source: str,
-    camera_id: str,
-    open_timeout_s: float = 5.0,
-    decoder_threads: int = 1,
-    decoder: str = "opencv",
-    hwaccel: str = "none",
-) -> Capture:
+def open_capture(source: str, camera_id: str, capture: CaptureConfig | None = None) -> Capture:
     """Open a source for :func:`read_frames`.
 
     Args:
         source: A file path or a stream URL.
         camera_id: For error messages.
-        open_timeout_s: How long a network stream may take to open, and to deliver its next packet.
-        decoder_threads: FFmpeg decoding threads; 0: FFmpeg's choice (one per core).
-        decoder: ``"opencv"`` (:class:`OpenCvCapture`) or ``"pyav"`` (:class:`PyAvCapture`).
-        hwaccel: With ``pyav``: ``"cuda"`` decodes on the GPU (NVDEC), falling back to the CPU with a warning where
-            the node has no usable CUDA device; ``"auto"`` does the same, logging the fallback at info level;
-            ``"none"`` decodes on the CPU.
+        capture: The capture settings (:class:`pipeline.config.CaptureConfig`; None: its defaults). Used here:
+            ``open_timeout_s`` (how long a network stream may take to open, and to deliver its next packet),
+            ``decoder_threads`` (0: FFmpeg's choice, one per core), ``decoder`` (``"opencv"``:
+            :class:`OpenCvCapture`, ``"pyav"``: :class:`PyAvCapture`) and ``hwaccel`` (with ``pyav``: ``"cuda"``
+            decodes on the GPU with NVDEC, falling back to the CPU with a warning where the node has no usable CUDA
+            device; ``"auto"`` does the same, logging the fallback at info level; ``"none"`` decodes on the CPU).
 
     Raises:
         SourceError: If a file is missing, or the source cannot be opened.
-        ValueError: If ``decoder`` or ``hwaccel`` is not one of :data:`DECODERS` / :data:`HWACCELS`, or ``hwaccel``
-            is set with the ``opencv`` decoder.
     """
-    if decoder not in DECODERS:
-        msg = f"decoder must be one of {DECODERS}, got {decoder!r}"
-        raise ValueError(msg)
-    if hwaccel not in HWACCELS:
-        msg = f"hwaccel must be one of {HWACCELS}, got {hwaccel!r}"
-        raise ValueError(msg)
-    if hwaccel != "none" and decoder != "pyav":
-        msg = f"hwaccel {hwaccel!r} needs decoder 'pyav', got decoder {decoder!r}"
-        raise ValueError(msg)
+    c = capture or CaptureConfig()
+    open_timeout_s, decoder_threads = c.open_timeout_s, c.decoder_threads
     live = is_live(source)
     if not live:
         path = Path(source)
@@ -239,8 +222,8 @@ def open_capture(
             raise SourceError(msg)
     kind = "stream unreachable or not a video stream" if live else "not a readable video file"
     cannot_open = f"camera {camera_id!r}: cannot open {source} ({kind}, timeout {open_timeout_s:g} s)"
-    if decoder == "pyav":
-        return _open_pyav(source, camera_id, open_timeout_s, decoder_threads, hwaccel, cannot_open)
+    if c.decoder == "pyav":
+        return _open_pyav(source, camera_id, open_timeout_s, decoder_threads, c.hwaccel, cannot_open)
     params = [
         cv2.CAP_PROP_OPEN_TIMEOUT_MSEC, int(open_timeout_s * 1000),
         cv2.CAP_PROP_READ_TIMEOUT_MSEC, int(open_timeout_s * 1000),
@@ -292,13 +275,14 @@ def _open_pyav(source: str, camera_id: str, open_timeout_s: float, decoder_threa
         raise SourceError(msg) from exc
 
 
-def probe(source: str, camera_id: str, open_timeout_s: float = 5.0) -> tuple[int, int, float]:
-    """Open a source, decode one frame, and return `(width_px, height_px, fps)` (fps 0 if unknown).
+def probe(source: str, camera_id: str, capture: CaptureConfig | None = None) -> tuple[int, int, float]:
+    """Open a source (:func:`open_capture`), decode one frame, and return `(width_px, height_px, fps)` (fps 0 if
+    unknown).
 
     Raises:
         SourceError: If it cannot be opened or no frame decodes.
     """
-    cap = open_capture(source, camera_id, open_timeout_s)
+    cap = open_capture(source, camera_id, capture)
     try:
         image = cap.read()
         if image is None:
@@ -334,14 +318,8 @@ def read_frames(
     source: str,
     camera_id: str,
     target_fps: float | None = None,
-    open_timeout_s: float = 5.0,
-    max_reconnects: int | None = None,
-    reconnect_backoff_s: float = 1.0,
-    max_backoff_s: float = 30.0,
+    capture: CaptureConfig | None = None,
     on_state: Callable[[str], None] | None = None,
-    decoder_threads: int = 1,
-    decoder: str = "opencv",
-    hwaccel: str = "none",
 ) -> Iterator[Frame]:
     """Decode and sample a source's frames.
 
@@ -353,19 +331,14 @@ def read_frames(
         source: File path or stream URL.
         camera_id: For logs and errors.
         target_fps: Sample rate (None: every frame).
-        open_timeout_s: Open/read timeout for network streams.
-        max_reconnects: Consecutive failed reopen attempts before giving up on a live stream (None: never; a city
-            camera that is down for an hour comes back when it is up again).
-        reconnect_backoff_s: First wait before a reopen; doubles per failure up to ``max_backoff_s``, each wait
-            drawn from +-20% of its value so that many cameras of a site that went down together do not reconnect
-            in lockstep.
-        max_backoff_s: Cap of the wait between reopen attempts.
+        capture: The capture settings (:class:`pipeline.config.CaptureConfig`; None: its defaults): those of
+            :func:`open_capture`, and ``max_reconnects`` (consecutive failed reopen attempts before giving up on a
+            live stream; None: never, a city camera that is down for an hour comes back when it is up again),
+            ``reconnect_backoff_s`` and ``max_backoff_s`` (the waits between reopen attempts,
+            :class:`pipeline.backoff.Backoff`). With ``decoder_threads`` 1, decoding runs on the reading thread, so
+            ``Frame.decode_cpu_s`` holds all of it.
         on_state: Called with ``"running"`` at the first frame after each (re)open and ``"reconnecting"`` when a
             live stream is lost (from the reading thread).
-        decoder_threads: FFmpeg decoding threads (:func:`open_capture`). With 1, decoding runs on the reading
-            thread, so ``Frame.decode_cpu_s`` holds all of it.
-        decoder: ``"opencv"`` or ``"pyav"`` (:func:`open_capture`).
-        hwaccel: ``"none"``, ``"auto"`` or ``"cuda"``, with ``pyav`` (:func:`open_capture`).
 
     Yields:
         Sampled :class:`Frame` objects.
@@ -375,7 +348,8 @@ def read_frames(
     """
     live = is_live(source)
     sampler = FrameSampler(target_fps)
-    cap = open_capture(source, camera_id, open_timeout_s, decoder_threads, decoder, hwaccel)
+    c = capture or CaptureConfig()
+    cap = open_capture(source, camera_id, c)
     fps = cap.fps or 25.0
     frame_idx = -1
     pts_offset_ns = 0  # keeps pts increasing across reconnects
@@ -422,25 +396,29 @@ def read_frames(
             cap.release()
             report("reconnecting")
             opened = True
-            delay = reconnect_backoff_s
-            attempt = 0
-            while True:
-                attempt += 1
-                if max_reconnects is not None and attempt > max_reconnects:
-                    msg = f"camera {camera_id!r}: stream {source} down, gave up after {max_reconnects} reconnects"
-                    raise SourceError(msg)
-                wait = delay * random.uniform(0.8, 1.2)  # jitter: cameras that dropped together spread out
-                logger.warning("camera %s: stream lost after frame %d, reconnect %d/%s in %.1f s",
-                               camera_id, frame_idx, attempt, max_reconnects or "unlimited", wait)
-                time.sleep(wait)
-                try:
-                    cap = open_capture(source, camera_id, open_timeout_s, decoder_threads, decoder, hwaccel)
-                except SourceError:
-                    delay = min(delay * 2, max_backoff_s)
-                    continue
-                pts_offset_ns = last_pts_ns + int(1e9 / fps)
-                open_idx = frame_idx + 1
-                logger.warning("camera %s: stream back after %d reconnect attempt(s)", camera_id, attempt)
-                break
+            cap = _reopen(source, camera_id, c, frame_idx)
+            pts_offset_ns = last_pts_ns + int(1e9 / fps)
+            open_idx = frame_idx + 1
     finally:
         cap.release()
+
+
+def _reopen(source: str, camera_id: str, c: CaptureConfig, frame_idx: int) -> Capture:
+    """Reopen a live stream that was lost after ``frame_idx``, with backoff; SourceError after ``max_reconnects``."""
+    backoff = Backoff(c.reconnect_backoff_s, c.max_backoff_s)
+    attempt = 0
+    while True:
+        attempt += 1
+        if c.max_reconnects is not None and attempt > c.max_reconnects:
+            msg = f"camera {camera_id!r}: stream {source} down, gave up after {c.max_reconnects} reconnects"
+            raise SourceError(msg)
+        wait = backoff.next_wait()
+        logger.warning("camera %s: stream lost after frame %d, reconnect %d/%s in %.1f s",
+                       camera_id, frame_idx, attempt, c.max_reconnects or "unlimited", wait)
+        time.sleep(wait)
+        try:
+            cap = open_capture(source, camera_id, c)
+        except SourceError:
+            continue
+        logger.warning("camera %s: stream back after %d reconnect attempt(s)", camera_id, attempt)
+        return cap

@@ -157,10 +157,11 @@ def follow_topics(cfg: Any, view: StatsView, stop: threading.Event, poll_s: floa
     """
     from kafka import KafkaConsumer, TopicPartition
 
+    from pipeline.backoff import Backoff
     from pipeline.sinks import any_listening, kafka_client_args
     from pipeline.stats_reader import current_values
 
-    delay = 1.0
+    backoff = Backoff(1.0, max_backoff_s)
     topics = {cfg.stats_topic: (CameraStats, view.add_camera), cfg.district_stats_topic: (DistrictStats,
                                                                                          view.add_district)}
     while not stop.is_set():
@@ -171,7 +172,7 @@ def follow_topics(cfg: Any, view: StatsView, stop: threading.Event, poll_s: floa
             assigned: set[str] = set()
             looked_up = probed = 0.0
             view.set_broker("connected", cfg.bootstrap_servers)
-            delay = 1.0
+            backoff.reset()
             while not stop.is_set():
                 if len(assigned) < len(topics) and time.monotonic() - looked_up > 3.0:
                     looked_up = time.monotonic()
@@ -196,9 +197,9 @@ def follow_topics(cfg: Any, view: StatsView, stop: threading.Event, poll_s: floa
         except Exception as exc:  # any broker failure: show it on the page, retry
             msg = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
             view.set_broker("unreachable", cfg.bootstrap_servers, msg)
-            logger.warning("dashboard: Kafka at %s: %s; retrying in %.0f s", cfg.bootstrap_servers, msg, delay)
-            stop.wait(delay)
-            delay = min(delay * 2, max_backoff_s)
+            wait = backoff.next_wait()
+            logger.warning("dashboard: Kafka at %s: %s; retrying in %.0f s", cfg.bootstrap_servers, msg, wait)
+            stop.wait(wait)
         finally:
             if consumer is not None:
                 consumer.close()

@@ -10,7 +10,7 @@ import pytest
 
 from pipeline.camera import CameraPipeline
 from pipeline.camera_loop import CameraRun, CameraSpec, CameraSummary, run_camera, supervise_camera
-from pipeline.config import ClassifyConfig
+from pipeline.config import CaptureConfig, ClassifyConfig
 from pipeline.facegate import CropScorer, load_face_gate
 from pipeline.onnx_models import MaskClassifier, PoseModel
 from pipeline.pose_postprocess import decode_poses
@@ -35,7 +35,7 @@ def _camera(camera_id: str, models, records: list[Record], fail_on_call: int | N
     call number ``stop_on_call`` sets ``stop``."""
     pose, clf, scorer = models
     spec = CameraSpec(camera_id=camera_id, source=str(shared_video(VIDEO)), frame_wh=None, pose_input_px=640,
-                      target_fps=5.0, reconnect_backoff_s=0.2, max_backoff_s=1.0)
+                      target_fps=5.0, capture=CaptureConfig(reconnect_backoff_s=0.2, max_backoff_s=1.0))
     calls = {"classify": 0}
     stop = stop or asyncio.Event()
 
@@ -101,7 +101,7 @@ def test_a_camera_that_keeps_failing_gives_up_alone(models):
     records: list[Record] = []
     _, clf, _ = models
     spec = CameraSpec(camera_id="broken", source=str(shared_video(VIDEO)), frame_wh=None, pose_input_px=640,
-                      target_fps=5.0, reconnect_backoff_s=0.05, max_backoff_s=0.1)
+                      target_fps=5.0, capture=CaptureConfig(reconnect_backoff_s=0.05, max_backoff_s=0.1))
 
     async def emit(recs):
         records.extend(recs)

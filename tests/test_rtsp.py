@@ -24,6 +24,7 @@ from pathlib import Path
 import pytest
 
 from devtools.rtsp_server import SYSTEM_PYTHON, RtspServer
+from pipeline.config import CaptureConfig
 from pipeline.source import Frame, probe, read_frames
 from schemas.errors import SourceError
 from schemas.messages import CameraStats
@@ -77,7 +78,8 @@ class Reader:
         self._thread.start()
 
     def _run(self, url: str, kwargs: dict[str, float | str]) -> None:
-        frames = read_frames(url, "rtsp-test", **kwargs)
+        fps = kwargs.pop("target_fps", None)
+        frames = read_frames(url, "rtsp-test", fps, CaptureConfig(**kwargs))
         try:
             for frame in frames:
                 self._q.put((time.monotonic(), frame))
@@ -123,7 +125,7 @@ def _strictly_increasing(values: list[int]) -> bool:
 
 def test_probe_and_read_live_stream_sampled_at_target_fps(rtsp: RtspServer) -> None:
     rtsp.ensure_running()
-    assert probe(rtsp.url, "cam", open_timeout_s=5)[:2] == VIDEO_WH
+    assert probe(rtsp.url, "cam", CaptureConfig(open_timeout_s=5))[:2] == VIDEO_WH
 
     reader = Reader(rtsp.url, target_fps=5, open_timeout_s=5)
     try:
@@ -263,8 +265,8 @@ def test_camera_loop_waits_for_a_camera_down_at_start_and_drops_oldest_frames_wh
     clf = MaskClassifier(REPO / "maskwatch" / "assets" / "mask_classifier.onnx", device="cpu")
     server = RtspServer(shared_video(VIDEO), free_port(), tmp_path / "server.log")
     spec = CameraSpec(camera_id="late", source=server.url, frame_wh=None, pose_input_px=640, target_fps=None,
-                      queue_frames=2, open_timeout_s=2.0, max_reconnects=1, reconnect_backoff_s=0.3,
-                      wait_for_source=True)
+                      capture=CaptureConfig(queue_frames=2, open_timeout_s=2.0, max_reconnects=1,
+                                            reconnect_backoff_s=0.3, wait_for_unreachable=True))
     records = []
 
     async def infer_pose(image, lb, cid, fidx, pts):
@@ -311,7 +313,7 @@ def test_sigterm_decides_people_in_view_publishes_final_statistics_and_exits_0(t
     import sys
     import uuid
 
-    from pipeline.config import CaptureConfig, KafkaConfig
+    from pipeline.config import KafkaConfig
     from pipeline.stats_reader import latest_stats, read_decisions
     from tests.conftest import pose_model
 
