@@ -64,7 +64,7 @@ GRIDS: dict[str, dict[str, list[Any]]] = {
         "voting.max_rejected_share": [0.5, 0.8],
         "voting.split_min_distance": [1.0, 0.4],
     },
-    "wide": {  # around the pass marks of FACE_GATE.md (0.6 / 0.5) and the voting rules before person-level tuning
+    "wide": {  # around the pass marks of face-gate.md (0.6 / 0.5) and the voting rules before person-level tuning
         "faces.gate_min_score": [0.0, 0.3, 0.45, 0.6],
         "faces.usable_min_score": [0.1, 0.2, 0.35, 0.5],
         "voting.min_votes": [1, 2, 3],

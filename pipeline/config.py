@@ -156,7 +156,8 @@ class StatsConfig(_Strict):
     window_s: Annotated[float, Field(gt=0)] = 60.0
     # The classifier's validation counts, "correct/n" (masked faces called mask / masked faces; unmasked faces
     # called no mask / unmasked faces), for the corrected mask fraction. None: the classifier file's metadata
-    # (maskwatch.sensitivity / maskwatch.specificity, from its model card). Set both to re-validate on your cameras.
+    # (maskwatch.sensitivity / maskwatch.specificity, from its model card). Set both to re-validate on your cameras
+    # (classifier_sensitivity and classifier_specificity).
     classifier_sensitivity: Annotated[str, Field(pattern=r"^[0-9]+/[0-9]+$")] | None = None
     classifier_specificity: Annotated[str, Field(pattern=r"^[0-9]+/[0-9]+$")] | None = None
     # What those counts were measured on, copied into each statistics record (e.g. "per person, 40 labelled tracks

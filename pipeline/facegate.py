@@ -7,8 +7,8 @@ three-quarter face (masked or not) and finds nothing on a back of a head.
 
 The detector is YuNet (Wu, Peng, Yu, "YuNet: A Tiny Millisecond-level Face Detector", Machine Intelligence Research
 20, 2023), the file ``face_detection_yunet_2023mar.onnx`` of OpenCV Zoo (MIT), run with OpenCV's own
-``cv2.FaceDetectorYN``. It ships in ``maskwatch/assets`` (provenance and checksum in ``maskwatch/assets/
-FACE_GATE.md``); nothing is downloaded.
+``cv2.FaceDetectorYN``. It ships in ``maskwatch/assets`` (provenance and checksum in ``docs/experiments/
+face-gate.md``); nothing is downloaded.
 
 A crop's *face score* is the highest YuNet score among the faces whose centre lies within ``centre_radius`` (a
 fraction of the crop side) of the crop centre, 0 when there is none: a neighbour's face at the edge of a crowded

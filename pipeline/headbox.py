@@ -68,8 +68,9 @@ class FaceRules:
 
     ``gate_min_score`` 0.6 and ``usable_min_score`` 0.1 were chosen on person-level results (``bench/revote.py``,
     the labelled people of ``data/labels/people``): of the settings with no wrong decision on any labelled shared
-    video, the one that decides the most people. FACE_GATE.md's crop-level mark for the usable score, 0.5, left
-    undecided people whose crops the detector had already passed (coverage 0.43 against 0.50).
+    video, the one that decides the most people. The crop-level mark for the usable score of
+    docs/experiments/face-gate.md, 0.5, left undecided people whose crops the detector had already passed (coverage
+    0.43 against 0.50).
     """
 
     keypoint_min_score: float = 0.5

@@ -7,8 +7,8 @@ distance ``1 / (1 + number of keypoints that match)``, a keypoint matching when 
 *person*: ``keypoint_height_frac`` x the detection's box height. One camera sees people from 40 px to 400 px tall
 (near and far), and a radius fixed to the frame is either too loose for the far ones (identity swaps in a crowd) or
 too tight for the near ones (fragmented tracks). Measured with ``bench/tune_tracking.py`` on PETS09 S2L1 and on the
-shared street videos (see the README). ``keypoints_voting`` (radius = ``keypoint_dist_frac`` x the frame's longest
-side) and ``mean_euclidean`` remain available.
+shared street videos (see docs/validation.md). ``keypoints_voting`` (radius = ``keypoint_dist_frac`` x the frame's
+longest side) and ``mean_euclidean`` remain available.
 
 A moving camera (handheld, PTZ panning) shifts everyone in the frame at once, faster than the match radius allows,
 and tracks break or jump to a neighbour. :class:`CameraMotion` estimates the camera's motion with norfair's
@@ -22,7 +22,7 @@ starts afresh (track ids keep increasing).
 
 Camera-motion compensation is off by default: on the two hand-held crowd videos of ``../shared/data``
 (``queue_hk_masked``, ``queue_dark_masks``), where people fill most of the frame, ``auto`` counted more people than
-``off`` (README, "Camera motion").
+``off`` (docs/validation.md, "Camera motion").
 """
 
 from __future__ import annotations
@@ -88,8 +88,8 @@ class TrackerParams:
             frames (in source frames, like ``hit_counter_max``), and a new track whose torso colours
             (:mod:`pipeline.appearance`) match it takes its id back. 0 turns re-identification off (the default:
             on PETS09 S2L1 it lowered IDF1 from 0.892 to 0.801-0.889 over the settings tried, and on the labelled
-            shared videos it moved tracks per person only from 1.14 to 1.13; README). While kept, the track is not
-            yet decided.
+            shared videos it moved tracks per person only from 1.14 to 1.13; docs/validation.md). While kept, the
+            track is not yet decided.
         reid_distance_threshold: Largest Bhattacharyya distance (0-1) of torso histograms that re-identifies.
         reid_max_move_frac: ... and the new track must start within this fraction of the frame's longest side of
             where the lost one was last seen.
@@ -100,7 +100,7 @@ class TrackerParams:
     The defaults were tuned with ``bench/tune_tracking.py`` on PETS09 S2L1 (MOTA 0.856, IDF1 0.892, 21 ids for 19
     people) and checked on the close street videos, where a radius tied to the frame fragments tracks of near
     people. ``camera_motion`` is off by default: on the two hand-held crowd videos ``auto`` over-counted people (40
-    vs 32, 14 vs 11; README); on fixed cameras it changes nothing.
+    vs 32, 14 vs 11; docs/validation.md); on fixed cameras it changes nothing.
 
     Raises:
         ValueError: If a setting is out of range.

@@ -55,8 +55,8 @@ class VotingRules:
     ``mask_threshold`` 0.6 and ``min_agreement`` 0.6 (and the face rules' pass marks) were chosen on person-level
     results with ``bench/revote.py``: of the settings with no wrong decision on any labelled shared video, the one
     that decides the most people. Chosen on half the videos and scored on the other half, the same procedure gave
-    coverage 0.53 with 2 wrong decisions of 51 (README, "Is the number right?"). Cutting tracks at an appearance
-    switch was never chosen on these videos and is off.
+    coverage 0.53 with 2 wrong decisions of 51 (docs/validation.md, "Is the number right?"). Cutting tracks at an
+    appearance switch was never chosen on these videos and is off.
     """
 
     mask_threshold: float = 0.6

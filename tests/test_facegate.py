@@ -17,7 +17,7 @@ from schemas.errors import ModelError
 from schemas.pose import Poses
 from tests.conftest import SHARED_DATA, shared_video
 
-# The pass marks maskwatch/assets/FACE_GATE.md measured the shipped files at (2026-11-29). The defaults are chosen on
+# The pass marks docs/experiments/face-gate.md measured the shipped files at (2026-11-29). The defaults are chosen on
 # person-level results since (bench/revote.py); these tests hold the detector and the usable head to their crop-level
 # figures at these marks.
 GATE_MIN, USABLE_MIN = 0.6, 0.5
@@ -147,7 +147,7 @@ def labelled_crowd_crops() -> tuple[np.ndarray, np.ndarray]:
 def test_gate_on_labelled_crowd_crops(gate, labelled_crowd_crops):
     """YuNet alone on the labelled crowd crops.
 
-    Measured on 2026-11-29: 94.6% of faces kept, 80.0% of non-faces rejected (maskwatch/assets/FACE_GATE.md).
+    Measured on 2026-11-29: 94.6% of faces kept, 80.0% of non-faces rejected (docs/experiments/face-gate.md).
     """
     crops, label = labelled_crowd_crops
     kept = gate.face_scores(crops) >= GATE_MIN
@@ -156,10 +156,10 @@ def test_gate_on_labelled_crowd_crops(gate, labelled_crowd_crops):
 
 
 def test_detector_and_usable_head_on_labelled_crowd_crops(gate, labelled_crowd_crops):
-    """What votes in `maskwatch run` at FACE_GATE.md's pass marks: YuNet and the shipped classifier's usable output.
+    """What votes in `maskwatch run` at face-gate.md's pass marks: YuNet and the shipped classifier's usable output.
 
     The usable-face head never saw these two videos (it is trained on other videos' crops,
-    data/labels/video_head_crops.csv). Measured on 2026-11-29: see maskwatch/assets/FACE_GATE.md; the floors below
+    data/labels/video_head_crops.csv). Measured on 2026-11-29: see docs/experiments/face-gate.md; the floors below
     hold the shipped files to it. Without the head, non-faces rejected fall to 0.80 and hidden mouths to 0.14.
     """
     crops, label = labelled_crowd_crops

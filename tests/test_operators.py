@@ -4,7 +4,7 @@ queries run against it), and the dashboard page in Debian's chromium, its number
 One scenario: a broker, two live RTSP cameras in two districts through `maskwatch run` (a subprocess, as a user starts
 it), the district roll-up and the dashboard; Prometheus scrapes the run's metrics port; the run is stopped by SIGINT;
 chromium loads the page and waits until it shows the final numbers of the topics. A screenshot is saved
-(``MASKWATCH_SCREENSHOT=docs/dashboard.png`` also writes it there: the README shows that file).
+(``MASKWATCH_SCREENSHOT=docs/dashboard.png`` also writes it there: docs/operations.md shows that file).
 """
 
 from __future__ import annotations

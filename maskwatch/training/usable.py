@@ -7,7 +7,7 @@ usable faces from the rest. Two heads can be made (``--head``):
 - ``linear`` (the default; the shipped file's head since 2026-11-29): a logistic regression on the classifier's own
   pooled features (the input of its last fully connected layer: 1,280 values for efficientnet_lite0). One matrix
   product, no second network.
-- ``net`` (measured 2026-11-30, not shipped: `maskwatch/assets/FACE_GATE.md`): a second EfficientNet-Lite0
+- ``net`` (measured 2026-11-30, not shipped: `docs/experiments/face-gate.md`): a second EfficientNet-Lite0
   (ImageNet weights, the classifier's architecture, input and street augmentation), fine-tuned on usable vs not
   usable crops, quantized to int8 and merged into the classifier's graph on the same ``crops`` input. One session
   call runs both networks.
