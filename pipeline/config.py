@@ -73,8 +73,8 @@ class CaptureConfig(_Strict):
     reconnect_backoff_s: Annotated[float, Field(gt=0)] = 1.0
     max_backoff_s: Annotated[float, Field(gt=0)] = 30.0
     # A live camera unreachable when the run starts: false fails the run at once naming the camera (what a user
-    # running one command wants); true lets its shard keep retrying (reconnect_backoff_s doubling up to max_backoff_s) while the others run
-    # (what a fleet wants: one dead camera must not stop a district).
+    # running one command wants); true lets its shard keep retrying (reconnect_backoff_s doubling up to
+    # max_backoff_s) while the others run (what a fleet wants: one dead camera must not stop a district).
     wait_for_unreachable: bool = False
     # SIGTERM / SIGINT: capture stops, frames in flight finish, open tracks are decided (ended_by "shutdown"), final
     # statistics are published and the sink flushed, all within this many seconds; then the run exits 0. Under
