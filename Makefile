@@ -14,6 +14,8 @@ VENV := .venv
 BIN := $(VENV)/bin
 VENV_KEY := $(shell cat requirements.lock | sha256sum | cut -c1-12)-$(shell $(PYTHON) -c 'import sys; print("py%d%d" % sys.version_info[:2])')
 VENV_DIR := $(CACHE)/venv-$(VENV_KEY)
+# The editable install maps the project's packages: redo it when the clone moves or pyproject.toml changes.
+PROJECT_KEY := $(CURDIR) $(shell sha256sum pyproject.toml | cut -c1-12)
 TRAIN_KEY := $(shell cat requirements.lock requirements-train.txt | sha256sum | cut -c1-12)
 BROKER_PORT ?= 19092
 PYTEST_ARGS ?=
@@ -35,9 +37,10 @@ $(VENV_DIR)/.complete:
 
 venv: $(VENV_DIR)/.complete  ## the runtime + test venv (cached by requirements.lock), with this clone installed
 	ln -sfn $(VENV_DIR) $(VENV)
-	@if [ "$$(cat $(VENV_DIR)/.project 2>/dev/null)" != "$(CURDIR)" ]; then \
+	@if [ "$$(cat $(VENV_DIR)/.project 2>/dev/null)" != "$(PROJECT_KEY)" ]; then \
 	  $(BIN)/pip install -q --no-deps --no-build-isolation -e . 2>&1 | grep -v "^WARNING: Location" || true; \
-	  (cd / && $(CURDIR)/$(BIN)/python -c "import pipeline, actors, maskwatch.cli") && echo "$(CURDIR)" > $(VENV_DIR)/.project; fi
+	  (cd / && $(CURDIR)/$(BIN)/python -c "import pipeline, actors, services, maskwatch.cli") \
+	    && echo "$(PROJECT_KEY)" > $(VENV_DIR)/.project; fi
 
 venv-train: venv  ## add the training extra (torch CPU, onnxscript) to the venv
 	@if [ ! -f $(VENV_DIR)/.train-$(TRAIN_KEY) ]; then \

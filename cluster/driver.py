@@ -100,17 +100,20 @@ def pose_model_path(cfg: Config) -> Path:
     return Path(cfg.pose.model_path) if cfg.pose.model_path else paths.pose_model_path()
 
 
-def _token_auth_when_available() -> None:
-    """Set ``RAY_AUTH_MODE=token`` for a driver joining a cluster when a Ray token is at hand and the mode is unset.
+def _token_auth_mode(cfg: Config) -> None:
+    """Set ``RAY_AUTH_MODE=token`` before Ray is imported, where the user has not set it and it is still read.
 
-    Ray 2.60's ``ray start --head`` turns token authentication on, and a driver that joins without
-    ``RAY_AUTH_MODE=token`` is refused. Ray reads the token from ``RAY_AUTH_TOKEN``, ``RAY_AUTH_TOKEN_PATH`` or
-    ``~/.ray/auth_token`` (Ray's token-authentication docs); KubeRay's ``authOptions`` sets both variables itself.
+    - A driver joining a cluster (``ray.address``) when a token is at hand: Ray 2.60's ``ray start --head`` turns
+      token authentication on, and a driver that joins without ``RAY_AUTH_MODE=token`` is refused. Ray reads the
+      token from ``RAY_AUTH_TOKEN``, ``RAY_AUTH_TOKEN_PATH`` or ``~/.ray/auth_token`` (Ray's token-authentication
+      docs); KubeRay's ``authOptions`` sets both variables itself.
+    - A local Ray: it turns token authentication on by itself and, with the mode unset, warns about it on every run.
+      Saying ``token`` keeps the same protection (Ray makes the token where there is none) without that warning.
     """
     if os.environ.get("RAY_AUTH_MODE") or "ray" in sys.modules:  # set, or too late to set
         return
-    if (os.environ.get("RAY_AUTH_TOKEN") or os.environ.get("RAY_AUTH_TOKEN_PATH")
-            or (Path.home() / ".ray" / "auth_token").is_file()):
+    if not cfg.ray.address or (os.environ.get("RAY_AUTH_TOKEN") or os.environ.get("RAY_AUTH_TOKEN_PATH")
+                               or (Path.home() / ".ray" / "auth_token").is_file()):
         os.environ["RAY_AUTH_MODE"] = "token"
 
 
@@ -162,8 +165,7 @@ def run(
     Raises:
         MaskwatchError: For user errors, before anything runs; ``SinkError`` if records were not delivered.
     """
-    if cfg.ray.address:
-        _token_auth_when_available()  # before Ray is imported: it reads RAY_AUTH_MODE once
+    _token_auth_mode(cfg)  # before Ray is imported: it reads RAY_AUTH_MODE once
     import ray
 
     from cluster.topology import build_topology
