@@ -446,7 +446,7 @@ def models() -> None:
 @click.option("--force", is_flag=True, help="Rebuild even if the files are up to date.")
 def models_build(model_dir: str | None, force: bool) -> None:
     """Export the default pose model to ONNX (idempotent; offline once its build environment is cached)."""
-    from maskwatch.models import ModelBuildError, build_models
+    from maskwatch.pose_build import ModelBuildError, build_models
 
     try:
         info = build_models(Path(model_dir) if model_dir else None, force=force,
