@@ -385,7 +385,7 @@ def eval_classifier(model_path: str | None, data_path: str, split: str, seed: in
 def _held_out_of_report(path: Path) -> dict[str, list]:
     """Per-face held-out scores of a ``train-classifier --report`` file; a ``--cv-folds`` report is read through
     its ``<stem>.fold<i>.json`` siblings and pooled."""
-    from maskwatch.training.train import fold_path
+    from maskwatch.training.loop import fold_path
     from schemas.errors import ConfigError
 
     try:
@@ -446,7 +446,7 @@ def models() -> None:
 @click.option("--force", is_flag=True, help="Rebuild even if the files are up to date.")
 def models_build(model_dir: str | None, force: bool) -> None:
     """Export the default pose model to ONNX (idempotent; offline once its build environment is cached)."""
-    from maskwatch.models import ModelBuildError, build_models
+    from maskwatch.pose_build import ModelBuildError, build_models
 
     try:
         info = build_models(Path(model_dir) if model_dir else None, force=force,
@@ -462,7 +462,7 @@ def models_build(model_dir: str | None, force: bool) -> None:
 def train_classifier(ctx: click.Context) -> None:
     """Train the mask classifier (`make venv-train` first); `maskwatch train-classifier --help` lists its options."""
     try:
-        from maskwatch.training.train import main as train_main
+        from maskwatch.training.cli import main as train_main
     except ImportError as exc:
         msg = f"train-classifier needs the training extra ({exc.name} missing): make venv-train"
         raise MaskwatchError(msg) from exc

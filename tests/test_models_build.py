@@ -1,4 +1,5 @@
-"""`maskwatch models build`: export YOLO11n-pose to ONNX in its own venv, cache it, verify it with onnxruntime.
+"""`maskwatch models build` (:mod:`maskwatch.pose_build`): export YOLO11n-pose to ONNX in its own venv, cache it,
+verify it with onnxruntime.
 
 The slow tests use the real export-venv cache (``~/.cache/maskwatch`` or ``$MASKWATCH_CACHE_DIR``: ~1.7 GB, built
 once, minutes) and a temporary model dir. Where the venv cannot be built (no package index), they are skipped.
@@ -15,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from maskwatch.models import (
+from maskwatch.pose_build import (
     LICENCE,
     ModelBuildError,
     anchors_for,

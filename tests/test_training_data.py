@@ -168,7 +168,7 @@ def test_shared_labels_map_to_binary_targets() -> None:
 
 
 def test_train_config_file_is_checked_before_training(tmp_path, capsys):
-    from maskwatch.training.train import main
+    from maskwatch.training.cli import main
 
     shipped = Path(__file__).resolve().parents[1] / "maskwatch" / "assets" / "train_config.yaml"
     with pytest.raises(SystemExit) as err:
@@ -182,29 +182,15 @@ def test_train_config_file_is_checked_before_training(tmp_path, capsys):
     assert "unknown key(s) ['epochz']" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         main(["--data-root", "x", "--out", "y.onnx", "--in-domain-share", "1.5"])
-    assert "--in-domain-share must be in [0, 1), got 1.5" in capsys.readouterr().err
-
-
-def test_synthetic_worn_incorrectly_leaves_the_nose_free_and_covers_the_mouth():
-    from maskwatch.training.train import paste_low_mask
-
-    s, margin = 96, 1.6
-    face = np.full((s, s, 3), 180, np.uint8)  # skin
-    masked = np.full((s, s, 3), 180, np.uint8)
-    lo, side = s / 2 - s / (2 * margin), s / margin
-    masked[round(lo + 0.42 * side) :, :] = (20, 90, 220)  # a blue mask from the nose bridge down
-    out = paste_low_mask(face, masked, margin, np.random.default_rng(0))
-    assert out.shape == face.shape
-    assert out.dtype == np.uint8
-    upper = out[: round(lo + 0.5 * side)]  # eyes and nose: above the lowest top the patch can have (0.52)
-    assert np.array_equal(upper, face[: round(lo + 0.5 * side)])
-    mouth = out[round(lo + 0.8 * side), s // 2]
-    assert mouth[2] > 200, f"mouth pixel {mouth} is not the mask's blue"
-    assert mouth[0] < 40, f"mouth pixel {mouth} is not the mask's blue"
+    assert "in_domain_share must be in [0, 1), got 1.5" in capsys.readouterr().err
+    bad.write_text("epochs: ten\n")
+    with pytest.raises(SystemExit):
+        main(["--config", str(bad), "--data-root", "x", "--out", "y.onnx"])
+    assert "recipe setting epochs: expected int, got 'ten'" in capsys.readouterr().err
 
 
 def test_in_domain_share_splits_each_label_between_street_photos_and_the_rest():
-    from maskwatch.training.train import balanced_weights
+    from maskwatch.training.augment import balanced_weights
 
     # 1 in-domain and 3 other with_mask samples, 1 in-domain and 9 other without_mask, 2 worn incorrectly (in-domain).
     label = np.array([0] * 4 + [1] * 10 + [2] * 2, np.int8)

@@ -193,7 +193,7 @@ def merge_usable_net(classifier: Any, net: Any, metadata: dict[str, str]) -> Any
     """Add the one-output crop network ``net`` to ``classifier`` as its ``usable_score`` output (both ``ModelProto``).
 
     ``net`` must take the classifier's input (uint8 `(N, S, S, 3)` crops) and give `(N,)` float32 probabilities, as
-    :func:`maskwatch.training.train.export_onnx` writes it. Its names get the prefix ``usable_net/``; its input is
+    :func:`maskwatch.training.export.export_onnx` writes it. Its names get the prefix ``usable_net/``; its input is
     wired to the classifier's input, so one session call runs both networks on the same crops.
 
     Raises:
@@ -284,7 +284,7 @@ def train_usable_net(
 
     Each epoch draws 4,800 crops: half ``not_usable``, a quarter ``domain_faces`` (faces cut by the pipeline's own
     keypoint head boxes on photos and videos), a quarter ``annotated_faces``; each crop goes through the
-    classifier's :class:`~maskwatch.training.train.StreetAugment`. AdamW 6e-4 with weight decay 1e-5, one-cycle
+    classifier's :class:`~maskwatch.training.augment.StreetAugment`. AdamW 6e-4 with weight decay 1e-5, one-cycle
     schedule (10% warm-up), batch 48, binary cross-entropy: the classifier's optimiser settings.
 
     Args:
@@ -302,12 +302,13 @@ def train_usable_net(
 
     import torch
 
-    from maskwatch.training.train import StreetAugment, build_model, contract_module
+    from maskwatch.training.augment import StreetAugment
+    from maskwatch.training.networks import build_model, contract_module
 
     torch.manual_seed(seed)
     torch.set_num_threads(threads)
     px = int(not_usable.shape[1])
-    net, mean, std = build_model("efficientnet_lite0", px, 1)
+    net, mean, std = build_model("efficientnet_lite0", px)
     net = net.to(memory_format=torch.channels_last)
     model = contract_module(net, mean, std)
     rng = np.random.default_rng(seed)
@@ -350,7 +351,7 @@ def usable_net_graph(model: Any, calib: npt.NDArray[np.uint8]) -> Any:
 
     import onnx
 
-    from maskwatch.training.train import export_onnx, quantize_int8
+    from maskwatch.training.export import export_onnx, quantize_int8
 
     with tempfile.TemporaryDirectory() as tmp:
         fp32, int8 = Path(tmp) / "fp32.onnx", Path(tmp) / "int8.onnx"

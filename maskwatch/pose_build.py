@@ -58,6 +58,8 @@ SIDECAR_FORMAT = 1
 
 PACKAGE_DIR = Path(__file__).resolve().parent
 EXPORT_REQUIREMENTS = PACKAGE_DIR / "export-requirements.txt"
+# The script run inside the export venv. Its bytes are part of the cache key (build_key), so its docstring still
+# names this module by its former name, maskwatch.models: editing it would rebuild every export venv and model.
 EXPORT_SCRIPT = PACKAGE_DIR / "_export_pose.py"
 
 VENV_MARKER = ".maskwatch-complete"
