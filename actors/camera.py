@@ -16,7 +16,7 @@ import zlib
 from collections import defaultdict, deque
 from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, replace
+from dataclasses import asdict
 from typing import Any, get_args
 
 import numpy as np
@@ -27,11 +27,12 @@ from ray.util.metrics import Counter, Gauge, Histogram
 
 from pipeline.batching import MicroBatcher
 from pipeline.camera import CameraPipeline
-from pipeline.camera_loop import CameraRun, CameraSpec, CameraSummary, run_camera, supervise_camera
+from pipeline.camera_loop import CameraHost, CameraSpec, CameraSummary, Message, make_camera_pipeline, supervise_camera
 from pipeline.config import Config
 from pipeline.letterbox import Letterbox
-from pipeline.sinks import Record
+from pipeline.sinks import message_records
 from pipeline.source import is_live
+from pipeline.stats import CameraCounters
 from pipeline.stats_reader import latest_stats
 from schemas.errors import SinkError
 from schemas.messages import CameraState, CameraStats
@@ -41,6 +42,7 @@ logger = logging.getLogger(__name__)
 MAX_PENDING_WRITES = 256
 # Pose calls a shard keeps in flight per pose actor; frames that come meanwhile wait and go together in the next.
 POSE_CALLS_IN_FLIGHT = 2
+START_WAIT_S = 60.0  # how long start_camera() waits for the shard's run() to begin
 LATENCY_BUCKETS_S = [0.025, 0.05, 0.1, 0.2, 0.3, 0.5, 0.75, 1, 1.5, 2, 3, 5, 10, 30]
 
 
@@ -53,7 +55,8 @@ class CameraShardActor:
 
     Each camera runs under :func:`pipeline.camera_loop.supervise_camera`: a fault in one camera (a model actor that
     died, a decoder that fails, a bug) restarts that camera with backoff and never ends another. :meth:`stop` ends
-    every camera gracefully (open tracks decided, final statistics published).
+    every camera gracefully (open tracks decided, final statistics published). :meth:`start_camera` and
+    :meth:`stop_camera` add and remove one camera while the others run.
     """
 
     # The other actors' handles come with run(), not the constructor: Ray cannot guarantee a restart whose constructor
@@ -66,7 +69,12 @@ class CameraShardActor:
         self._sink: ActorHandle | None = None
         self._crop_margin = crop_margin
         self._input_px = classifier_input_px
-        self._executor = ThreadPoolExecutor(max_workers=len(specs) + 2, thread_name_prefix="capture")
+        # One reading thread per camera (threads start as needed), room for cameras added while it runs.
+        workers = max(len(specs), cfg.capture.cameras_per_actor) + 2
+        self._executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="capture")
+        self._cameras: dict[str, tuple[asyncio.Event, asyncio.Task[CameraSummary]]] = {}
+        self._summaries: dict[str, CameraSummary] = {}
+        self._counters: dict[str, CameraCounters] = {}  # each camera's, once its first frame was processed
         tags = ("camera_id",)
         self._frames = Gauge("maskwatch_capture_frames_processed", "Frames processed since start", tag_keys=tags)
         self._dropped = Gauge("maskwatch_capture_frames_dropped", "Live frames dropped under backpressure",
@@ -88,15 +96,17 @@ class CameraShardActor:
             "tracking, crop, voting, records; thread time)", tag_keys=("camera_id", "stage"))
         self._stage_reported: dict[tuple[str, str], float] = defaultdict(float)
         self._stop = asyncio.Event()
+        self._running = asyncio.Event()  # run() has made the pose batchers: cameras can start
         self._pending_writes: deque[Any] = deque()
 
     def _observe(self, cam: CameraPipeline) -> None:
+        self._counters[cam.camera_id] = cam.counters
         tags = {"camera_id": cam.camera_id}
-        w = cam.windows
-        self._frames.set(w.frames_processed, tags)
-        self._dropped.set(w.frames_dropped, tags)
+        w, c = cam.windows, cam.counters
+        self._frames.set(c.frames_processed, tags)
+        self._dropped.set(c.frames_dropped, tags)
         self._tracks.set(len(cam.ledger), tags)
-        self._restarts.set(w.camera_restarts, tags)
+        self._restarts.set(c.camera_restarts, tags)
         if cam.pose_latency_s is not None:  # taken once: idle ticks call this too
             self._pose_latency.observe(cam.pose_latency_s, tags)
             cam.pose_latency_s = None
@@ -112,7 +122,7 @@ class CameraShardActor:
                 self._stage_cpu.inc(new, {"camera_id": cam.camera_id, "stage": stage})
                 self._stage_reported[cam.camera_id, stage] = cpu_s
         for state in get_args(CameraState):
-            self._state.set(float(state == w.camera_state), {"camera_id": cam.camera_id, "state": state})
+            self._state.set(float(state == c.camera_state), {"camera_id": cam.camera_id, "state": state})
 
     @staticmethod
     def _pose_call(pose: ActorHandle) -> Callable[[list[tuple[Any, ...]]], Awaitable[list[Any]]]:
@@ -145,18 +155,77 @@ class CameraShardActor:
             MicroBatcher(self._pose_call(p), self._cfg.pose.max_batch_size, 0.0, POSE_CALLS_IN_FLIGHT)
             for p in pose_actors
         ]
+        self._running.set()
         cpu0 = time.process_time()
-        last = await asyncio.to_thread(self._last_records, restore)
-        summaries = await asyncio.gather(*(self._run_one(i, s, last.get(s.camera_id))
-                                           for i, s in enumerate(self._specs)))
+        last = await asyncio.to_thread(self._last_records, self._specs, restore)
+        for spec in self._specs:
+            self._start(spec, last.get(spec.camera_id))
+        while pending := [task for _, task in self._cameras.values() if not task.done()]:
+            await asyncio.wait(pending)  # cameras started meanwhile are waited for too
+        for camera_id, (_, task) in list(self._cameras.items()):
+            self._summaries[camera_id] = task.result()
         await asyncio.gather(*self._pending_writes)  # every record is with the sink before the driver closes it
         self._pending_writes.clear()
+        summaries = list(self._summaries.values())
         shard_cpu_s = round((time.process_time() - cpu0) / max(len(summaries), 1), 4)
         return [asdict(s) | {"shard_cpu_s": shard_cpu_s} for s in summaries]
 
-    def _last_records(self, restore: bool) -> dict[str, CameraStats]:
+    async def start_camera(self, spec: CameraSpec) -> None:
+        """Start one more camera in this running shard; its neighbours go on untouched. A live camera continues
+        from its last statistics record in Kafka, as at the start of :meth:`run`.
+
+        Raises:
+            RuntimeError: If :meth:`run` has not started within ``START_WAIT_S`` (it is waited for).
+            ValueError: If a camera of this ``camera_id`` is running in this shard.
+        """
+        try:
+            await asyncio.wait_for(self._running.wait(), START_WAIT_S)
+        except TimeoutError:
+            msg = f"cannot start camera {spec.camera_id!r}: the shard's run() has not started in {START_WAIT_S:g} s"
+            raise RuntimeError(msg) from None
+        running = self._cameras.get(spec.camera_id)
+        if running is not None and not running[1].done():
+            msg = f"camera {spec.camera_id!r} is already running in this shard"
+            raise ValueError(msg)
+        last = await asyncio.to_thread(self._last_records, [spec], False)
+        self._start(spec, last.get(spec.camera_id))
+
+    async def stop_camera(self, camera_id: str) -> dict[str, Any]:
+        """Stop one camera of this shard as :meth:`stop` stops them all (its open tracks decided with
+        ``ended_by="shutdown"``, its final statistics published); the others go on. Returns its summary.
+
+        Raises:
+            KeyError: If no camera of this ``camera_id`` runs in this shard.
+        """
+        if camera_id not in self._cameras:
+            msg = f"no camera {camera_id!r} in this shard (it has {sorted(self._cameras)})"
+            raise KeyError(msg)
+        stop, task = self._cameras[camera_id]
+        stop.set()
+        summary = await task
+        self._summaries[camera_id] = summary
+        return asdict(summary)
+
+    def cameras(self) -> list[dict[str, Any]]:
+        """This shard's cameras: ``camera_id``, ``camera_state`` (``connecting`` until a first frame was processed,
+        ``stopped`` once stopped) and the counters of :class:`pipeline.stats.CameraCounters`."""
+        out = []
+        for camera_id, (_, task) in self._cameras.items():
+            c = self._counters.get(camera_id)
+            row = asdict(c) if c is not None else {"camera_state": "connecting"}
+            out.append({"camera_id": camera_id, **row} | ({"camera_state": "stopped"} if task.done() else {}))
+        return out
+
+    def _start(self, spec: CameraSpec, last: CameraStats | None) -> None:
+        stop = asyncio.Event()
+        if self._stop.is_set():
+            stop.set()
+        task = asyncio.create_task(supervise_camera(spec, self._host(spec), stop, restore=last))
+        self._cameras[spec.camera_id] = (stop, task)
+
+    def _last_records(self, specs: list[CameraSpec], restore: bool) -> dict[str, CameraStats]:
         kafka = self._cfg.kafka
-        wanted = {s.camera_id for s in self._specs if restore or is_live(s.source)}
+        wanted = {s.camera_id for s in specs if restore or is_live(s.source)}
         if not (kafka.bootstrap_servers and wanted):
             return {}
         try:
@@ -177,27 +246,16 @@ class CameraShardActor:
         """Stop capture; every camera finishes its frames in flight, decides its open tracks and publishes its
         final statistics; :meth:`run` then returns."""
         self._stop.set()
+        for stop, _ in self._cameras.values():
+            stop.set()
 
-    async def _run_one(self, i: int, spec: CameraSpec, last: CameraStats | None) -> Any:
-        cfg = self._cfg
-        validation = cfg.stats.classifier_validation()
-
-        def make_cam(frame_wh: tuple[int, int]) -> CameraPipeline:
-            return CameraPipeline(
-                spec.camera_id,
-                frame_wh,
-                self._crop_margin,
-                replace(cfg.tracking, camera_motion=spec.camera_motion) if spec.camera_motion else cfg.tracking,
-                cfg.faces,
-                cfg.voting,
-                cfg.stats.window_s,
-                validation,
-                spec.district,
-                cfg.stats.min_coverage,
-            )
-
-        pose = self._pose_batchers[zlib.crc32(spec.camera_id.encode()) % len(self._pose_batchers)]
-        classify = self._classify[zlib.crc32(spec.camera_id.encode()) % len(self._classify)]
+    def _host(self, spec: CameraSpec) -> CameraHost:
+        """The camera's models (the pose and classify actors chosen by a stable hash of its ``camera_id``), its sink
+        and this shard's metrics."""
+        cfg, key = self._cfg, zlib.crc32(spec.camera_id.encode())
+        pose = self._pose_batchers[key % len(self._pose_batchers)]
+        classify = self._classify[key % len(self._classify)]
+        topics = (cfg.kafka.decisions_topic, cfg.kafka.stats_topic)
 
         async def infer_pose(image: npt.NDArray[np.uint8], lb: Letterbox, cid: str, fidx: int, pts: int) -> Poses:
             batch = await pose.submit((image, lb, cid, fidx, pts))
@@ -208,20 +266,15 @@ class CameraShardActor:
         async def predict(crops: npt.NDArray[np.uint8]) -> npt.NDArray[np.float32]:
             return await classify.predict.remote(crops)
 
-        async def emit(records: list[Record]) -> None:
+        async def emit(messages: list[Message]) -> None:
             # The camera does not wait for the sink (a broker outage must not stall it): writes go out in order
             # (Ray keeps the order of one caller's calls to an actor), and only a backlog of MAX_PENDING_WRITES
             # unfinished writes makes this camera wait.
-            if records:
+            if messages:
                 assert self._sink is not None  # set by run()
-                self._pending_writes.append(self._sink.write.remote(records))
+                self._pending_writes.append(self._sink.write.remote(message_records(messages, *topics)))
             while len(self._pending_writes) > MAX_PENDING_WRITES:
                 await self._pending_writes.popleft()
 
-        topics = (cfg.kafka.decisions_topic, cfg.kafka.stats_topic)
-
-        async def attempt(run: CameraRun) -> CameraSummary:
-            return await run_camera(spec, make_cam, self._input_px, infer_pose, predict, emit, topics,
-                                    self._executor, self._observe, run=run, stop=self._stop)
-
-        return await supervise_camera(spec, attempt, emit, topics, self._stop, restore=last)
+        make_cam = make_camera_pipeline(cfg, spec, self._crop_margin)
+        return CameraHost(make_cam, self._input_px, infer_pose, predict, emit, self._executor, self._observe)

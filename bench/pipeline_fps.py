@@ -64,11 +64,9 @@ def bare_fps(model: PoseModel, frames: list) -> float:
 def single_process_fps(cfg: Config, n: int) -> tuple[int, float]:
     """(frames processed, seconds): the ``n`` cameras of ``cfg`` one after another through the camera loop with the
     models in this process (all cores), records discarded."""
-    from pipeline.camera import CameraPipeline
-    from pipeline.camera_loop import run_camera
+    from pipeline.camera_loop import in_process_host, run_camera
     from pipeline.facegate import CropScorer, load_face_gate
     from pipeline.onnx_models import MaskClassifier
-    from pipeline.pose_postprocess import decode_poses
 
     threads = os.cpu_count() or 1
     pose = PoseModel(driver.pose_model_path(cfg), cfg.pose.device, threads, cfg.pose.precision)
@@ -77,22 +75,12 @@ def single_process_fps(cfg: Config, n: int) -> tuple[int, float]:
     scorer = CropScorer(clf, load_face_gate(gate_path, cfg.classify.face_detector_input_px) if gate_path else None)
     specs = driver.resolve_cameras(cfg)[:n]
 
-    async def infer_pose(image, lb, cid, fidx, pts):
-        return decode_poses(pose.infer(image[None])[0], lb, cid, fidx, pts, cfg.pose.conf_threshold,
-                            cfg.pose.nms_iou, cfg.pose.oks_nms, cfg.pose.min_keypoints)
-
-    async def classify(crops):
-        return scorer.score(crops)
-
-    async def discard(_records):
+    async def discard(_messages):  # as a sink that keeps up: the Ray pipeline's sink runs in its own actor
         return None
 
     frames, t0 = 0, time.perf_counter()
     for spec in specs:
-        def make_cam(wh, spec=spec):
-            return CameraPipeline(spec.camera_id, wh, clf.crop_margin, cfg.tracking, cfg.faces, cfg.voting)
-
-        summary = asyncio.run(run_camera(spec, make_cam, clf.input_px, infer_pose, classify, discard, ("", "")))
+        summary = asyncio.run(run_camera(spec, in_process_host(cfg, spec, pose, scorer, discard)))
         frames += summary.frames_processed
     return frames, time.perf_counter() - t0
 

@@ -89,7 +89,7 @@ def record(name: str, cfg: Config) -> Path:
     """Run one video through the camera loop, recording the ledger's calls; returns the cached recording."""
     from cluster.driver import pose_model_path
     from pipeline.camera import CameraPipeline
-    from pipeline.camera_loop import CameraSpec, run_camera
+    from pipeline.camera_loop import CameraHost, CameraSpec, run_camera
     from pipeline.facegate import CropScorer, load_face_gate
     from pipeline.letterbox import default_pose_input_px
     from pipeline.onnx_models import MaskClassifier, PoseModel
@@ -124,9 +124,10 @@ def record(name: str, cfg: Config) -> Path:
     spec = CameraSpec(camera_id=name, source=src, frame_wh=(w, h), pose_input_px=default_pose_input_px((w, h)),
                       target_fps=10.0, tracks_path=str(path / "tracks.txt"))
 
-    def make_cam(wh: tuple[int, int]) -> CameraPipeline:
+    def make_cam(wh: tuple[int, int], counters: Any) -> CameraPipeline:
         cam = CameraPipeline(name, wh, clf.crop_margin, cfg.tracking, cfg.faces,
-                             replace(cfg.voting, split_min_distance=0.5))  # splits need the embeddings recorded
+                             replace(cfg.voting, split_min_distance=0.5),  # splits need the embeddings recorded
+                             counters=counters)
         observe, add_scores = cam.ledger.observe, cam.add_scores
 
         def rec_observe(ids: list[int], fidx: int, ns: int, embs: Any = None) -> None:
@@ -159,10 +160,10 @@ def record(name: str, cfg: Config) -> Path:
                 scores_of[keys[i]] = row
         return np.stack([scores_of[k] for k in keys]).astype(np.float32)
 
-    async def discard(_records: list) -> None:
+    async def ignore(_messages: list) -> None:  # the recording is the ledger's calls, not the decisions
         return None
 
-    asyncio.run(run_camera(spec, make_cam, clf.input_px, infer_pose, classify, discard, ("", "")))
+    asyncio.run(run_camera(spec, CameraHost(make_cam, clf.input_px, infer_pose, classify, ignore)))
     model_cache.write_bytes(pickle.dumps((poses_of, scores_of)))
     with (path / "events.pkl").open("wb") as fh:
         pickle.dump(events, fh)

@@ -148,6 +148,23 @@ def init_ray(cfg: Config, num_cpus: float) -> None:
         )
 
 
+def _check_models(cfg: Config, pose_path: Path) -> tuple[Config, MaskClassifier]:
+    """Open the models once before any actor starts (a file that is missing or does not match fails here, named);
+    the config gets the classifier's validation counts unless it sets its own."""
+    PoseModel(pose_path, device="cpu")
+    classifier = MaskClassifier(cfg.classify.model_path, device="cpu")
+    if cfg.classify.face_detector_path is not None:
+        load_face_gate(cfg.classify.face_detector_path, cfg.classify.face_detector_input_px)
+    if cfg.stats.classifier_sensitivity is None and classifier.validation is not None:
+        se, sp = classifier.validation.counts()
+        stats = cfg.stats.model_copy(update={
+            "classifier_sensitivity": se, "classifier_specificity": sp,
+            "classifier_validation_source": classifier.validation.source,
+        })
+        cfg = cfg.model_copy(update={"stats": stats})
+    return cfg, classifier
+
+
 def run(
     cfg: Config,
     out_path: str | None = None,
@@ -173,17 +190,7 @@ def run(
     t0 = time.monotonic()
     specs = resolve_cameras(cfg, annotate, tracks)
     pose_path = pose_model_path(cfg)
-    PoseModel(pose_path, device="cpu")  # validates the file and its layout before any actor starts
-    classifier = MaskClassifier(cfg.classify.model_path, device="cpu")
-    if cfg.classify.face_detector_path is not None:  # validates the face gate's file before any actor starts
-        load_face_gate(cfg.classify.face_detector_path, cfg.classify.face_detector_input_px)
-    if cfg.stats.classifier_sensitivity is None and classifier.validation is not None:
-        se, sp = classifier.validation.counts()
-        stats = cfg.stats.model_copy(update={
-            "classifier_sensitivity": se, "classifier_specificity": sp,
-            "classifier_validation_source": classifier.validation.source,
-        })
-        cfg = cfg.model_copy(update={"stats": stats})
+    cfg, classifier = _check_models(cfg, pose_path)
     if cfg.kafka.bootstrap_servers:
         ensure_topics(cfg.kafka)
     elif out_path:

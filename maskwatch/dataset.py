@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import csv
+import json
 import logging
 import re
 import time
@@ -43,22 +44,21 @@ from maskwatch.training.data import (
     split_images,
 )
 from pipeline.camera import CameraPipeline, TrackedFrame
-from pipeline.camera_loop import CameraSpec, run_camera
+from pipeline.camera_loop import CameraSpec, Message, in_process_host, run_camera
 from pipeline.config import Config
 from pipeline.facegate import CropScorer, load_face_gate
 from pipeline.headbox import crop_box, cut_crops
-from pipeline.letterbox import Letterbox, default_pose_input_px
+from pipeline.letterbox import default_pose_input_px
 from pipeline.onnx_models import MaskClassifier, PoseModel
-from pipeline.pose_postprocess import decode_poses
-from pipeline.sinks import Record
 from pipeline.source import Frame, is_live, probe
 from schemas.coco17 import FACE_KEYPOINTS
 from schemas.errors import ConfigError, SourceError
-from schemas.pose import Poses
+from schemas.messages import PersonDecision
 
 logger = logging.getLogger(__name__)
 
 MANIFEST = "manifest.csv"
+DECISIONS = "decisions.jsonl"  # the decision `maskwatch run` gives each person of the videos extracted
 UNLABELLED = "unlabelled"
 IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".webp"})
 EXTRACT_COLUMNS = (
@@ -290,8 +290,10 @@ def extract_crops(
     gate: a crop below ``faces.gate_min_score`` would not vote in ``maskwatch run``), ``usable_score`` the
     classifier's usable-face score (1 when it has none; below ``faces.usable_min_score`` a crop would not vote
     either), ``label`` empty) and is
-    rewritten after each video. The empty label folders are created for the person to sort into. Every source is
-    opened once before any work starts.
+    rewritten after each video. ``<out_dir>/decisions.jsonl`` gets the decision ``maskwatch run`` gives each
+    person (:class:`schemas.messages.PersonDecision`, one JSON per line; ``camera_id`` and ``track_id`` name the
+    crops behind it), so that the crops behind a decision can be looked at. The empty label folders are created
+    for the person to sort into. Every source is opened once before any work starts.
 
     Args:
         sources: Video files (or stream URLs); camera id = file stem (``cam-<i>`` for URLs), made unique.
@@ -382,10 +384,9 @@ def _extract_video(
     """One video of :func:`extract_crops`: its summary and manifest rows (crops written to ``unl``).
 
     The video goes through :func:`pipeline.camera_loop.run_camera`, the loop of ``maskwatch run``, with the models
-    in this process; its records are not published.
+    in this process; its decisions are appended to ``<unl>/../decisions.jsonl``, its statistics are not kept.
     """
     t0 = time.monotonic()
-    clf = scorer.classifier
     spec = CameraSpec(camera_id=cam_id, source=src, frame_wh=frame_wh, pose_input_px=input_px, target_fps=target_fps,
                       capture=cfg.capture)
     cap = max(64, 16 * per_track)
@@ -432,21 +433,14 @@ def _extract_video(
         for tid in [t for t in cands if t not in alive]:
             flush(tid)
 
-    async def infer_pose(image: npt.NDArray[np.uint8], lb: Letterbox, cid: str, fidx: int, pts: int) -> Poses:
-        return decode_poses(pose.infer(image[None])[0], lb, cid, fidx, pts, cfg.pose.conf_threshold,
-                            cfg.pose.nms_iou, cfg.pose.oks_nms, cfg.pose.min_keypoints)
+    decided: list[PersonDecision] = []
 
-    async def classify(crops: npt.NDArray[np.uint8]) -> npt.NDArray[np.float32]:
-        return scorer.score(crops)
+    async def keep_decisions(messages: list[Message]) -> None:  # this extract's sink
+        decided.extend(m for m in messages if isinstance(m, PersonDecision))
 
-    async def discard(_records: list[Record]) -> None:
-        return None
-
-    def make_cam(wh: tuple[int, int]) -> CameraPipeline:
-        return CameraPipeline(cam_id, wh, clf.crop_margin, cfg.tracking, cfg.faces, cfg.voting)
-
-    run = asyncio.run(run_camera(spec, make_cam, clf.input_px, infer_pose, classify, discard, ("", ""),
-                                 on_frame=on_frame, on_crops=on_crops))
+    host = in_process_host(cfg, spec, pose, scorer, keep_decisions, on_frame=on_frame, on_crops=on_crops)
+    run = asyncio.run(run_camera(spec, host))
+    _write_decisions(unl.parent / DECISIONS, cam_id, decided)
     if run.error:
         raise SourceError(run.error)
     for tid in list(cands):
@@ -454,6 +448,15 @@ def _extract_video(
     summary = ExtractSummary(cam_id, src, run.frames_processed, input_px, len(written), faces, len(rows),
                              round(time.monotonic() - t0, 2))
     return summary, rows
+
+
+def _write_decisions(path: Path, camera_id: str, decided: list[PersonDecision]) -> None:
+    """Replace ``camera_id``'s decisions in ``path`` (JSON Lines) by ``decided``; other cameras' lines stay."""
+    kept = []
+    if path.is_file():
+        kept = [line for line in path.read_text().splitlines(keepends=True)
+                if line.strip() and json.loads(line).get("camera_id") != camera_id]
+    path.write_text("".join(kept) + "".join(d.encode().decode() + "\n" for d in decided))
 
 
 # --- loading -----------------------------------------------------------------------------------------------------

@@ -16,7 +16,7 @@ import numpy.typing as npt
 from pipeline.facegate import SCORE_COLUMNS
 from pipeline.headbox import FaceRules, crop_box, face_visible, head_boxes
 from pipeline.prevalence import ClassifierValidation
-from pipeline.stats import DEFAULT_MIN_COVERAGE, CameraWindows
+from pipeline.stats import DEFAULT_MIN_COVERAGE, CameraCounters, CameraWindows
 from pipeline.tracking import CameraTracker, TrackerParams
 from pipeline.voting import TrackLedger, VotingRules
 from schemas.messages import CameraStats, EndedBy, PersonDecision
@@ -24,11 +24,11 @@ from schemas.pose import NO_TRACK, Poses
 
 FloatArray = npt.NDArray[np.float32]
 
-STAGES = ("decode", "letterbox", "tracking", "crop", "voting", "records")
+STAGES = ("decode", "letterbox", "tracking", "crop", "voting", "emit")
 """Stages of a camera's own work whose CPU time the host counts in :attr:`CameraPipeline.stage_cpu_s`: decode
 (reading and decoding the stream, sampled-out frames included), letterbox (the pose input), tracking (tracker, head
-boxes, face rules), crop (cutting the classifier's crops), voting (scores into votes, decisions, windows), records
-(encoding the output records)."""
+boxes, face rules), crop (cutting the classifier's crops), voting (scores into votes, decisions, windows), emit
+(encoding the decisions and statistics and handing them to the sink)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,6 +74,8 @@ class CameraPipeline:
         district: The camera's district, carried in its statistics records (None: none).
         min_coverage: Coverage (decided / people with a face, 0-1) under which a statistics record is flagged
             ``low_coverage`` (config ``stats.min_coverage``).
+        counters: The camera's counters, owned by its loop (:class:`pipeline.camera_loop.CameraRun`) and carried
+            in its statistics records (None: new ones).
     """
 
     def __init__(
@@ -88,6 +90,7 @@ class CameraPipeline:
         validation: ClassifierValidation | None = None,
         district: str | None = None,
         min_coverage: float = DEFAULT_MIN_COVERAGE,
+        counters: CameraCounters | None = None,
     ) -> None:
         self.camera_id = camera_id
         self.frame_wh = frame_wh
@@ -96,7 +99,8 @@ class CameraPipeline:
         self.tracker = CameraTracker(frame_wh, tracker)
         self.ledger = TrackLedger(camera_id, voting)
         self.tracker.embed |= self.ledger.rules.splits  # cutting tracks in two needs the torso embeddings
-        self.windows = CameraWindows(camera_id, window_s, validation, district, min_coverage)
+        self.windows = CameraWindows(camera_id, window_s, validation, district, min_coverage, counters)
+        self.counters = self.windows.counters
         self.pose_latency_s: float | None = None  # decode to pose result of the latest frame (metrics), seconds
         # CPU seconds (thread time) per stage of STAGES since the metrics last took them (metrics; the host adds).
         self.stage_cpu_s: dict[str, float] = dict.fromkeys(STAGES, 0.0)
@@ -123,7 +127,7 @@ class CameraPipeline:
         embs = self.tracker.last_embeddings
         self.ledger.observe(track_id[seen].tolist(), poses.frame_idx, capture_time_ns,
                             None if embs is None else [embs[i] for i in seen])
-        self.windows.frames_processed += 1
+        self.counters.frames_processed += 1
         heads, from_face = head_boxes(poses.keypoints, self.faces.keypoint_min_score)
         ok = from_face & face_visible(poses.keypoints, heads, self.frame_wh, self.faces) & (track_id != NO_TRACK)
         rows = np.flatnonzero(ok).astype(np.int64)
@@ -153,8 +157,8 @@ class CameraPipeline:
         accepted = (sc[:, 1] >= self.faces.gate_min_score) & (sc[:, 2] >= self.faces.usable_min_score)
         self.ledger.add_scores(track_ids, sc[:, 0].tolist(), accepted.tolist(),
                                None if face_px is None else [float(h) for h in face_px])
-        self.windows.faces_classified += int(accepted.sum())
-        self.windows.faces_rejected += int((~accepted).sum())
+        self.counters.faces_classified += int(accepted.sum())
+        self.counters.faces_rejected += int((~accepted).sum())
 
     def collect(self, now_ns: int) -> tuple[list[PersonDecision], list[CameraStats]]:
         """Decisions for tracks the tracker dropped since the last call, and statistics of closed windows."""
@@ -162,14 +166,14 @@ class CameraPipeline:
         ended = self._alive - alive
         self._alive = alive
         decisions = self.ledger.end(ended) if ended else []
-        self.windows.open_tracks = len(self.ledger)
+        self.counters.open_tracks = len(self.ledger)
         return decisions, self.windows.add(decisions, now_ns)
 
     def close(self, now_ns: int, ended_by: EndedBy = "end_of_source") -> tuple[list[PersonDecision], list[CameraStats]]:
         """End of stream or shutdown: every live track ends (``ended_by``); the final statistics record."""
         decisions = self.ledger.end(ended_by=ended_by)
-        self.windows.open_tracks = 0
-        self.windows.camera_state = "ended"
+        self.counters.open_tracks = 0
+        self.counters.camera_state = "ended"
         stats = self.windows.add(decisions, now_ns)
         stats.append(self.windows.close(now_ns))
         return decisions, stats

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from schemas.errors import SinkError
+from schemas.messages import CameraStats, PersonDecision
 
 logger = logging.getLogger(__name__)
 # How long to wait for the first broker to answer: a broker that is down must fail fast, not after 30 s.
@@ -59,6 +60,14 @@ class Record:
         obj = json.loads(line)
         value = json.dumps(obj["value"], sort_keys=True, separators=(",", ":")).encode()
         return cls(obj["topic"], obj["key"], value)
+
+
+def message_records(messages: list[PersonDecision | CameraStats], decisions_topic: str,
+                    stats_topic: str) -> list[Record]:
+    """Kafka records of a camera's messages, in order: decisions to ``decisions_topic``, statistics to
+    ``stats_topic``; the key is the ``camera_id`` (a camera's records stay in one partition, in order)."""
+    return [Record(decisions_topic if isinstance(m, PersonDecision) else stats_topic, m.camera_id, m.encode())
+            for m in messages]
 
 
 class JsonLinesSink:

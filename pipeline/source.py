@@ -321,22 +321,17 @@ def read_frames(
     capture: CaptureConfig | None = None,
     on_state: Callable[[str], None] | None = None,
 ) -> Iterator[Frame]:
-    """Decode and sample a source's frames.
-
-    A file ends at its last frame (a few corrupt frames are skipped and logged). A live stream that stops, or stalls
-    (connected but no frame within ``open_timeout_s``: OpenCV's read timeout), is reopened with exponential backoff
-    and jitter; ``frame_idx`` and ``pts_ns`` keep increasing across reconnects.
+    """Decode and sample a source's frames. A file ends at its last frame (a few corrupt frames are skipped and
+    logged). A live stream that stops, or stalls (connected but no frame within ``open_timeout_s``), is reopened
+    with backoff; ``frame_idx`` and ``pts_ns`` keep increasing across reconnects.
 
     Args:
         source: File path or stream URL.
         camera_id: For logs and errors.
         target_fps: Sample rate (None: every frame).
-        capture: The capture settings (:class:`pipeline.config.CaptureConfig`; None: its defaults): those of
-            :func:`open_capture`, and ``max_reconnects`` (consecutive failed reopen attempts before giving up on a
-            live stream; None: never, a city camera that is down for an hour comes back when it is up again),
-            ``reconnect_backoff_s`` and ``max_backoff_s`` (the waits between reopen attempts,
-            :class:`pipeline.backoff.Backoff`). With ``decoder_threads`` 1, decoding runs on the reading thread, so
-            ``Frame.decode_cpu_s`` holds all of it.
+        capture: Capture settings (:class:`pipeline.config.CaptureConfig`; None: defaults): :func:`open_capture`'s,
+            ``max_reconnects`` (None: a live stream is never given up) and the reopen backoff. With
+            ``decoder_threads`` 1, ``Frame.decode_cpu_s`` holds all of the decoding.
         on_state: Called with ``"running"`` at the first frame after each (re)open and ``"reconnecting"`` when a
             live stream is lost (from the reading thread).
 
@@ -350,11 +345,7 @@ def read_frames(
     sampler = FrameSampler(target_fps)
     c = capture or CaptureConfig()
     cap = open_capture(source, camera_id, c)
-    fps = cap.fps or 25.0
-    frame_idx = -1
-    pts_offset_ns = 0  # keeps pts increasing across reconnects
-    open_idx = 0  # frame_idx of the first frame since the last (re)open
-    last_pts_ns = -1
+    timeline = _Timeline(cap.fps or 25.0)
     report = on_state or (lambda _state: None)
     opened = True  # the next frame is the first since an open: report "running"
     cpu0 = time.thread_time()  # a generator may resume in another thread: re-read after each yield
@@ -365,42 +356,64 @@ def read_frames(
                 if opened:
                     report("running")
                     opened = False
-                frame_idx += 1
-                pos_ms = cap.pos_ms
-                # A reopened stream starts again at 0: the fallback counts frames since the reopen, not since the
-                # start (else pts jump ahead by the whole time read so far at every reconnect).
-                pts_ns = pts_offset_ns + (
-                    int(pos_ms * 1e6) if pos_ms > 0 else int((frame_idx - open_idx) * 1e9 / fps)
-                )
-                if pts_ns <= last_pts_ns:  # streams without timestamps, or a reset after reconnect
-                    pts_ns = last_pts_ns + int(1e9 / fps)
-                last_pts_ns = pts_ns
+                frame_idx, pts_ns = timeline.next(cap.pos_ms)
                 if sampler.keep(pts_ns):
                     yield Frame(frame_idx, pts_ns, image, time.time_ns(), time.thread_time() - cpu0)
                     cpu0 = time.thread_time()
-                continue
-            if not live:
-                # Corrupt frames inside a file: skip a few, then it is the end.
-                total = cap.frame_count
-                skipped = 0
-                while skipped < MAX_CORRUPT_FRAMES and frame_idx + 1 + skipped < total:
-                    skipped += 1
-                    if cap.grab():
-                        logger.warning("camera %s: skipped %d undecodable frame(s) at %d", camera_id, skipped,
-                                       frame_idx + 1)
-                        frame_idx += skipped
-                        break
-                else:
+            elif not live:  # corrupt frames inside a file: skip a few, then it is the end
+                skipped = _skip_undecodable(cap, camera_id, timeline.frame_idx)
+                if skipped is None:
                     return
-                continue
-            cap.release()
-            report("reconnecting")
-            opened = True
-            cap = _reopen(source, camera_id, c, frame_idx)
-            pts_offset_ns = last_pts_ns + int(1e9 / fps)
-            open_idx = frame_idx + 1
+                timeline.frame_idx += skipped
+            else:
+                cap.release()
+                report("reconnecting")
+                opened = True
+                cap = _reopen(source, camera_id, c, timeline.frame_idx)
+                timeline.reopened()
     finally:
         cap.release()
+
+
+class _Timeline:
+    """``frame_idx`` and ``pts_ns`` of a source's frames, both increasing across reconnects."""
+
+    def __init__(self, fps: float) -> None:
+        self.fps = fps
+        self.frame_idx = -1
+        self._offset_ns = 0  # keeps pts increasing across reconnects
+        self._open_idx = 0  # frame_idx of the first frame since the last (re)open
+        self._last_ns = -1
+
+    def next(self, pos_ms: float) -> tuple[int, int]:
+        """The next decoded frame's ``(frame_idx, pts_ns)``, from the decoder's position in ms (<= 0: unknown)."""
+        self.frame_idx += 1
+        # A reopened stream starts again at 0: the fallback counts frames since the reopen, not since the start
+        # (else pts jump ahead by the whole time read so far at every reconnect).
+        pts_ns = self._offset_ns + (
+            int(pos_ms * 1e6) if pos_ms > 0 else int((self.frame_idx - self._open_idx) * 1e9 / self.fps))
+        if pts_ns <= self._last_ns:  # streams without timestamps, or a reset after reconnect
+            pts_ns = self._last_ns + int(1e9 / self.fps)
+        self._last_ns = pts_ns
+        return self.frame_idx, pts_ns
+
+    def reopened(self) -> None:
+        """The stream was reopened: its timestamps start again from 0."""
+        self._offset_ns = self._last_ns + int(1e9 / self.fps)
+        self._open_idx = self.frame_idx + 1
+
+
+def _skip_undecodable(cap: Capture, camera_id: str, frame_idx: int) -> int | None:
+    """A file frame after ``frame_idx`` did not decode: skip up to :data:`MAX_CORRUPT_FRAMES`; the number skipped,
+    or None at the end of the file."""
+    total = cap.frame_count
+    skipped = 0
+    while skipped < MAX_CORRUPT_FRAMES and frame_idx + 1 + skipped < total:
+        skipped += 1
+        if cap.grab():
+            logger.warning("camera %s: skipped %d undecodable frame(s) at %d", camera_id, skipped, frame_idx + 1)
+            return skipped
+    return None
 
 
 def _reopen(source: str, camera_id: str, c: CaptureConfig, frame_idx: int) -> Capture:

@@ -18,6 +18,7 @@ few (long, clean tracks and sharp faces) and the fraction can be biased by far m
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from typing import Any
 
 from pipeline.prevalence import ClassifierValidation, lang_reiczigel
@@ -222,6 +223,44 @@ def people_fields(
                   "classifier_validation_source": total_validation.source if total_validation else None}
 
 
+@dataclass(slots=True)
+class CameraCounters:
+    """A camera's running counters, carried in each of its statistics records.
+
+    One object per camera for its whole run: the camera's loop (:class:`pipeline.camera_loop.CameraRun`) owns it,
+    its :class:`CameraWindows` reads it, and :meth:`restore` continues it from the camera's last published record.
+
+    Attributes:
+        frames_processed: Frames that went through tracking.
+        frames_dropped: Live frames dropped under backpressure (the oldest queued frame gives way).
+        faces_classified: Crops the face gate passed (they voted).
+        faces_rejected: Crops the face gate rejected.
+        camera_state: ``connecting``, ``running``, ``reconnecting``, ``restarting`` or ``ended``.
+        camera_restarts: Times the camera's loop (or its process) failed and restarted.
+        last_frame_idx: The last frame tracked (-1: none); a file resumes after it.
+        open_tracks: Tracks followed and not yet decided.
+        tracks_lost: Tracks open when a process died: never decided, never counted.
+    """
+
+    frames_processed: int = 0
+    frames_dropped: int = 0
+    faces_classified: int = 0
+    faces_rejected: int = 0
+    camera_state: CameraState = "connecting"
+    camera_restarts: int = 0
+    last_frame_idx: int = -1
+    open_tracks: int = 0
+    tracks_lost: int = 0
+
+    def restore(self, last: CameraStats) -> None:
+        """Continue from ``last``: the counters it carries, its open tracks added to ``tracks_lost`` (the process
+        that followed them is gone; a final record has none open)."""
+        self.frames_processed, self.frames_dropped = last.frames_processed, last.frames_dropped
+        self.faces_classified, self.faces_rejected = last.faces_classified, last.faces_rejected
+        self.camera_restarts, self.last_frame_idx = last.camera_restarts, last.last_frame_idx
+        self.open_tracks, self.tracks_lost = 0, last.tracks_lost + last.open_tracks
+
+
 class CameraWindows:
     """Windowed statistics of one camera.
 
@@ -233,6 +272,7 @@ class CameraWindows:
         district: The camera's district, carried in every record (None: none).
         min_coverage: Coverage (decided / people with a face, 0-1) under which a record is flagged
             ``low_coverage``.
+        counters: The camera's counters, carried in every record (None: new ones, state ``running``).
 
     Raises:
         ValueError: If ``window_s`` is not positive or ``min_coverage`` is outside [0, 1].
@@ -245,6 +285,7 @@ class CameraWindows:
         validation: ClassifierValidation | None = None,
         district: str | None = None,
         min_coverage: float = DEFAULT_MIN_COVERAGE,
+        counters: CameraCounters | None = None,
     ) -> None:
         if window_s <= 0:
             msg = f"window_s must be > 0, got {window_s}"
@@ -260,33 +301,26 @@ class CameraWindows:
         self._start_ns: int | None = None
         self._window = PeopleCounts()
         self._total = PeopleCounts()
-        self.frames_processed = 0
-        self.frames_dropped = 0
-        self.faces_classified = 0
-        self.faces_rejected = 0
-        self.camera_state: CameraState = "running"
-        self.camera_restarts = 0
-        self.last_frame_idx = -1
-        self.open_tracks = 0
-        self.tracks_lost = 0
+        self.counters = counters if counters is not None else CameraCounters(camera_state="running")
 
     def _record(self, final: bool) -> CameraStats:
         assert self._start_ns is not None  # internal invariant, callers check
+        c = self.counters
         return CameraStats(
             camera_id=self.camera_id,
             window_start_ns=self._start_ns,
             window_end_ns=self._start_ns + self._window_ns,
             final=final,
             **people_fields(self._window, self._total, self.validation, self.validation, self.min_coverage),
-            frames_processed=self.frames_processed,
-            frames_dropped=self.frames_dropped,
-            faces_classified=self.faces_classified,
-            faces_rejected=self.faces_rejected,
-            camera_state=self.camera_state,
-            camera_restarts=self.camera_restarts,
-            last_frame_idx=self.last_frame_idx,
-            open_tracks=self.open_tracks,
-            tracks_lost=self.tracks_lost,
+            frames_processed=c.frames_processed,
+            frames_dropped=c.frames_dropped,
+            faces_classified=c.faces_classified,
+            faces_rejected=c.faces_rejected,
+            camera_state=c.camera_state,
+            camera_restarts=c.camera_restarts,
+            last_frame_idx=c.last_frame_idx,
+            open_tracks=c.open_tracks,
+            tracks_lost=c.tracks_lost,
             district=self.district,
         )
 
@@ -299,9 +333,18 @@ class CameraWindows:
     def restore(self, last: CameraStats) -> None:
         """Carry on from the camera's last published record, after its process or the whole job restarted.
 
-        The running totals, frame and face counters, restarts and ``last_frame_idx`` continue from ``last``; the
-        current window starts afresh. Totals never go down. The tracks ``last`` had open are gone with the process
-        that followed them: they are added to ``tracks_lost`` (a final record has none open).
+        The running totals (:meth:`restore_totals`) and the counters (:meth:`CameraCounters.restore`: frames,
+        faces, restarts, ``last_frame_idx``, the tracks ``last`` had open added to ``tracks_lost``) continue from
+        ``last``; the current window starts afresh. Totals never go down.
+
+        Raises:
+            ValueError: If ``last`` is another camera's.
+        """
+        self.restore_totals(last)
+        self.counters.restore(last)
+
+    def restore_totals(self, last: CameraStats) -> None:
+        """Continue the people totals from ``last`` (the counters are left to their owner).
 
         The face heights before ``last`` are known by their median only: they go on as ``last.faces_classified``
         crops at ``total_face_px_median``. A record upgraded from before schema version 7 does not know the people
@@ -320,10 +363,6 @@ class CameraWindows:
         t.face_px = FaceHeights()
         if last.total_face_px_median is not None:
             t.face_px.add(last.total_face_px_median, max(last.faces_classified, 1))
-        self.frames_processed, self.frames_dropped = last.frames_processed, last.frames_dropped
-        self.faces_classified, self.faces_rejected = last.faces_classified, last.faces_rejected
-        self.camera_restarts, self.last_frame_idx = last.camera_restarts, last.last_frame_idx
-        self.tracks_lost = last.tracks_lost + last.open_tracks
 
     def advance(self, now_ns: int) -> list[CameraStats]:
         """Close the current window if ``now_ns`` (UTC epoch ns) is past its end; returns the closed record.

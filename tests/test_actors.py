@@ -1,5 +1,7 @@
 """The Ray actors on real models: batching across cameras gives the same results as the bare models."""
 
+import time
+
 import numpy as np
 import pytest
 
@@ -89,3 +91,59 @@ def test_classify_actor_concatenates_requests_and_splits_back(ray_local):
     assert info["crop_margin"] == model.crop_margin
     assert info["face_gate"] == str(ClassifyConfig().face_detector_path)
     ray.kill(actor)
+
+
+def test_a_camera_starts_and_stops_inside_a_running_shard_without_touching_its_neighbour(ray_local, tmp_path):
+    """A shard runs one camera; a second is started in it while the first runs, then the first is stopped alone: its
+    open tracks are decided with ``ended_by="shutdown"`` and its final record published, while the second reads its
+    file to the end. (The live fleet changes of the next issue rest on this.)"""
+    import ray
+
+    from cluster.driver import resolve_cameras
+    from cluster.topology import build_topology
+    from pipeline.config import parse_config
+    from pipeline.sinks import Record
+    from schemas.messages import CameraStats, PersonDecision
+
+    pose_model()
+    long_video, short_video = shared_video("pets09_s2l1_cctv.mp4"), shared_video("single_masked.mp4")
+    cfg = parse_config({"cameras": [{"camera_id": "long", "source": str(long_video), "target_fps": 5},
+                                    {"camera_id": "short", "source": str(short_video), "target_fps": 5}],
+                        "pose": {"threads": 0}})
+    first, second = resolve_cameras(cfg)
+    clf = MaskClassifier(cfg.classify.model_path, "cpu")
+    out = tmp_path / "out.jsonl"
+    topo = build_topology(cfg, [first], str(pose_model()), clf.crop_margin, clf.input_px, str(out))
+    (shard,) = topo.shards
+    running = shard.run.remote(topo.pose, topo.classify, topo.sink)
+
+    def frames(camera_id):
+        return {c["camera_id"]: c.get("frames_processed", 0) for c in ray.get(shard.cameras.remote())}.get(camera_id, 0)
+
+    deadline = time.monotonic() + 120
+    while frames("long") < 5:
+        assert time.monotonic() < deadline, "the first camera processed no frames in 120 s"
+        time.sleep(0.5)
+    ray.get(shard.start_camera.remote(second), timeout=60)
+    with pytest.raises(ray.exceptions.RayTaskError, match="already running in this shard"):
+        ray.get(shard.start_camera.remote(second), timeout=60)
+    stopped = ray.get(shard.stop_camera.remote("long"), timeout=120)
+    summaries = {s["camera_id"]: s for s in ray.get(running, timeout=300)}
+    ray.get(topo.sink.close.remote(), timeout=60)
+
+    sampled = sum(1 for _ in read_frames(str(long_video), "long", target_fps=5))
+    assert 0 < stopped["frames_processed"] < sampled, "stopped before the end of its file"
+    assert summaries["long"]["frames_processed"] == stopped["frames_processed"]
+    short_frames = sum(1 for _ in read_frames(str(short_video), "short", target_fps=5))
+    assert summaries["short"]["frames_processed"] == short_frames, "the neighbour read its file to the end"
+    assert summaries["short"]["error"] is None
+    records = [Record.from_json_line(line) for line in out.read_text().splitlines()]
+    stats = {cid: [CameraStats.decode(r.value) for r in records if r.key == cid and r.topic == cfg.kafka.stats_topic]
+             for cid in ("long", "short")}
+    assert (stats["long"][-1].final, stats["long"][-1].camera_state) == (True, "ended")
+    assert stats["short"][-1].final
+    assert stats["short"][-1].last_frame_idx > 0
+    ended = {PersonDecision.decode(r.value).ended_by for r in records
+             if r.key == "long" and r.topic == cfg.kafka.decisions_topic}
+    assert "shutdown" in ended, "people in view of the stopped camera were decided, not dropped"
+    ray.kill(shard)

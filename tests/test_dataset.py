@@ -17,6 +17,7 @@ from maskwatch.dataset import EXTRACT_COLUMNS, MANIFEST, load_crop_dir, spread_b
 from maskwatch.training.data import LABELS, VAL_SET, read_boxes_csv, split_images
 from pipeline.headbox import crop_box, cut_crops
 from pipeline.onnx_models import MaskClassifier
+from schemas.messages import PersonDecision
 from tests.conftest import SHARED_DATA, pose_model, shared_video
 
 CLASSIFIER = Path(__file__).resolve().parents[1] / "maskwatch" / "assets" / "mask_classifier.onnx"
@@ -208,9 +209,20 @@ def test_extract_writes_the_crops_the_pipeline_classifies(tmp_path: Path) -> Non
             assert float(r["face_px"]) >= 16.0  # the pipeline's face rules applied
     cap.release()
     assert len(load_crop_dir(out, 96)) == 0  # nothing sorted yet
+    # The decisions `maskwatch run` gives these people, to look at beside their crops: one per person, each
+    # naming a track whose crops were written (street_5_masked: every person masked).
+    decided = [PersonDecision.decode(line) for line in (out / "decisions.jsonl").read_text().splitlines()]
+    assert decided
+    assert {d.camera_id for d in decided} == {"street_5_masked"}
+    assert len({d.track_id for d in decided}) == len(decided)
+    assert {str(d.track_id) for d in decided if d.decision != "undecided"} <= set(per_track)
+    assert [d.decision for d in decided].count("no_mask") == 0
     res = CliRunner().invoke(dataset, args)  # unlabelled/ is not empty
     assert res.exit_code == 2
     assert "--force" in res.output
+    res = CliRunner().invoke(dataset, [*args, "--force"])  # again: the video's decisions are replaced, not doubled
+    assert res.exit_code == 0, res.output
+    assert len((out / "decisions.jsonl").read_text().splitlines()) == len(decided)
 
 
 def test_bad_inputs_name_the_culprit(tmp_path: Path) -> None:

@@ -45,7 +45,7 @@ class Camera:
         return rec
 
     def final(self, minute: int) -> CameraStats:
-        self.w.camera_state = "ended"  # as CameraPipeline.close
+        self.w.counters.camera_state = "ended"  # as CameraPipeline.close
         return self.w.close(T0 + minute * MIN + 3)
 
 

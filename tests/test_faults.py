@@ -9,12 +9,12 @@ import logging
 import pytest
 
 from pipeline.camera import CameraPipeline
-from pipeline.camera_loop import CameraRun, CameraSpec, CameraSummary, run_camera, supervise_camera
+from pipeline.camera_loop import CameraHost, CameraSpec, supervise_camera
 from pipeline.config import CaptureConfig, ClassifyConfig
 from pipeline.facegate import CropScorer, load_face_gate
 from pipeline.onnx_models import MaskClassifier, PoseModel
 from pipeline.pose_postprocess import decode_poses
-from pipeline.sinks import Record
+from pipeline.sinks import Record, message_records
 from schemas.messages import CameraStats, PersonDecision
 from tests.conftest import REPO, pose_model, shared_video
 
@@ -52,14 +52,13 @@ def _camera(camera_id: str, models, records: list[Record], fail_on_call: int | N
             stop.set()
         return await asyncio.to_thread(scorer.score, crops)
 
-    async def emit(recs):
-        records.extend(recs)
+    async def emit(messages):
+        records.extend(message_records(messages, "d", "s"))
 
-    async def attempt(run: CameraRun) -> CameraSummary:
-        return await run_camera(spec, lambda wh: CameraPipeline(camera_id, wh, clf.crop_margin), clf.input_px,
-                                infer_pose, classify, emit, ("d", "s"), run=run, stop=stop)
+    def make_cam(wh, counters):
+        return CameraPipeline(camera_id, wh, clf.crop_margin, counters=counters)
 
-    return supervise_camera(spec, attempt, emit, ("d", "s"), stop)
+    return supervise_camera(spec, CameraHost(make_cam, clf.input_px, infer_pose, classify, emit), stop)
 
 
 def _stats(records: list[Record], camera_id: str) -> list[CameraStats]:
@@ -103,20 +102,21 @@ def test_a_camera_that_keeps_failing_gives_up_alone(models):
     spec = CameraSpec(camera_id="broken", source=str(shared_video(VIDEO)), frame_wh=None, pose_input_px=640,
                       target_fps=5.0, capture=CaptureConfig(reconnect_backoff_s=0.05, max_backoff_s=0.1))
 
-    async def emit(recs):
-        records.extend(recs)
+    async def emit(messages):
+        records.extend(message_records(messages, "d", "s"))
 
-    async def attempt(run: CameraRun) -> CameraSummary:
-        async def broken_pose(*_args):
-            msg = "decoder returned garbage"
-            raise ValueError(msg)
+    async def broken_pose(*_args):
+        msg = "decoder returned garbage"
+        raise ValueError(msg)
 
-        return await run_camera(spec, lambda wh: CameraPipeline("broken", wh, clf.crop_margin), clf.input_px,
-                                broken_pose, None, emit, ("d", "s"), run=run)  # type: ignore[arg-type]
+    def make_cam(wh, counters):
+        return CameraPipeline("broken", wh, clf.crop_margin, counters=counters)
+
+    host = CameraHost(make_cam, clf.input_px, broken_pose, None, emit)  # type: ignore[arg-type]
 
     async def main():
         return await asyncio.gather(
-            supervise_camera(spec, attempt, emit, ("d", "s"), asyncio.Event(), max_failures=3),
+            supervise_camera(spec, host, asyncio.Event(), max_failures=3),
             _camera("healthy", models, records),
         )
 

@@ -254,11 +254,12 @@ def test_camera_loop_waits_for_a_camera_down_at_start_and_drops_oldest_frames_wh
     import asyncio
 
     from pipeline.camera import CameraPipeline
-    from pipeline.camera_loop import CameraSpec, run_camera
+    from pipeline.camera_loop import CameraHost, CameraSpec, run_camera
     from pipeline.config import ClassifyConfig
     from pipeline.facegate import CropScorer, load_face_gate
     from pipeline.onnx_models import MaskClassifier, PoseModel
     from pipeline.pose_postprocess import decode_poses
+    from pipeline.sinks import message_records
     from tests.conftest import pose_model
 
     pose = PoseModel(pose_model(), device="cpu")
@@ -278,14 +279,14 @@ def test_camera_loop_waits_for_a_camera_down_at_start_and_drops_oldest_frames_wh
     async def classify(crops):
         return await asyncio.to_thread(scorer.score, crops)
 
-    async def emit(recs):
-        records.extend(recs)
+    async def emit(messages):
+        records.extend(message_records(messages, "d", "s"))
+
+    def make_cam(wh, counters):
+        return CameraPipeline("late", wh, clf.crop_margin, counters=counters)
 
     async def main():
-        task = asyncio.create_task(run_camera(
-            spec, lambda wh: CameraPipeline("late", wh, clf.crop_margin), clf.input_px, infer_pose, classify, emit,
-            ("d", "s"),
-        ))
+        task = asyncio.create_task(run_camera(spec, CameraHost(make_cam, clf.input_px, infer_pose, classify, emit)))
         await asyncio.sleep(2.0)  # the camera is down: the loop must be retrying, not failed
         assert not task.done()
         server.start()

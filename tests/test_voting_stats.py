@@ -147,7 +147,7 @@ def test_restore_continues_totals_and_counts_the_tracks_open_at_a_crash():
     before = CameraWindows("cam", window_s=60)
     t0 = 1_700_000_000 * 10**9
     before.add(_decision(ledger, 1, 0.9), t0)
-    before.open_tracks = 2  # two people in view when the process died
+    before.counters.open_tracks = 2  # two people in view when the process died
     last = before.add([], t0 + 61 * 10**9)[0]
     assert (last.total_people, last.open_tracks, last.tracks_lost) == (1, 2, 0)
     after = CameraWindows("cam", window_s=60)
@@ -304,7 +304,7 @@ def test_min_coverage_out_of_range_raises():
 def test_restore_carries_the_coverage_totals_on():
     t0 = 1_700_000_040 * 10**9
     before = CameraWindows("cam", window_s=60)
-    before.faces_classified = 6
+    before.counters.faces_classified = 6
     before.add(hand_made([("mask", 4, 30.0), ("undecided", 2, 30.0)]), t0)
     last = before.close(t0 + 1)
     assert (last.total_people_with_face, last.total_decided, last.total_face_px_median) == (2, 1, 30.0)
