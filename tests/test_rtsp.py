@@ -531,6 +531,7 @@ def test_a_killed_shard_process_comes_back_with_its_totals_and_spares_the_other(
 
 @pytest.mark.ray
 @pytest.mark.kafka
+@pytest.mark.soak
 def test_a_camera_down_3_min_comes_back_and_says_reconnecting_meanwhile(
     tmp_path: Path, broker: str, ray_local: None
 ) -> None:
@@ -624,6 +625,7 @@ class TcpProxy:
 
 @pytest.mark.ray
 @pytest.mark.kafka
+@pytest.mark.soak
 def test_broker_down_60_s_every_decision_reaches_kafka_and_cameras_go_on(tmp_path: Path, ray_local: None) -> None:
     """Two live cameras; the broker becomes unreachable for 60 s (connections reset and refused) and comes back.
     Every decision the cameras made reaches Kafka (counted by decision_id against each camera's final total),
