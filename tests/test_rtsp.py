@@ -31,7 +31,7 @@ from schemas.messages import CameraStats
 from services.broker import free_port
 from tests.conftest import REPO, shared_video
 
-pytestmark = pytest.mark.slow
+INSTALL_HINT = "run `sudo bash scripts/install-system-deps.sh`"
 
 VIDEO = "single_masked.mp4"  # H.264, 720x404, 25 fps, 9.8 s (looped by the server)
 VIDEO_WH, VIDEO_FPS = (720, 404), 25.0
@@ -48,12 +48,13 @@ def _gst_rtsp_available() -> bool:
     return proc.returncode == 0
 
 
-if not _gst_rtsp_available():
-    pytest.skip(
-        f"needs GStreamer's RTSP server for {SYSTEM_PYTHON} (gi + GstRtspServer 1.0): "
-        "run `sudo bash scripts/install-system-deps.sh`",
-        allow_module_level=True,
-    )
+# A mark, not a module-level skip: each test is reported as skipped by name (and `make test` lists them at its end).
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.skipif(not _gst_rtsp_available(),
+                       reason=f"needs GStreamer's RTSP server for {SYSTEM_PYTHON} (gi + GstRtspServer 1.0): "
+                              f"{INSTALL_HINT}"),
+]
 
 
 @pytest.fixture(scope="module")
