@@ -290,13 +290,13 @@ def test_camera_loop_waits_for_a_camera_down_at_start_and_drops_oldest_frames_wh
             spec, lambda wh: CameraPipeline("late", wh, clf.crop_margin), clf.input_px, infer_pose, classify, emit,
             ("d", "s"),
         ))
-        # The camera is down: the loop must be retrying (two failed opens logged), not failed.
-        await wait_until_async(lambda: task.done() or sum("retrying in" in r.getMessage() for r in caplog.records) >= 2,
+        # The camera is down: the loop must be retrying (a failed open logged, "retrying in"), not failed.
+        await wait_until_async(lambda: task.done() or any("retrying in" in r.getMessage() for r in caplog.records),
                                30, "the camera loop to retry a camera that is down")
         assert not task.done()
         server.start()
-        # 30 frames into the pose model: more than the 10 asserted, and the 25-fps camera outpaced the CPU model.
-        await wait_until_async(lambda: task.done() or pose_calls[0] >= 30, 60, "30 frames of the live camera")
+        # 20 frames into the pose model: more than the 10 asserted, and the 25-fps camera outpaced the CPU model.
+        await wait_until_async(lambda: task.done() or pose_calls[0] >= 20, 60, "20 frames of the live camera")
         assert not task.done()
         assert server.stop() == 0
         return await asyncio.wait_for(task, 60)
@@ -335,7 +335,9 @@ def test_sigterm_decides_people_in_view_publishes_final_statistics_and_exits_0(t
     for s in servers:
         s.start()
     cfg = KafkaConfig(bootstrap_servers=broker)
-    (tmp_path / "maskwatch.yaml").write_text(yaml.safe_dump({"stats": {"window_s": 1}}))
+    # A free metrics port: the default (8090) may be held by another run on this machine.
+    (tmp_path / "maskwatch.yaml").write_text(yaml.safe_dump({"stats": {"window_s": 1},
+                                                             "ray": {"metrics_export_port": free_port()}}))
     try:
         args = [sys.executable, "-m", "maskwatch.cli", "run", "--kafka-bootstrap", broker, "--target-fps", "5",
                 "--config", str(tmp_path / "maskwatch.yaml")]
