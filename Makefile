@@ -20,7 +20,7 @@ TRAIN_KEY := $(shell cat requirements.lock requirements-train.txt | sha256sum | 
 BROKER_PORT ?= 19092
 PYTEST_ARGS ?=
 
-.PHONY: help venv venv-train models test test-fast demo broker-start broker-stop lint bench clean
+.PHONY: help venv venv-train models system-deps test test-fast test-slow demo broker-start broker-stop lint bench clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | column -t -s $$'\t'
@@ -49,11 +49,33 @@ venv-train: venv  ## add the training extra (torch CPU, onnxscript) to the venv
 models: venv  ## export the default pose model to ONNX (cached; offline after the first build)
 	$(BIN)/maskwatch models build > /dev/null
 
-test: venv models  ## everything, as CI runs it
-	$(BIN)/python -m pytest $(PYTEST_ARGS)
+# Two tiers that together are the whole suite, each test in exactly one: the fast tier (pure tests, under a minute)
+# and the rest (real models, Ray, the broker; the `soak` scenarios too).
+FAST_TIER := not slow and not ray and not kafka
+SLOW_TIER := not ($(FAST_TIER))
 
-test-fast: venv  ## the pure tests only (no models, Ray or broker)
-	$(BIN)/python -m pytest -m "not slow and not ray and not kafka" $(PYTEST_ARGS)
+system-deps:  ## the Debian packages of the RTSP, browser and Prometheus tests (apt-get; sudo when not root)
+	bash scripts/install-system-deps.sh
+
+# As root (CI, a fresh container) the Debian packages are installed first; otherwise the tests that need them are
+# skipped, and the last lines name them and the command that enables them (devtools/skip_report.py).
+test: venv models  ## everything, as CI runs it: the fast tier first, then the rest
+	@if [ "$$(id -u)" -eq 0 ]; then bash scripts/install-system-deps.sh; fi
+	@skips=$$(mktemp); trap 'rm -f "$$skips"' EXIT; export MASKWATCH_SKIP_LOG="$$skips"; rc=0; \
+	echo "== make test 1/2: the fast tier (-m \"$(FAST_TIER)\")"; \
+	$(BIN)/python -m pytest -m "$(FAST_TIER)" $(PYTEST_ARGS) || rc=$$?; \
+	if [ $$rc -eq 0 ]; then \
+	  echo "== make test 2/2: the rest (-m \"$(SLOW_TIER)\")"; \
+	  $(BIN)/python -m pytest -m "$(SLOW_TIER)" $(PYTEST_ARGS) || rc=$$?; \
+	fi; \
+	$(BIN)/python -m devtools.skip_report "$$skips"; \
+	exit $$rc
+
+test-fast: venv  ## the pure tests only (no models, Ray or broker): under a minute
+	$(BIN)/python -m pytest -m "$(FAST_TIER)" $(PYTEST_ARGS)
+
+test-slow: venv models  ## the rest of `make test`: real models, Ray, the broker, the soak scenarios
+	$(BIN)/python -m pytest -m "$(SLOW_TIER)" $(PYTEST_ARGS)
 
 demo: venv models  ## a real video through local Ray into a local broker, statistics read back from Kafka
 	BIN=$(BIN) BROKER_PORT=$(BROKER_PORT) SOURCE="$(SOURCE)" scripts/demo.sh

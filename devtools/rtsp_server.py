@@ -4,6 +4,7 @@ live camera for the tests and the fleet benchmark. The venv never imports gi; th
 
 from __future__ import annotations
 
+import contextlib
 import os
 import select
 import signal
@@ -43,8 +44,9 @@ class RtspServer:
                 raise RuntimeError(msg)
             if select.select([fd], [], [], min(left, 0.2))[0]:
                 chunk = os.read(fd, 4096)
-                if not chunk:  # closed: the process is exiting
-                    time.sleep(0.05)
+                if not chunk:  # closed: the process is exiting; wait for its exit (bounded), then report it
+                    with contextlib.suppress(subprocess.TimeoutExpired):
+                        self.proc.wait(timeout=max(0.0, min(left, 1.0)))
                 buf += chunk
         line = buf.decode().strip()
         if line != f"ready {self.url}":

@@ -1,4 +1,5 @@
-"""Shared fixtures: the ../shared data, a local Kafka-protocol broker, a local Ray on loopback."""
+"""Shared fixtures: the ../shared data, a local Kafka-protocol broker, a local Ray on loopback; and, at the end of a
+run, the tests that were skipped for want of Debian packages with the one command that installs them."""
 
 from __future__ import annotations
 
@@ -55,3 +56,30 @@ def ray_local() -> Iterator[None]:
         yield
     finally:
         ray.shutdown()
+
+
+# `make test` runs two tiers (two pytest runs): each appends its skips to this file, printed by make at the end.
+SKIP_LOG_ENV = "MASKWATCH_SKIP_LOG"
+
+
+def _skip_reason(report: pytest.TestReport | pytest.CollectReport) -> str:
+    longrepr = report.longrepr
+    reason = str(longrepr[2]) if isinstance(longrepr, tuple) and len(longrepr) == 3 else str(longrepr)
+    return reason.removeprefix("Skipped: ")
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    """The tests skipped because a Debian package is missing (their reason names scripts/install-system-deps.sh),
+    and the one command that enables them."""
+    from devtools.skip_report import HEADER, needs_system_deps, report_lines
+
+    skipped = [(r.nodeid, _skip_reason(r)) for r in terminalreporter.stats.get("skipped", [])]
+    missing = [(nodeid, reason) for nodeid, reason in skipped if needs_system_deps(reason)]
+    if log := os.environ.get(SKIP_LOG_ENV):
+        with open(log, "a", encoding="utf-8") as fh:
+            fh.writelines(f"{nodeid}\t{reason}\n" for nodeid, reason in missing)
+        return
+    if lines := report_lines(missing):
+        terminalreporter.section(HEADER, sep="=", yellow=True, bold=True)
+        for line in lines:
+            terminalreporter.line(line)

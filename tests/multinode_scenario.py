@@ -55,6 +55,7 @@ def main() -> int:
     from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
     from devtools.procs import descendants, stop_all
+    from devtools.waiting import port_open, wait_until
     from pipeline.config import KafkaConfig
     from pipeline.sinks import ensure_topics
     from pipeline.stats_reader import read_topic
@@ -70,15 +71,18 @@ def main() -> int:
             head = ray_start(["--head", "--port", str(GCS_PORT), "--num-cpus", "3", "--include-dashboard", "false"],
                              args.work / "head.log", env)
             procs.append(head)
-            time.sleep(5)
+
+            def head_listening() -> bool:
+                assert head.poll() is None, (args.work / "head.log").read_text()[-3000:]
+                return port_open(GCS_PORT)
+
+            wait_until(head_listening, 60, f"the head node's GCS on 127.0.0.1:{GCS_PORT}", poll_s=0.2)
             worker = ray_start(["--address", f"127.0.0.1:{GCS_PORT}", "--num-cpus", "4"], args.work / "worker.log",
                                env)
             procs.append(worker)
             ray.init(address=f"127.0.0.1:{GCS_PORT}", namespace="multinode-filler", logging_level="WARNING")
-            deadline = time.monotonic() + 60
-            while len([n for n in ray.nodes() if n["Alive"]]) < 2:
-                assert time.monotonic() < deadline, "the worker node did not join within 60 s"
-                time.sleep(1)
+            wait_until(lambda: len([n for n in ray.nodes() if n["Alive"]]) >= 2, 60, "the worker node to join",
+                       poll_s=0.5)
             head_id = next(n["NodeID"] for n in ray.nodes()
                            if n["Alive"] and "node:__internal_head__" in n["Resources"])
 
@@ -113,15 +117,19 @@ def main() -> int:
                         out[key].append(CameraStats.decode(value))
                 return out
 
-            deadline = time.monotonic() + 180
             seen = stats()
-            while not all(s and s[-1].frames_processed >= 40 for s in seen.values()):
+
+            def published_40() -> bool:
+                nonlocal seen
                 assert run.poll() is None, (args.work / "run.err").read_text()[-3000:]
-                last = {c: (len(s), s[-1].frames_processed if s else None) for c, s in seen.items()}
-                assert time.monotonic() < deadline, (
-                    f"the cameras did not publish 40 frames within 180 s: (records, last frames_processed) {last}")
-                time.sleep(1)
                 seen = stats()
+                return all(s and s[-1].frames_processed >= 40 for s in seen.values())
+
+            def last() -> str:
+                got = {c: (len(s), s[-1].frames_processed if s else None) for c, s in seen.items()}
+                return f"the cameras to publish 40 frames: (records, last frames_processed) {got}"
+
+            wait_until(published_40, 180, last, poll_s=0.5)
             before = {c: s[-1].frames_processed for c, s in stats().items()}
             raylets = [pid for pid, name in descendants(worker.pid) if name == "raylet"]
             assert len(raylets) == 1, descendants(worker.pid)
@@ -129,14 +137,16 @@ def main() -> int:
             killed_ns = time.time_ns()
             os.kill(raylets[0], signal.SIGKILL)
             back: dict[str, float] = {}
-            deadline = time.monotonic() + 180
-            while len(back) < len(cameras):
-                assert time.monotonic() < deadline, f"cameras back after the node loss: {sorted(back)} of {cameras}"
+
+            def all_back() -> bool:
                 for cid, recs in stats().items():
                     again = [s for s in recs if s.camera_restarts >= 1 and s.window_end_ns > killed_ns]
                     if again and cid not in back:
                         back[cid] = (again[0].window_end_ns - killed_ns) / 1e9
-                time.sleep(1)
+                return len(back) == len(cameras)
+
+            wait_until(all_back, 180, lambda: f"the cameras back after the node loss: {sorted(back)} of {cameras}",
+                       poll_s=0.5)
             code = run.wait(timeout=400)
             final = stats()
             report = {

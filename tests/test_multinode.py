@@ -16,7 +16,7 @@ import pytest
 
 from tests.conftest import REPO, SHARED_DATA, pose_model, shared_video
 
-pytestmark = [pytest.mark.slow, pytest.mark.ray, pytest.mark.kafka]
+pytestmark = [pytest.mark.slow, pytest.mark.ray, pytest.mark.kafka, pytest.mark.soak]
 
 SCENARIO = REPO / "tests" / "multinode_scenario.py"
 UNSHARE = ["unshare", "--net", "--pid", "--fork", "--mount-proc"]

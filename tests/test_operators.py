@@ -16,7 +16,6 @@ import signal
 import subprocess
 import sys
 import threading
-import time
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -28,6 +27,7 @@ import yaml
 
 from devtools.procs import stop_all
 from devtools.rtsp_server import RtspServer
+from devtools.waiting import wait_until
 from pipeline.config import KafkaConfig
 from pipeline.stats_reader import latest_districts, latest_stats
 from services.broker import free_port
@@ -62,15 +62,7 @@ def _prom_query(port: int, expr: str) -> dict[str, Any]:
 
 
 def _wait(what: str, check: Any, timeout_s: float) -> Any:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        try:
-            if got := check():
-                return got
-        except OSError:
-            pass
-        time.sleep(1.0)
-    raise AssertionError(f"{what}: not within {timeout_s:.0f} s")
+    return wait_until(check, timeout_s, what, poll_s=0.5, ignore=(OSError,))  # OSError: Prometheus not up yet
 
 
 def _page_rows(driver: Any, table: str) -> dict[str, dict[str, str]]:
@@ -197,7 +189,7 @@ def test_operators_see_the_run_in_prometheus_and_in_a_real_browser(broker: str, 
                     return False
             return True
 
-        WebDriverWait(driver, 60, poll_frequency=1).until(page_matches_topics)
+        WebDriverWait(driver, 60, poll_frequency=0.5).until(page_matches_topics)
         north, south = latest_districts(kafka)["north"], latest_districts(kafka)["south"]
         cams = latest_stats(kafka)
         assert north.total_people == cams["north-street"].total_people > 0

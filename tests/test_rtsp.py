@@ -24,14 +24,15 @@ from pathlib import Path
 import pytest
 
 from devtools.rtsp_server import SYSTEM_PYTHON, RtspServer
+from devtools.waiting import wait_until, wait_until_async
 from pipeline.config import CaptureConfig
 from pipeline.source import Frame, probe, read_frames
-from schemas.errors import SourceError
+from schemas.errors import SinkError, SourceError
 from schemas.messages import CameraStats
 from services.broker import free_port
 from tests.conftest import REPO, shared_video
 
-pytestmark = pytest.mark.slow
+INSTALL_HINT = "run `sudo bash scripts/install-system-deps.sh`"
 
 VIDEO = "single_masked.mp4"  # H.264, 720x404, 25 fps, 9.8 s (looped by the server)
 VIDEO_WH, VIDEO_FPS = (720, 404), 25.0
@@ -48,12 +49,13 @@ def _gst_rtsp_available() -> bool:
     return proc.returncode == 0
 
 
-if not _gst_rtsp_available():
-    pytest.skip(
-        f"needs GStreamer's RTSP server for {SYSTEM_PYTHON} (gi + GstRtspServer 1.0): "
-        "run `sudo bash scripts/install-system-deps.sh`",
-        allow_module_level=True,
-    )
+# A mark, not a module-level skip: each test is reported as skipped by name (and `make test` lists them at its end).
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.skipif(not _gst_rtsp_available(),
+                       reason=f"needs GStreamer's RTSP server for {SYSTEM_PYTHON} (gi + GstRtspServer 1.0): "
+                              f"{INSTALL_HINT}"),
+]
 
 
 @pytest.fixture(scope="module")
@@ -159,7 +161,9 @@ def test_reconnects_after_the_server_restarts(rtsp: RtspServer, caplog: pytest.L
         before = [reader.take(timeout_s=10) for _ in range(5)]
         t_kill = time.monotonic()
         assert rtsp.stop() == 0, "the server must exit cleanly on SIGTERM"
-        time.sleep(1.5)
+        # Down until the reader has noticed and one reopen has failed (its second "stream lost ... reconnect" line).
+        wait_until(lambda: sum("stream lost" in r.getMessage() for r in caplog.records) >= 2, 15,
+                   "the reader to notice the drop and fail one reopen", poll_s=0.05)
         rtsp.start()
         t_restart = time.monotonic()
         during, after = [], []
@@ -193,9 +197,8 @@ def test_a_live_camera_is_never_given_up(rtsp: RtspServer, caplog: pytest.LogCap
     try:
         reader.take(timeout_s=10)
         rtsp.stop()
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline and sum("reconnect" in r.getMessage() for r in caplog.records) < 8:
-            time.sleep(0.2)
+        wait_until(lambda: sum("reconnect" in r.getMessage() for r in caplog.records) >= 8, 30,
+                   "8 reconnect attempts while the camera is down", poll_s=0.05)
         attempts = sum("reconnect" in r.getMessage() for r in caplog.records)
         rtsp.start()
         _, frame = reader.take(timeout_s=20)
@@ -246,7 +249,7 @@ def test_a_frozen_stream_times_out_instead_of_hanging(rtsp: RtspServer, decoder:
 
 
 def test_camera_loop_waits_for_a_camera_down_at_start_and_drops_oldest_frames_when_behind(
-    tmp_path: Path,
+    tmp_path: Path, caplog: pytest.LogCaptureFixture,
 ) -> None:
     """The per-camera loop (no Ray; real pose model and classifier in this process) on a live camera that is down
     when the run starts: it keeps retrying, processes frames once the camera is up, drops the oldest frames rather
@@ -262,6 +265,7 @@ def test_camera_loop_waits_for_a_camera_down_at_start_and_drops_oldest_frames_wh
     from pipeline.sinks import message_records
     from tests.conftest import pose_model
 
+    caplog.set_level("WARNING", logger="pipeline.camera_loop")
     pose = PoseModel(pose_model(), device="cpu")
     clf = MaskClassifier(REPO / "maskwatch" / "assets" / "mask_classifier.onnx", device="cpu")
     server = RtspServer(shared_video(VIDEO), free_port(), tmp_path / "server.log")
@@ -269,8 +273,10 @@ def test_camera_loop_waits_for_a_camera_down_at_start_and_drops_oldest_frames_wh
                       capture=CaptureConfig(queue_frames=2, open_timeout_s=2.0, max_reconnects=1,
                                             reconnect_backoff_s=0.3, wait_for_unreachable=True))
     records = []
+    pose_calls = [0]
 
     async def infer_pose(image, lb, cid, fidx, pts):
+        pose_calls[0] += 1
         raw = (await asyncio.to_thread(pose.infer, image[None]))[0]
         return decode_poses(raw, lb, cid, fidx, pts)
 
@@ -287,10 +293,14 @@ def test_camera_loop_waits_for_a_camera_down_at_start_and_drops_oldest_frames_wh
 
     async def main():
         task = asyncio.create_task(run_camera(spec, CameraHost(make_cam, clf.input_px, infer_pose, classify, emit)))
-        await asyncio.sleep(2.0)  # the camera is down: the loop must be retrying, not failed
+        # The camera is down: the loop must be retrying (a failed open logged, "retrying in"), not failed.
+        await wait_until_async(lambda: task.done() or any("retrying in" in r.getMessage() for r in caplog.records),
+                               30, "the camera loop to retry a camera that is down")
         assert not task.done()
         server.start()
-        await asyncio.sleep(6.0)
+        # 20 frames into the pose model: more than the 10 asserted, and the 25-fps camera outpaced the CPU model.
+        await wait_until_async(lambda: task.done() or pose_calls[0] >= 20, 60, "20 frames of the live camera")
+        assert not task.done()
         assert server.stop() == 0
         return await asyncio.wait_for(task, 60)
 
@@ -310,9 +320,12 @@ def test_camera_loop_waits_for_a_camera_down_at_start_and_drops_oldest_frames_wh
 def test_sigterm_decides_people_in_view_publishes_final_statistics_and_exits_0(tmp_path: Path, broker: str) -> None:
     """`maskwatch run` on two live RTSP cameras into a real broker, stopped with SIGTERM as Kubernetes stops a pod:
     it exits 0 within the grace period, the person in view of each camera is decided (ended_by "shutdown"), and
-    each camera's final statistics record is in Kafka."""
+    each camera's final statistics record is in Kafka. (1-s statistics windows: the test waits for each camera's
+    records to show frames processed and a person in view, instead of a fixed time for Ray and the models to start.)"""
     import sys
     import uuid
+
+    import yaml
 
     from pipeline.config import KafkaConfig
     from pipeline.stats_reader import latest_stats, read_decisions
@@ -324,15 +337,28 @@ def test_sigterm_decides_people_in_view_publishes_final_statistics_and_exits_0(t
     cameras = [f"live-{i}-{tag}" for i in range(2)]
     for s in servers:
         s.start()
+    cfg = KafkaConfig(bootstrap_servers=broker)
+    # A free metrics port: the default (8090) may be held by another run on this machine.
+    (tmp_path / "maskwatch.yaml").write_text(yaml.safe_dump({"stats": {"window_s": 1},
+                                                             "ray": {"metrics_export_port": free_port()}}))
     try:
-        args = [sys.executable, "-m", "maskwatch.cli", "run", "--kafka-bootstrap", broker, "--target-fps", "5"]
+        args = [sys.executable, "-m", "maskwatch.cli", "run", "--kafka-bootstrap", broker, "--target-fps", "5",
+                "--config", str(tmp_path / "maskwatch.yaml")]
         for s, cid in zip(servers, cameras, strict=True):
             args += ["--source", s.url, "--camera-id", cid]
         env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0"}
         with (tmp_path / "run.err").open("w") as err:
             proc = subprocess.Popen(args, cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=err)
             try:
-                time.sleep(40)  # Ray starts, the models load, both cameras run
+                def running() -> bool:
+                    assert proc.poll() is None, (tmp_path / "run.err").read_text()[-3000:]
+                    stats = latest_stats(cfg)
+                    return all(cid in stats and stats[cid].frames_processed > 20 and stats[cid].open_tracks > 0
+                               for cid in cameras)
+
+                # Ray starts, the models load, both cameras run with someone in view.
+                wait_until(running, 150, "both cameras to publish > 20 frames with a person in view", poll_s=1.0,
+                           ignore=(SinkError,))  # the run has not created the topic yet
                 assert proc.poll() is None, (tmp_path / "run.err").read_text()[-3000:]
                 t0 = time.monotonic()
                 os.kill(proc.pid, signal.SIGTERM)
@@ -350,7 +376,6 @@ def test_sigterm_decides_people_in_view_publishes_final_statistics_and_exits_0(t
     assert stopped_s < CaptureConfig().shutdown_grace_s, stopped_s
     assert "Traceback" not in err_text, err_text[-3000:]
     assert "stopped by SIGTERM" in err_text
-    cfg = KafkaConfig(bootstrap_servers=broker)
     stats = latest_stats(cfg)
     decisions = read_decisions(cfg)
     for cid in cameras:
@@ -426,10 +451,8 @@ class Fleet:
         return [CameraStats.decode(v) for k, v in read_topic(self.cfg.kafka, self.cfg.kafka.stats_topic) if k == cid]
 
     def wait_running(self, timeout_s: float = 90.0) -> None:
-        deadline = time.monotonic() + timeout_s
-        while not all((st := self.stats_of(c)) and st[-1].frames_processed > 10 for c in self.cameras):
-            assert time.monotonic() < deadline, "cameras did not start publishing"
-            time.sleep(1.0)
+        wait_until(lambda: all((st := self.stats_of(c)) and st[-1].frames_processed > 10 for c in self.cameras),
+                   timeout_s, f"cameras {self.cameras} to publish statistics of > 10 frames", poll_s=0.5)
 
     def stop(self) -> None:
         """Stop as on SIGTERM: the supervisor ends the cameras and returns; the sink delivers what it holds."""
@@ -470,15 +493,18 @@ def test_a_killed_shard_process_comes_back_with_its_totals_and_spares_the_other(
         before = fleet.stats_of(cameras[1])[-1]
         killed_ns = time.time_ns()
         os.kill(victim_pid, signal.SIGKILL)
-        back_s = None
-        deadline = time.monotonic() + 60
-        while back_s is None:
-            assert time.monotonic() < deadline, "the killed shard's camera did not publish again"
-            after = [s for s in fleet.stats_of(cameras[1]) if s.camera_restarts >= 1]
-            if after:
-                back_s = (after[0].window_end_ns - killed_ns) / 1e9
-            time.sleep(0.5)
-        time.sleep(5.0)
+        after = wait_until(lambda: [s for s in fleet.stats_of(cameras[1]) if s.camera_restarts >= 1], 60,
+                           "the killed shard's camera to publish again", poll_s=0.5)
+        back_s = (after[0].window_end_ns - killed_ns) / 1e9
+
+        def other_went_on() -> bool:
+            # The other camera's windows that the checks below look at (3 s before the kill to 12 s after), and one
+            # that starts 2 s after the killed camera was back: it went on through the outage and after it.
+            other = [s for s in fleet.stats_of(cameras[0]) if not s.final]
+            return (len([s for s in other if killed_ns - 3e9 <= s.window_start_ns <= killed_ns + 12e9]) >= 10
+                    and any(s.window_start_ns >= killed_ns + back_s * 1e9 + 2e9 for s in other))
+
+        wait_until(other_went_on, 60, "the other camera's windows around the outage and after it", poll_s=0.5)
         fleet.stop()
     print(f"killed shard's camera published again {back_s:.1f} s after the kill")
     # The issue's target is 10 s. Measured on the 2-core development machine: 5.3 s alone and 10.3 s with the rest
@@ -511,6 +537,7 @@ def test_a_killed_shard_process_comes_back_with_its_totals_and_spares_the_other(
 
 @pytest.mark.ray
 @pytest.mark.kafka
+@pytest.mark.soak
 def test_a_camera_down_3_min_comes_back_and_says_reconnecting_meanwhile(
     tmp_path: Path, broker: str, ray_local: None
 ) -> None:
@@ -526,15 +553,12 @@ def test_a_camera_down_3_min_comes_back_and_says_reconnecting_meanwhile(
         time.sleep(180)
         server.start()
         up_ns = time.time_ns()
-        back_s = None
-        deadline = time.monotonic() + 60  # backoff capped at capture.max_backoff_s (30 s, +20% jitter), then open
-        while back_s is None:
-            assert time.monotonic() < deadline, "the camera did not come back within 60 s of its server"
-            running = [s for s in fleet.stats_of(cid) if s.window_start_ns >= up_ns and s.camera_state == "running"
-                       and s.frames_processed > before.frames_processed]
-            if running:
-                back_s = (running[0].window_end_ns - up_ns) / 1e9
-            time.sleep(1.0)
+        # Backoff capped at capture.max_backoff_s (30 s, +20% jitter), then open: back within 60 s of its server.
+        running = wait_until(
+            lambda: [s for s in fleet.stats_of(cid) if s.window_start_ns >= up_ns and s.camera_state == "running"
+                     and s.frames_processed > before.frames_processed],
+            60, "the camera to run again after its server came back", poll_s=0.5)
+        back_s = (running[0].window_end_ns - up_ns) / 1e9
         fleet.stop()
     print(f"camera running again {back_s:.1f} s after its server came back")
     recs = fleet.stats_of(cid)
@@ -607,6 +631,7 @@ class TcpProxy:
 
 @pytest.mark.ray
 @pytest.mark.kafka
+@pytest.mark.soak
 def test_broker_down_60_s_every_decision_reaches_kafka_and_cameras_go_on(tmp_path: Path, ray_local: None) -> None:
     """Two live cameras; the broker becomes unreachable for 60 s (connections reset and refused) and comes back.
     Every decision the cameras made reaches Kafka (counted by decision_id against each camera's final total),
@@ -638,12 +663,15 @@ def test_broker_down_60_s_every_decision_reaches_kafka_and_cameras_go_on(tmp_pat
                 depths.append(depth())
             proxy.up()
             up_ns = time.time_ns()
-            deadline = time.monotonic() + 60
-            while depth() and time.monotonic() < deadline:
-                time.sleep(0.5)
-            drained_s = (time.time_ns() - up_ns) / 1e9
-            assert depth() == 0, f"outbox still holds {depth()} records {drained_s:.0f} s after the broker came back"
-            time.sleep(3.0)
+            wait_until(lambda: depth() == 0, 60,
+                       lambda: f"the outbox to drain after the broker came back (it still holds {depth()} records)",
+                       poll_s=0.2)
+            drained_ns = time.time_ns()
+            drained_s = (drained_ns - up_ns) / 1e9
+            # The run goes on once the outbox is empty: each camera publishes a window that starts after that.
+            wait_until(lambda: all(any(s.window_start_ns >= drained_ns for s in fleet.stats_of(c))
+                                   for c in fleet.cameras),
+                       30, "each camera to publish a window after the outbox drained", poll_s=0.5)
             fleet.stop()
         decisions = read_decisions(fleet.cfg.kafka)
         stats = {c: fleet.stats_of(c) for c in fleet.cameras}
