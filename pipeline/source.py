@@ -127,6 +127,7 @@ class PyAvCapture:
     def __init__(self, container: av.container.InputContainer, camera_id: str, decoder_threads: int) -> None:
         self._container = container
         self._camera_id = camera_id
+        self._av = _pyav(camera_id)  # kept: the read path needs its error types at every frame
         if not container.streams.video:
             container.close()
             msg = f"camera {camera_id!r}: {container.name} has no video stream"
@@ -146,22 +147,18 @@ class PyAvCapture:
         self._frames = self._decode()
 
     def _decode(self) -> Iterator[av.VideoFrame]:
-        import av
-
         for packet in self._container.demux(self._stream):
             try:
                 yield from packet.decode()
-            except av.InvalidDataError as exc:
+            except self._av.InvalidDataError as exc:
                 self.corrupt_packets += 1
                 logger.warning("camera %s: skipped an undecodable packet at pts %s: %s", self._camera_id,
                                packet.pts, exc)
 
     def _next(self) -> av.VideoFrame | None:
-        import av
-
         try:
             return next(self._frames, None)
-        except av.FFmpegError as exc:
+        except self._av.FFmpegError as exc:
             logger.warning("camera %s: read failed: %s", self._camera_id, exc)
             return None
 
