@@ -99,7 +99,10 @@ def main() -> int:
             # threads, which run a file at 1280 px about 1.6x faster on two idle cores than one thread per CPU of
             # the actor (the default, which leaves CPU to a fleet's decoders): keep them here.
             config = args.work / "config.yaml"
-            config.write_text("pose: {threads: 0}\n")
+            # 5-s statistics windows: the waits below read the cameras' progress from their records, and with the
+            # default 60-s windows (aligned to the wall clock) the first record may hold fewer than 40 frames and the
+            # next one come minutes later on a busy machine.
+            config.write_text("pose: {threads: 0}\nstats: {window_s: 5}\n")
             cmd = [sys.executable, "-m", "maskwatch.cli", "run", "--address", f"127.0.0.1:{GCS_PORT}",
                    "--kafka-bootstrap", bootstrap, "--target-fps", "5", "--config", str(config)]
             for cid in cameras:
