@@ -14,6 +14,7 @@ from actors._metrics import ModelCallMetrics
 from pipeline.batching import MicroBatcher
 from pipeline.config import ClassifyConfig
 from pipeline.facegate import SCORE_COLUMNS, CropScorer, load_face_gate
+from pipeline.headbox import FaceRules
 from pipeline.onnx_models import MaskClassifier
 
 
@@ -24,13 +25,13 @@ from pipeline.onnx_models import MaskClassifier
 class ClassifyActor:
     """Scores `(K, S, S, 3)` uint8 RGB crops; requests of many cameras are concatenated into one model call."""
 
-    def __init__(self, cfg: ClassifyConfig) -> None:
+    def __init__(self, cfg: ClassifyConfig, faces: FaceRules) -> None:
         # The face gate runs in OpenCV's DNN module, whose thread pool takes every core by default: it gets the
         # classifier's thread count. threads 0 leaves OpenCV's default (cv2.setNumThreads(0) would mean none).
         if cfg.session_threads > 0:
             cv2.setNumThreads(cfg.session_threads)
         self._model = MaskClassifier(cfg.model_path, cfg.device, cfg.session_threads, cfg.precision)
-        gate = load_face_gate(cfg.face_detector_path, cfg.face_detector_input_px) if cfg.face_detector_path else None
+        gate = load_face_gate(faces.gate_model_path, faces.gate_input_px) if faces.gate_model_path else None
         self._scorer = CropScorer(self._model, gate)
         self._batcher: MicroBatcher[npt.NDArray[np.uint8], npt.NDArray[np.float32]] = MicroBatcher(
             self._run_batch, cfg.max_batch_size, cfg.batch_wait_s

@@ -95,8 +95,8 @@ def main() -> None:
         print(f"{'mask network alone, batch 32':<36}{1000 * sec * 32:>10.2f}{1 / sec:>10.0f}  crops/s")
         print(f"{'usable-face output, per crop':<36}{1000 * usable:>10.2f}{'':>10}"
               f"   = {usable * rows[32]:.2f} classifier crops (batch 32)")
-    cfg = Config().classify
-    gate = load_face_gate(cfg.face_detector_path, cfg.face_detector_input_px) if cfg.face_detector_path else None
+    faces = Config().faces
+    gate = load_face_gate(faces.gate_model_path, faces.gate_input_px) if faces.gate_model_path else None
     gate_sec = None
     if gate is not None:
         batch = np.ascontiguousarray(np.resize(pool, (32, s, s, 3)))

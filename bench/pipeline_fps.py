@@ -71,8 +71,8 @@ def single_process_fps(cfg: Config, n: int) -> tuple[int, float]:
     threads = os.cpu_count() or 1
     pose = PoseModel(driver.pose_model_path(cfg), cfg.pose.device, threads, cfg.pose.precision)
     clf = MaskClassifier(cfg.classify.model_path, cfg.classify.device, threads, cfg.classify.precision)
-    gate_path = cfg.classify.face_detector_path
-    scorer = CropScorer(clf, load_face_gate(gate_path, cfg.classify.face_detector_input_px) if gate_path else None)
+    gate_path = cfg.faces.gate_model_path
+    scorer = CropScorer(clf, load_face_gate(gate_path, cfg.faces.gate_input_px) if gate_path else None)
     specs = driver.resolve_cameras(cfg)[:n]
 
     async def discard(_messages):  # as a sink that keeps up: the Ray pipeline's sink runs in its own actor

@@ -98,7 +98,7 @@ def record(name: str, cfg: Config) -> Path:
     from schemas.pose import Poses
 
     src = str(VIDEOS / f"{name}.mp4")
-    models = [pose_model_path(cfg), cfg.classify.model_path, cfg.classify.face_detector_path]
+    models = [pose_model_path(cfg), cfg.classify.model_path, cfg.faces.gate_model_path]
     key_src = json.dumps([src, [str(p) for p in models], [Path(p).stat().st_size for p in models if p],
                           asdict(cfg.tracking), cfg.pose.model_dump(mode="json"),
                           cfg.faces.min_face_px, cfg.faces.area_margin, cfg.faces.keypoint_min_score,
@@ -118,7 +118,7 @@ def record(name: str, cfg: Config) -> Path:
     w, h, _ = probe(src, name, cfg.capture)[:3]
     pose = PoseModel(pose_model_path(cfg), "cpu", cfg.pose.in_process_threads)
     clf = MaskClassifier(cfg.classify.model_path, "cpu", cfg.classify.in_process_threads)
-    gate = load_face_gate(cfg.classify.face_detector_path, cfg.classify.face_detector_input_px)
+    gate = load_face_gate(cfg.faces.gate_model_path, cfg.faces.gate_input_px)
     scorer = CropScorer(clf, gate)
     events: list[tuple] = []
     spec = CameraSpec(camera_id=name, source=src, frame_wh=(w, h), pose_input_px=default_pose_input_px((w, h)),

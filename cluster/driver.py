@@ -153,8 +153,8 @@ def _check_models(cfg: Config, pose_path: Path) -> tuple[Config, MaskClassifier]
     the config gets the classifier's validation counts unless it sets its own."""
     PoseModel(pose_path, device="cpu")
     classifier = MaskClassifier(cfg.classify.model_path, device="cpu")
-    if cfg.classify.face_detector_path is not None:
-        load_face_gate(cfg.classify.face_detector_path, cfg.classify.face_detector_input_px)
+    if cfg.faces.gate_model_path is not None:
+        load_face_gate(cfg.faces.gate_model_path, cfg.faces.gate_input_px)
     if cfg.stats.classifier_sensitivity is None and classifier.validation is not None:
         se, sp = classifier.validation.counts()
         stats = cfg.stats.model_copy(update={

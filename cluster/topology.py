@@ -44,7 +44,8 @@ def build_topology(
         for _ in range(cfg.pose.num_actors)
     ]
     classify = [
-        ClassifyActor.options(num_cpus=cfg.classify.num_cpus, num_gpus=cfg.classify.num_gpus).remote(cfg.classify)
+        ClassifyActor.options(num_cpus=cfg.classify.num_cpus, num_gpus=cfg.classify.num_gpus).remote(
+            cfg.classify, cfg.faces)
         for _ in range(cfg.classify.num_actors)
     ]
     n = cfg.capture.cameras_per_actor

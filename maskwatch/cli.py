@@ -59,7 +59,7 @@ def run_config(
 ) -> Config:
     """The config of ``maskwatch run``: the file (or the defaults) with the command line's cameras and overrides.
 
-    What the file set to null stays null (``classify.face_detector_path: null`` turns the gate off,
+    What the file set to null stays null (``faces.gate_model_path: null`` turns the gate off,
     ``ray.metrics_export_port: null`` starts no metrics endpoint) and a SASL password stays the password.
 
     Raises:

@@ -351,8 +351,8 @@ def extract_crops(
     pose = PoseModel(pose_model_path, cfg.pose.device, cfg.pose.in_process_threads, cfg.pose.precision)
     clf = MaskClassifier(classifier_path, cfg.classify.device, cfg.classify.in_process_threads,
                          cfg.classify.precision)
-    gate_path = cfg.classify.face_detector_path
-    scorer = CropScorer(clf, load_face_gate(gate_path, cfg.classify.face_detector_input_px) if gate_path else None)
+    gate_path = cfg.faces.gate_model_path
+    scorer = CropScorer(clf, load_face_gate(gate_path, cfg.faces.gate_input_px) if gate_path else None)
     _make_dirs(out, unlabelled=True)
     rows: list[dict[str, str]] = []
     summaries: list[ExtractSummary] = []

@@ -144,10 +144,7 @@ class ClassifyConfig(_ModelPool):
     threads: Annotated[int, Field(ge=0)] | None = 1
     max_batch_size: Annotated[int, Field(ge=1)] = 64
     batch_wait_s: Annotated[float, Field(ge=0)] = 0.005
-    # The face gate (pipeline.facegate): YuNet on each head crop; crops without a face near their centre never vote.
-    # null turns it off (every crop that passes the keypoint rules votes). The pass mark is faces.gate_min_score.
-    face_detector_path: Path | None = ASSETS / "face_detection_yunet_2023mar.onnx"
-    face_detector_input_px: Annotated[int, Field(ge=32, le=640, multiple_of=32)] = 128
+    # The face gate's model runs in this pool too; its settings sit with its pass marks in `faces` (gate_*).
 
 
 class StatsConfig(_Strict):
@@ -250,11 +247,17 @@ class Config(_Strict):
         return cams
 
 
+# Keys that moved, so that a config written for an earlier version gets told where to.
+MOVED_KEYS = {"classify.face_detector_path": "faces.gate_model_path",
+              "classify.face_detector_input_px": "faces.gate_input_px"}
+
+
 def _format_error(exc: ValidationError, origin: str) -> str:
     err = exc.errors()[0]
     loc = ".".join(str(p) for p in err["loc"]) or "(top level)"
     if err["type"] in ("extra_forbidden", "unexpected_keyword_argument"):
-        return f"{origin}: unknown config key '{loc}'"
+        moved = MOVED_KEYS.get(loc)
+        return f"{origin}: unknown config key '{loc}'" + (f" (it is '{moved}' now)" if moved else "")
     got = err.get("input")
     got_s = "" if isinstance(got, dict | list) else f", got {got!r}"
     more = f" (and {len(exc.errors()) - 1} more error(s))" if len(exc.errors()) > 1 else ""

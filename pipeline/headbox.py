@@ -14,11 +14,13 @@ size times the model's ``crop_margin``.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 import cv2
 import numpy as np
 import numpy.typing as npt
 
+from pipeline.paths import ASSETS
 from schemas.coco17 import (
     FACE_KEYPOINTS,
     LEFT_EAR,
@@ -61,8 +63,11 @@ class FaceRules:
         max_nested_overlap: A face box covered by a larger visible face box over more than this fraction of its
             own area is not classified: on close-up cameras the pose model sometimes adds a second, spurious
             person whose facial keypoints land on the real face (seen on ``single_unmasked.mp4``).
-        gate_min_score: A crop votes only if its face score (:mod:`pipeline.facegate`, YuNet) reaches this (0-1);
-            0 lets every crop vote.
+        gate_model_path: The face gate (:mod:`pipeline.facegate`): YuNet runs on each head crop, and crops without
+            a face near their centre never vote. null turns the gate off (every crop that passes the keypoint rules
+            votes).
+        gate_input_px: Side of the square YuNet input the crop is resized to (pixels, multiple of 32, 32-640).
+        gate_min_score: A crop votes only if its face score (YuNet) reaches this (0-1); 0 lets every crop vote.
         usable_min_score: ... and only if the classifier's usable-face score (``usable_score``, see
             :class:`pipeline.onnx_models.MaskClassifier`) reaches this (0-1); 0 turns this check off.
 
@@ -79,6 +84,8 @@ class FaceRules:
     min_face_px: float = 16.0
     area_margin: float = 0.02
     max_nested_overlap: float = 0.5
+    gate_model_path: Path | None = ASSETS / "face_detection_yunet_2023mar.onnx"
+    gate_input_px: int = 128
     gate_min_score: float = 0.6
     usable_min_score: float = 0.1
 
@@ -91,6 +98,9 @@ class FaceRules:
             raise ValueError(msg)
         if not 0.0 < self.max_nested_overlap <= 1.0:
             msg = f"max_nested_overlap must be in (0, 1], got {self.max_nested_overlap}"
+            raise ValueError(msg)
+        if not (32 <= self.gate_input_px <= 640 and self.gate_input_px % 32 == 0):
+            msg = f"gate_input_px must be a multiple of 32 in [32, 640], got {self.gate_input_px}"
             raise ValueError(msg)
         for name in ("gate_min_score", "usable_min_score"):
             if not 0.0 <= getattr(self, name) <= 1.0:

@@ -7,6 +7,7 @@ import pytest
 
 from pipeline.config import ClassifyConfig, PoseConfig
 from pipeline.facegate import load_face_gate
+from pipeline.headbox import FaceRules
 from pipeline.letterbox import letterbox
 from pipeline.onnx_models import MaskClassifier, PoseModel
 from pipeline.pose_postprocess import decode_pose
@@ -79,17 +80,17 @@ def test_classify_actor_concatenates_requests_and_splits_back(ray_local):
     model = MaskClassifier(CLASSIFIER, device="cpu")
     s = model.input_px
     requests = [rng.integers(0, 255, (k, s, s, 3), dtype=np.uint8) for k in (3, 1, 5, 0)]
-    actor = ClassifyActor.remote(ClassifyConfig(max_batch_size=64, batch_wait_s=0.2))
+    actor = ClassifyActor.remote(ClassifyConfig(max_batch_size=64, batch_wait_s=0.2), FaceRules())
     got = ray.get([actor.predict.remote(r) for r in requests])
     assert [g.shape for g in got] == [(3, 3), (1, 3), (5, 3), (0, 3)]
-    gate = load_face_gate(ClassifyConfig().face_detector_path)
+    gate = load_face_gate(FaceRules().gate_model_path)
     for r, g in zip(requests, got, strict=True):
         np.testing.assert_allclose(g[:, [0, 2]], model.predict_scores(r), atol=1e-5)
         np.testing.assert_array_equal(g[:, 1], gate.face_scores(r))
     info = ray.get(actor.info.remote())
     assert max(info["batch_sizes"]) >= 2
     assert info["crop_margin"] == model.crop_margin
-    assert info["face_gate"] == str(ClassifyConfig().face_detector_path)
+    assert info["face_gate"] == str(FaceRules().gate_model_path)
     ray.kill(actor)
 
 

@@ -89,14 +89,26 @@ def test_run_keeps_what_the_file_set_to_null_and_the_password(tmp_path):
     from maskwatch.cli import run_config
 
     path = tmp_path / "c.yaml"
-    path.write_text("classify: {face_detector_path: null}\nray: {metrics_export_port: null}\n"
+    path.write_text("faces: {gate_model_path: null}\nray: {metrics_export_port: null}\n"
                     "kafka: {security_protocol: SASL_SSL, sasl_mechanism: PLAIN, sasl_username: u,\n"
                     "        sasl_password: s3cret}\n")
     cfg = run_config(str(path), ("a.mp4", "b.mp4"), ("cam-a", "cam-b"), "broker:9092", None, 5.0)
-    assert cfg.classify.face_detector_path is None  # the gate stays off
+    assert cfg.faces.gate_model_path is None  # the gate stays off
     assert cfg.ray.metrics_export_port is None
     assert cfg.kafka.sasl_password.get_secret_value() == "s3cret"  # not asterisks
     assert (cfg.kafka.bootstrap_servers, [c.camera_id for c in cfg.cameras], cfg.cameras[0].target_fps) == (
         "broker:9092", ["cam-a", "cam-b"], 5.0)
     with pytest.raises(ConfigError, match="--camera-id given 1 time"):
         run_config(None, ("a.mp4", "b.mp4"), ("cam-a",))
+
+
+def test_a_key_that_moved_is_named_with_its_new_place():
+    from pipeline.config import ConfigError, parse_config
+
+    with pytest.raises(ConfigError, match=r"unknown config key 'classify.face_detector_path' \(it is "
+                                          r"'faces.gate_model_path' now\)"):
+        parse_config({"classify": {"face_detector_path": None}})
+    cfg = parse_config({"faces": {"gate_model_path": None, "gate_input_px": 160}})
+    assert (cfg.faces.gate_model_path, cfg.faces.gate_input_px) == (None, 160)
+    with pytest.raises(ConfigError, match=r"gate_input_px must be a multiple of 32 in \[32, 640\], got 100"):
+        parse_config({"faces": {"gate_input_px": 100}})

@@ -25,7 +25,7 @@ GATE_MIN, USABLE_MIN = 0.6, 0.5
 
 @pytest.fixture(scope="module")
 def gate() -> FaceGate:
-    return load_face_gate(ClassifyConfig().face_detector_path, ClassifyConfig().face_detector_input_px)
+    return load_face_gate(FaceRules().gate_model_path, FaceRules().gate_input_px)
 
 
 def _video_frame(name: str, frame_idx: int) -> np.ndarray:
@@ -40,7 +40,7 @@ def _video_frame(name: str, frame_idx: int) -> np.ndarray:
 
 
 def test_shipped_detector_is_opencv_zoo_yunet():
-    assert sha256_file(ClassifyConfig().face_detector_path) == YUNET_SHA256
+    assert sha256_file(FaceRules().gate_model_path) == YUNET_SHA256
 
 
 def test_back_of_head_rejected_and_dark_masked_face_kept(gate):
@@ -98,7 +98,7 @@ def test_wrong_files_are_one_line_errors(tmp_path):
     with pytest.raises(ModelError, match=f"expected sha256 {YUNET_SHA256}"):
         load_face_gate(renamed)
     with pytest.raises(ValueError, match="multiple of 32"):
-        FaceGate(ClassifyConfig().face_detector_path, input_px=100)
+        FaceGate(FaceRules().gate_model_path, input_px=100)
 
 
 def test_scorer_columns_and_gate_off():
@@ -109,8 +109,8 @@ def test_scorer_columns_and_gate_off():
     crops = np.full((2, 96, 96, 3), 114, np.uint8)
     assert CropScorer(Fixed(), None).score(crops).tolist() == [[0.25, 1.0, 0.75], [0.25, 1.0, 0.75]]
     assert CropScorer(Fixed(), None).score(crops[:0]).shape == (0, 3)
-    cfg = parse_config({"classify": {"face_detector_path": None}, "faces": {"gate_min_score": 0.7}})
-    assert cfg.classify.face_detector_path is None
+    cfg = parse_config({"faces": {"gate_model_path": None, "gate_min_score": 0.7}})
+    assert cfg.faces.gate_model_path is None
     assert cfg.faces.gate_min_score == 0.7
 
 

@@ -10,8 +10,9 @@ import pytest
 
 from pipeline.camera import CameraPipeline
 from pipeline.camera_loop import CameraHost, CameraSpec, supervise_camera
-from pipeline.config import CaptureConfig, ClassifyConfig
+from pipeline.config import CaptureConfig
 from pipeline.facegate import CropScorer, load_face_gate
+from pipeline.headbox import FaceRules
 from pipeline.onnx_models import MaskClassifier, PoseModel
 from pipeline.pose_postprocess import decode_poses
 from pipeline.sinks import Record, message_records
@@ -26,7 +27,7 @@ VIDEO = "street_5_masked.mp4"  # 640x360, 5 masked people walking toward the cam
 def models():
     pose = PoseModel(pose_model(), device="cpu")
     clf = MaskClassifier(REPO / "maskwatch" / "assets" / "mask_classifier.onnx", device="cpu")
-    return pose, clf, CropScorer(clf, load_face_gate(ClassifyConfig().face_detector_path))
+    return pose, clf, CropScorer(clf, load_face_gate(FaceRules().gate_model_path))
 
 
 def _camera(camera_id: str, models, records: list[Record], fail_on_call: int | None = None,

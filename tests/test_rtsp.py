@@ -258,8 +258,8 @@ def test_camera_loop_waits_for_a_camera_down_at_start_and_drops_oldest_frames_wh
 
     from pipeline.camera import CameraPipeline
     from pipeline.camera_loop import CameraHost, CameraSpec, run_camera
-    from pipeline.config import ClassifyConfig
     from pipeline.facegate import CropScorer, load_face_gate
+    from pipeline.headbox import FaceRules
     from pipeline.onnx_models import MaskClassifier, PoseModel
     from pipeline.pose_postprocess import decode_poses
     from pipeline.sinks import message_records
@@ -280,7 +280,7 @@ def test_camera_loop_waits_for_a_camera_down_at_start_and_drops_oldest_frames_wh
         raw = (await asyncio.to_thread(pose.infer, image[None]))[0]
         return decode_poses(raw, lb, cid, fidx, pts)
 
-    scorer = CropScorer(clf, load_face_gate(ClassifyConfig().face_detector_path))
+    scorer = CropScorer(clf, load_face_gate(FaceRules().gate_model_path))
 
     async def classify(crops):
         return await asyncio.to_thread(scorer.score, crops)
