@@ -75,14 +75,7 @@ def current_values(
 def latest_stats(cfg: Any, timeout_s: float = 10.0) -> dict[str, CameraStats]:
     """The latest statistics record per camera (what a compacted topic keeps); records of earlier schema versions
     (4-6) are upgraded (:meth:`CameraStats.upgrade`), older ones skipped."""
-    latest: dict[str, CameraStats] = {}
-    values = [v for _, v in read_topic(cfg, cfg.stats_topic, timeout_s)]
-    for value in current_values(values, CameraStats.schema_version, CameraStats.upgrade):
-        s = CameraStats.decode(value)
-        prev = latest.get(s.camera_id)
-        if prev is None or s.progress >= prev.progress:
-            latest[s.camera_id] = s
-    return latest
+    return _latest(cfg, cfg.stats_topic, CameraStats, lambda s: s.camera_id, timeout_s)
 
 
 def latest_districts(cfg: Any, timeout_s: float = 10.0) -> dict[str, DistrictStats]:
@@ -92,13 +85,18 @@ def latest_districts(cfg: Any, timeout_s: float = 10.0) -> dict[str, DistrictSta
     Raises:
         SinkError: If no broker answers or the topic does not exist.
     """
-    latest: dict[str, DistrictStats] = {}
-    values = [v for _, v in read_topic(cfg, cfg.district_stats_topic, timeout_s)]
-    for value in current_values(values, DistrictStats.schema_version, DistrictStats.upgrade):
-        d = DistrictStats.decode(value)
-        prev = latest.get(d.district)
-        if prev is None or d.progress >= prev.progress:
-            latest[d.district] = d
+    return _latest(cfg, cfg.district_stats_topic, DistrictStats, lambda d: d.district, timeout_s)
+
+
+def _latest(cfg: Any, topic: str, cls: Any, key: Callable[[Any], str], timeout_s: float) -> dict[str, Any]:
+    """Per ``key``, the record of ``topic`` that went furthest (``progress``), upgraded to ``cls``'s version."""
+    latest: dict[str, Any] = {}
+    values = [v for _, v in read_topic(cfg, topic, timeout_s)]
+    for value in current_values(values, cls.schema_version, cls.upgrade):
+        rec = cls.decode(value)
+        prev = latest.get(key(rec))
+        if prev is None or rec.progress >= prev.progress:
+            latest[key(rec)] = rec
     return latest
 
 
