@@ -148,13 +148,17 @@ class Outputs:
         self._writer: cv2.VideoWriter | None = None
         self._tracks: IO[str] | None = None
 
-    def write(self, frame: Frame, tracked: TrackedFrame, cam: CameraPipeline) -> None:
-        """Add one processed frame to the files asked for."""
-        spec = self._spec
-        if spec.tracks_path:
+    def write_tracks(self, tracked: TrackedFrame) -> None:
+        """Add a frame's tracked people to the tracks file, if one was asked for (right after tracking: a restart
+        resumes after a tracked frame)."""
+        if self._spec.tracks_path:
             if self._tracks is None:
-                self._tracks = open(spec.tracks_path, "w")  # noqa: SIM115 - closed by close()
+                self._tracks = open(self._spec.tracks_path, "w")  # noqa: SIM115 - closed by close()
             write_mot_lines(self._tracks, mot_lines(tracked.poses))
+
+    def annotate(self, frame: Frame, tracked: TrackedFrame, cam: CameraPipeline) -> None:
+        """Add a processed frame, with its people's running votes, to the annotated video, if one was asked for."""
+        spec = self._spec
         if spec.annotate_path:
             if self._writer is None:
                 wh = (frame.image.shape[1], frame.image.shape[0])
@@ -442,6 +446,7 @@ class CameraLoop:
         with _cpu(cam, "tracking"):
             tracked = cam.track(poses, now_ns, frame.image)
         run.counters.last_frame_idx = frame.frame_idx  # tracked: a restart resumes after it
+        run.outputs.write_tracks(tracked)
         if len(tracked.classify_rows):
             with _cpu(cam, "crop"):
                 crops = cut_crops(frame.image, tracked.crop_xyxy, host.classifier_input_px)
@@ -453,7 +458,7 @@ class CameraLoop:
         with _cpu(cam, "voting"):
             decisions, stats = cam.collect(now_ns)
         await self._emit(cam, decisions, stats)
-        run.outputs.write(frame, tracked, cam)
+        run.outputs.annotate(frame, tracked, cam)
         if host.on_frame is not None:
             host.on_frame(cam)
 
