@@ -1,10 +1,9 @@
 """The Ray actors on real models: batching across cameras gives the same results as the bare models."""
 
-import time
-
 import numpy as np
 import pytest
 
+from devtools.waiting import wait_until
 from pipeline.config import ClassifyConfig, PoseConfig
 from pipeline.facegate import load_face_gate
 from pipeline.headbox import FaceRules
@@ -121,10 +120,7 @@ def test_a_camera_starts_and_stops_inside_a_running_shard_without_touching_its_n
     def frames(camera_id):
         return {c["camera_id"]: c.get("frames_processed", 0) for c in ray.get(shard.cameras.remote())}.get(camera_id, 0)
 
-    deadline = time.monotonic() + 120
-    while frames("long") < 5:
-        assert time.monotonic() < deadline, "the first camera processed no frames in 120 s"
-        time.sleep(0.5)
+    wait_until(lambda: frames("long") >= 5, 120, "5 frames of the first camera", poll_s=0.5)
     ray.get(shard.start_camera.remote(second), timeout=60)
     with pytest.raises(ray.exceptions.RayTaskError, match="already running in this shard"):
         ray.get(shard.start_camera.remote(second), timeout=60)
