@@ -4,7 +4,6 @@ a message that names what was awaited (for the tests, the multi-node scenario an
 from __future__ import annotations
 
 import asyncio
-import socket
 import time
 from collections.abc import Callable
 from typing import TypeVar
@@ -74,11 +73,3 @@ async def wait_until_async(
             raise WaitTimeout(_message(what, timeout_s, None))
         await asyncio.sleep(min(poll_s, left))
 
-
-def port_open(port: int, host: str = "127.0.0.1") -> bool:
-    """Does ``host:port`` accept a TCP connection now?"""
-    try:
-        with socket.create_connection((host, port), timeout=1.0):
-            return True
-    except OSError:
-        return False

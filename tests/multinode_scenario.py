@@ -55,9 +55,9 @@ def main() -> int:
     from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
     from devtools.procs import descendants, stop_all
-    from devtools.waiting import port_open, wait_until
+    from devtools.waiting import wait_until
     from pipeline.config import KafkaConfig
-    from pipeline.sinks import ensure_topics
+    from pipeline.sinks import any_listening, ensure_topics
     from pipeline.stats_reader import read_topic
     from schemas.messages import CameraStats
     from services.broker import local_broker
@@ -74,7 +74,7 @@ def main() -> int:
 
             def head_listening() -> bool:
                 assert head.poll() is None, (args.work / "head.log").read_text()[-3000:]
-                return port_open(GCS_PORT)
+                return any_listening(f"127.0.0.1:{GCS_PORT}", 1.0)
 
             wait_until(head_listening, 60, f"the head node's GCS on 127.0.0.1:{GCS_PORT}", poll_s=0.2)
             worker = ray_start(["--address", f"127.0.0.1:{GCS_PORT}", "--num-cpus", "4"], args.work / "worker.log",

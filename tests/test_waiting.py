@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 
 from devtools.skip_report import SYSTEM_DEPS_COMMAND, main, read_log, report_lines
-from devtools.waiting import WaitTimeout, port_open, wait_until, wait_until_async
+from devtools.waiting import WaitTimeout, wait_until, wait_until_async
+from pipeline.sinks import any_listening
 from services.broker import free_port
 
 
@@ -48,13 +49,13 @@ def test_wait_until_async_lets_the_loop_run():
     assert asyncio.run(main()) == [1]
 
 
-def test_port_open():
+def test_a_port_is_open_once_a_server_listens():  # what the multi-node scenario waits for
     import socket
 
     port = free_port()
-    assert not port_open(port)
+    assert not any_listening(f"127.0.0.1:{port}")
     with socket.create_server(("127.0.0.1", port)):
-        assert port_open(port)
+        assert any_listening(f"127.0.0.1:{port}")
 
 
 def test_skip_report_names_the_tests_and_the_one_command(tmp_path: Path, capsys: pytest.CaptureFixture[str]):
