@@ -10,7 +10,6 @@ import socket
 import subprocess
 import sys
 import threading
-import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterator
@@ -20,6 +19,7 @@ from typing import Any
 
 import pytest
 
+from devtools.waiting import wait_until
 from pipeline.config import KafkaConfig
 from pipeline.district import DistrictRollup
 from pipeline.sinks import KafkaSink, Record, ensure_topics
@@ -38,17 +38,7 @@ def _get(url: str, timeout: float = 5.0) -> Any:
 
 
 def _wait(what: str, check: Callable[[], Any], timeout_s: float = 30.0) -> Any:
-    deadline = time.monotonic() + timeout_s
-    last: Any = None
-    while time.monotonic() < deadline:
-        try:
-            last = check()
-        except (OSError, urllib.error.URLError) as exc:
-            last = exc
-        if last and not isinstance(last, Exception):
-            return last
-        time.sleep(0.3)
-    raise AssertionError(f"{what}: not within {timeout_s} s (last: {last!r})")
+    return wait_until(check, timeout_s, what, poll_s=0.3, ignore=(OSError, urllib.error.URLError))
 
 
 @contextmanager
