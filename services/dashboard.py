@@ -74,33 +74,30 @@ class StatsView:
     def add_camera(self, rec: CameraStats) -> None:
         """Take one camera statistics record."""
         with self._lock:
-            series = self._camera_series.setdefault(rec.camera_id, {})
-            prev = series.get(rec.window_start_ns)
-            if prev is not None and prev.progress >= rec.progress:
-                return
-            series[rec.window_start_ns] = rec
-            _trim(series, self._points)
-            cur = self.cameras.get(rec.camera_id)
-            if cur is None or rec.progress >= cur.progress:
-                self.cameras[rec.camera_id] = rec
+            series = self._add(self._camera_series, self.cameras, rec.camera_id, rec)
+            if series is not None and self.cameras[rec.camera_id] is rec:
                 self._fps[rec.camera_id] = _fps(list(series.values()))
-            self.updated_ns = time.time_ns()
-            self._bump()
 
     def add_district(self, rec: DistrictStats) -> None:
         """Take one district statistics record."""
         with self._lock:
-            series = self._district_series.setdefault(rec.district, {})
-            prev = series.get(rec.window_start_ns)
-            if prev is not None and prev.progress >= rec.progress:
-                return
-            series[rec.window_start_ns] = rec
-            _trim(series, self._points)
-            cur = self.districts.get(rec.district)
-            if cur is None or rec.progress >= cur.progress:
-                self.districts[rec.district] = rec
-            self.updated_ns = time.time_ns()
-            self._bump()
+            self._add(self._district_series, self.districts, rec.district, rec)
+
+    def _add(self, series_of: dict[str, dict[int, Any]], latest: dict[str, Any], key: str, rec: Any) -> Any:
+        """Put ``rec`` in its key's series (unless that window already holds a record as far on) and, if it went
+        furthest, as the key's latest; returns the series, or None when ``rec`` changed nothing. Holds the lock."""
+        series = series_of.setdefault(key, {})
+        prev = series.get(rec.window_start_ns)
+        if prev is not None and prev.progress >= rec.progress:
+            return None
+        series[rec.window_start_ns] = rec
+        _trim(series, self._points)
+        cur = latest.get(key)
+        if cur is None or rec.progress >= cur.progress:
+            latest[key] = rec
+        self.updated_ns = time.time_ns()
+        self._bump()
+        return series
 
     def state(self) -> dict[str, Any]:
         """What ``/api/state`` returns: broker status, the latest record per district and per camera (with the
