@@ -27,7 +27,15 @@ from ray.util.metrics import Counter, Gauge, Histogram
 
 from pipeline.batching import MicroBatcher
 from pipeline.camera import CameraPipeline
-from pipeline.camera_loop import CameraHost, CameraSpec, CameraSummary, Message, make_camera_pipeline, supervise_camera
+from pipeline.camera_loop import (
+    CameraHost,
+    CameraSpec,
+    CameraStop,
+    CameraSummary,
+    Message,
+    make_camera_pipeline,
+    supervise_camera,
+)
 from pipeline.config import Config
 from pipeline.letterbox import Letterbox
 from pipeline.sinks import message_records
@@ -43,6 +51,7 @@ MAX_PENDING_WRITES = 256
 # Pose calls a shard keeps in flight per pose actor; frames that come meanwhile wait and go together in the next.
 POSE_CALLS_IN_FLIGHT = 2
 START_WAIT_S = 60.0  # how long start_camera() waits for the shard's run() to begin
+FPS_WINDOW_S = 10.0  # cameras() reports each camera's frames/s over about this many seconds
 LATENCY_BUCKETS_S = [0.025, 0.05, 0.1, 0.2, 0.3, 0.5, 0.75, 1, 1.5, 2, 3, 5, 10, 30]
 
 
@@ -72,9 +81,15 @@ class CameraShardActor:
         # One reading thread per camera (threads start as needed), room for cameras added while it runs.
         workers = max(len(specs), cfg.capture.cameras_per_actor) + 2
         self._executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="capture")
-        self._cameras: dict[str, tuple[asyncio.Event, asyncio.Task[CameraSummary]]] = {}
+        self._cameras: dict[str, tuple[CameraStop, asyncio.Task[CameraSummary]]] = {}
         self._summaries: dict[str, CameraSummary] = {}
         self._counters: dict[str, CameraCounters] = {}  # each camera's, once its first frame was processed
+        self._last_stats: dict[str, CameraStats] = {}  # each camera's last statistics record sent to the sink
+        self._rate: dict[str, deque[tuple[float, int]]] = defaultdict(deque)  # (monotonic s, frames_processed)
+        self._node_id = ray.get_runtime_context().get_node_id()
+        self._pose_remote: list[bool] = []  # per pose actor: on another node than this shard
+        self._cross_node: dict[str, int] = defaultdict(int)  # frames sent to a pose actor on another node
+        self._changed = asyncio.Event()  # a camera started, or stop(): run() looks again
         tags = ("camera_id",)
         self._frames = Gauge("maskwatch_capture_frames_processed", "Frames processed since start", tag_keys=tags)
         self._dropped = Gauge("maskwatch_capture_frames_dropped", "Live frames dropped under backpressure",
@@ -95,12 +110,20 @@ class CameraShardActor:
             "maskwatch_stage_cpu_seconds", "CPU seconds of a camera's own stages in its shard (decode, letterbox, "
             "tracking, crop, voting, records; thread time)", tag_keys=("camera_id", "stage"))
         self._stage_reported: dict[tuple[str, str], float] = defaultdict(float)
+        self._cross_metric = Counter(
+            "maskwatch_frames_cross_node", "Frames a camera shard sent to a pose actor on another node (0 when each "
+            "node's pipeline keeps its frames; cluster.fleet)", tag_keys=tags)
         self._stop = asyncio.Event()
         self._running = asyncio.Event()  # run() has made the pose batchers: cameras can start
         self._pending_writes: deque[Any] = deque()
 
     def _observe(self, cam: CameraPipeline) -> None:
         self._counters[cam.camera_id] = cam.counters
+        rate, now = self._rate[cam.camera_id], time.monotonic()
+        if not rate or now - rate[-1][0] >= 1.0:
+            rate.append((now, cam.counters.frames_processed))
+            while now - rate[0][0] > FPS_WINDOW_S:
+                rate.popleft()
         tags = {"camera_id": cam.camera_id}
         w, c = cam.windows, cam.counters
         self._frames.set(c.frames_processed, tags)
@@ -139,6 +162,8 @@ class CameraShardActor:
         classify_actors: list[ActorHandle],
         sink: ActorHandle,
         restore: bool = False,
+        specs: list[CameraSpec] | None = None,
+        until_stopped: bool = False,
     ) -> list[dict[str, Any]]:
         """Process every camera until its source ends or :meth:`stop`; returns one summary dict per camera.
 
@@ -146,29 +171,49 @@ class CameraShardActor:
         restarts keeps its totals); with ``restore`` (this shard's process was restarted) file cameras do too,
         resuming after their last published frame. Each camera calls the pose and classify actors chosen by a
         stable hash of its ``camera_id``, and writes to ``sink``.
+
+        Args:
+            specs: The cameras to run (None: the constructor's); the fleet passes the shard's current cameras.
+            until_stopped: Return only after :meth:`stop`, not when the last camera ended (a fleet adds cameras).
         """
         self._pose, self._classify, self._sink = pose_actors, classify_actors, sink
+        self._specs = self._specs if specs is None else specs
         # Frames of this shard's cameras that wait for a pose actor while its calls are in flight go in one call
-        # (Ray's per-call cost, about a fifth of a shard's CPU, is paid once per batch; bench/RESULTS.md). With a
-        # call slot free a frame goes at once: no wait is added.
+        # (Ray's per-call cost, about a fifth of a shard's CPU, is paid once per batch). With a call slot free a
+        # frame goes at once: no wait is added.
         self._pose_batchers = [
             MicroBatcher(self._pose_call(p), self._cfg.pose.max_batch_size, 0.0, POSE_CALLS_IN_FLIGHT)
             for p in pose_actors
         ]
+        pose_nodes = await asyncio.gather(*(p.node_id.remote() for p in pose_actors))
+        self._pose_remote = [node != self._node_id for node in pose_nodes]
         self._running.set()
         cpu0 = time.process_time()
-        last = await asyncio.to_thread(self._last_records, self._specs, restore)
-        for spec in self._specs:
-            self._start(spec, last.get(spec.camera_id))
-        while pending := [task for _, task in self._cameras.values() if not task.done()]:
-            await asyncio.wait(pending)  # cameras started meanwhile are waited for too
-        for camera_id, (_, task) in list(self._cameras.items()):
-            self._summaries[camera_id] = task.result()
+        initial = list(self._specs)  # start_camera() may add cameras while the restore read below runs
+        last = await asyncio.to_thread(self._last_records, initial, restore)
+        for spec in initial:
+            if not self._is_running(spec.camera_id):
+                self._start(spec, last.get(spec.camera_id))
+        await self._wait_cameras(until_stopped)
         await asyncio.gather(*self._pending_writes)  # every record is with the sink before the driver closes it
         self._pending_writes.clear()
         summaries = list(self._summaries.values())
         shard_cpu_s = round((time.process_time() - cpu0) / max(len(summaries), 1), 4)
-        return [asdict(s) | {"shard_cpu_s": shard_cpu_s} for s in summaries]
+        return [asdict(s) | {"shard_cpu_s": shard_cpu_s, "frames_cross_node": self._cross_node[s.camera_id]}
+                for s in summaries]
+
+    async def _wait_cameras(self, until_stopped: bool) -> None:
+        """Until every camera ended (cameras started meanwhile too) and, with ``until_stopped``, :meth:`stop`."""
+        while True:
+            self._changed.clear()
+            pending = [task for _, task in self._cameras.values() if not task.done()]
+            if not pending and (self._stop.is_set() or not until_stopped):
+                break
+            changed = asyncio.ensure_future(self._changed.wait())
+            await asyncio.wait([*pending, changed], return_when=asyncio.FIRST_COMPLETED)
+            changed.cancel()
+        for camera_id, (_, task) in list(self._cameras.items()):
+            self._summaries[camera_id] = task.result()
 
     async def start_camera(self, spec: CameraSpec) -> None:
         """Start one more camera in this running shard; its neighbours go on untouched. A live camera continues
@@ -183,16 +228,25 @@ class CameraShardActor:
         except TimeoutError:
             msg = f"cannot start camera {spec.camera_id!r}: the shard's run() has not started in {START_WAIT_S:g} s"
             raise RuntimeError(msg) from None
-        running = self._cameras.get(spec.camera_id)
-        if running is not None and not running[1].done():
+        if self._is_running(spec.camera_id):
             msg = f"camera {spec.camera_id!r} is already running in this shard"
             raise ValueError(msg)
         last = await asyncio.to_thread(self._last_records, [spec], False)
+        if self._is_running(spec.camera_id):  # started meanwhile by run()
+            return
         self._start(spec, last.get(spec.camera_id))
 
-    async def stop_camera(self, camera_id: str) -> dict[str, Any]:
+    def _is_running(self, camera_id: str) -> bool:
+        running = self._cameras.get(camera_id)
+        return running is not None and not running[1].done()
+
+    async def stop_camera(self, camera_id: str, removed: bool = False) -> dict[str, Any]:
         """Stop one camera of this shard as :meth:`stop` stops them all (its open tracks decided with
         ``ended_by="shutdown"``, its final statistics published); the others go on. Returns its summary.
+
+        Args:
+            removed: The camera was taken out of the fleet's configuration: its final record says ``removed``, and
+                it leaves :meth:`cameras`.
 
         Raises:
             KeyError: If no camera of this ``camera_id`` runs in this shard.
@@ -201,27 +255,53 @@ class CameraShardActor:
             msg = f"no camera {camera_id!r} in this shard (it has {sorted(self._cameras)})"
             raise KeyError(msg)
         stop, task = self._cameras[camera_id]
-        stop.set()
+        if removed:
+            stop.remove()
+        else:
+            stop.set()
         summary = await task
         self._summaries[camera_id] = summary
+        if removed:
+            del self._cameras[camera_id]
+            self._counters.pop(camera_id, None)
+            self._specs = [s for s in self._specs if s.camera_id != camera_id]
         return asdict(summary)
 
+    async def restart_camera(self, spec: CameraSpec) -> dict[str, Any]:
+        """Restart one camera with new settings (a changed config entry): stopped as by :meth:`stop_camera`, then
+        started again from its final record, so its totals go on (a file resumes after its last frame). Returns the
+        summary of the run that ended."""
+        summary = await self.stop_camera(spec.camera_id)
+        self._start(spec, self._last_stats.get(spec.camera_id))
+        self._specs = [spec if s.camera_id == spec.camera_id else s for s in self._specs]
+        return summary
+
     def cameras(self) -> list[dict[str, Any]]:
-        """This shard's cameras: ``camera_id``, ``camera_state`` (``connecting`` until a first frame was processed,
-        ``stopped`` once stopped) and the counters of :class:`pipeline.stats.CameraCounters`."""
+        """This shard's cameras: ``camera_id``, ``node_id`` (Ray's, hex), ``camera_state`` (``connecting`` until a
+        first frame was processed, ``stopped`` once it ended), ``frames_per_s`` (over about the last
+        ``FPS_WINDOW_S`` seconds), ``frames_cross_node`` and the counters of :class:`pipeline.stats.CameraCounters`.
+        """
         out = []
         for camera_id, (_, task) in self._cameras.items():
             c = self._counters.get(camera_id)
             row = asdict(c) if c is not None else {"camera_state": "connecting"}
-            out.append({"camera_id": camera_id, **row} | ({"camera_state": "stopped"} if task.done() else {}))
+            rate = self._rate.get(camera_id)
+            fps = ((rate[-1][1] - rate[0][1]) / (rate[-1][0] - rate[0][0])
+                   if rate and len(rate) > 1 and not task.done() else 0.0)
+            out.append({"camera_id": camera_id, "node_id": self._node_id, **row, "frames_per_s": round(fps, 2),
+                        "frames_cross_node": self._cross_node[camera_id]}
+                       | ({"camera_state": "stopped"} if task.done() else {}))
         return out
 
     def _start(self, spec: CameraSpec, last: CameraStats | None) -> None:
-        stop = asyncio.Event()
+        stop = CameraStop()
         if self._stop.is_set():
             stop.set()
         task = asyncio.create_task(supervise_camera(spec, self._host(spec), stop, restore=last))
         self._cameras[spec.camera_id] = (stop, task)
+        if all(s.camera_id != spec.camera_id for s in self._specs):
+            self._specs = [*self._specs, spec]
+        self._changed.set()
 
     def _last_records(self, specs: list[CameraSpec], restore: bool) -> dict[str, CameraStats]:
         kafka = self._cfg.kafka
@@ -246,6 +326,7 @@ class CameraShardActor:
         """Stop capture; every camera finishes its frames in flight, decides its open tracks and publishes its
         final statistics; :meth:`run` then returns."""
         self._stop.set()
+        self._changed.set()
         for stop, _ in self._cameras.values():
             stop.set()
 
@@ -254,10 +335,14 @@ class CameraShardActor:
         and this shard's metrics."""
         cfg, key = self._cfg, zlib.crc32(spec.camera_id.encode())
         pose = self._pose_batchers[key % len(self._pose_batchers)]
+        cross_node = self._pose_remote[key % len(self._pose_remote)]
         classify = self._classify[key % len(self._classify)]
         topics = (cfg.kafka.decisions_topic, cfg.kafka.stats_topic)
 
         async def infer_pose(image: npt.NDArray[np.uint8], lb: Letterbox, cid: str, fidx: int, pts: int) -> Poses:
+            if cross_node:
+                self._cross_node[cid] += 1
+                self._cross_metric.inc(1, {"camera_id": cid})
             batch = await pose.submit((image, lb, cid, fidx, pts))
             if isinstance(batch, BaseException):  # this frame's own failure (infer_many), not its neighbours'
                 raise batch
@@ -272,6 +357,9 @@ class CameraShardActor:
             # unfinished writes makes this camera wait.
             if messages:
                 assert self._sink is not None  # set by run()
+                for m in messages:
+                    if isinstance(m, CameraStats):
+                        self._last_stats[m.camera_id] = m
                 self._pending_writes.append(self._sink.write.remote(message_records(messages, *topics)))
             while len(self._pending_writes) > MAX_PENDING_WRITES:
                 await self._pending_writes.popleft()

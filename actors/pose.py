@@ -61,6 +61,10 @@ class PoseActor:
                                                                                pts_ns, strict=True)),
                                          return_exceptions=True))
 
+    def node_id(self) -> str:
+        """Ray's id (hex) of the node this actor runs on: camera shards count the frames they send across nodes."""
+        return ray.get_runtime_context().get_node_id()
+
     def info(self) -> dict[str, object]:
         """Provider in use, what ``device: auto`` measured, recent batch sizes, and the model-call totals
         (:meth:`ModelCallMetrics.totals`)."""

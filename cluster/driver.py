@@ -7,6 +7,7 @@ match) are found here, before any actor starts, and raised as one-line :class:`~
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import math
 import os
@@ -14,20 +15,22 @@ import signal
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from cluster.cameras import resolve_cameras
 from pipeline import paths
-from pipeline.camera_loop import CameraSpec
-from pipeline.config import Config, default_pose_input_px
+from pipeline.config import Config
+from pipeline.config_watch import ConfigWatcher
 from pipeline.facegate import load_face_gate
 from pipeline.onnx_models import MaskClassifier, PoseModel
 from pipeline.sinks import ensure_topics
-from pipeline.source import is_live, probe
-from schemas.errors import ConfigError, MaskwatchError, SourceError
+from schemas.errors import MaskwatchError
 from services.broker import check_port_free
+
+__all__ = ["RunResult", "init_ray", "pose_model_path", "resolve_cameras", "run"]
 
 logger = logging.getLogger(__name__)
 
@@ -45,54 +48,6 @@ class RunResult:
     # info() of each pose and classify actor at the end: provider, model-call totals (calls, items, model_wall_s,
     # model_cpu_s, process_cpu_s since the actor was ready), batch sizes.
     pools: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
-
-
-def resolve_cameras(
-    cfg: Config, annotate: dict[str, str] | None = None, tracks: dict[str, str] | None = None
-) -> list[CameraSpec]:
-    """Open each camera once (resolution, reachability) and fix its pose input size.
-
-    Raises:
-        ConfigError: If there is no camera, or ``annotate`` / ``tracks`` names an unknown camera.
-        SourceError: If a source is missing or unreachable.
-    """
-    if not cfg.cameras:
-        msg = "no camera configured: pass --source PATH_OR_URL or list cameras in the config file"
-        raise ConfigError(msg)
-    annotate, tracks = annotate or {}, tracks or {}
-    for what, per_camera in (("--annotate", annotate), ("--tracks-out", tracks)):
-        unknown = set(per_camera) - {c.camera_id for c in cfg.cameras}
-        if unknown:
-            msg = f"{what} names unknown camera(s) {sorted(unknown)}"
-            raise ConfigError(msg)
-    for path in tracks.values():
-        Path(path).parent.mkdir(parents=True, exist_ok=True)
-    specs = []
-    for c in cfg.cameras:
-        wh: tuple[int, int] | None = None
-        try:
-            w, h, _ = probe(c.source, c.camera_id, cfg.capture)
-            wh = (w, h)
-        except SourceError as exc:
-            if not (cfg.capture.wait_for_unreachable and is_live(c.source)):
-                raise
-            logger.warning("%s; its shard will keep retrying (capture.wait_for_unreachable)", exc)
-        specs.append(
-            CameraSpec(
-                camera_id=c.camera_id,
-                # A file path is resolved here: on a cluster the shard's working directory is not the driver's.
-                source=c.source if "://" in c.source or is_live(c.source) else str(Path(c.source).resolve()),
-                frame_wh=wh,
-                pose_input_px=c.pose_input_px or (default_pose_input_px(wh) if wh else None),
-                target_fps=c.target_fps,
-                capture=cfg.capture,
-                annotate_path=annotate.get(c.camera_id),
-                tracks_path=tracks.get(c.camera_id),
-                camera_motion=c.camera_motion,
-                district=c.district,
-            )
-        )
-    return specs
 
 
 def pose_model_path(cfg: Config) -> Path:
@@ -170,14 +125,19 @@ def run(
     out_path: str | None = None,
     annotate: dict[str, str] | None = None,
     tracks: dict[str, str] | None = None,
+    config_path: str | None = None,
+    reload: Callable[[], Config] | None = None,
 ) -> RunResult:
-    """Run every configured camera to the end of its source.
+    """Run every configured camera to the end of its source, following ``config_path`` while it runs.
 
     Args:
         cfg: The validated configuration.
         out_path: JSON Lines output when ``kafka.bootstrap_servers`` is not set (None: standard output).
         annotate: camera_id -> path of an annotated video to write.
         tracks: camera_id -> path of a MOTChallenge person-tracks file to write (:mod:`pipeline.mot`).
+        config_path: The config file; with ``reload`` (which reads and validates it as ``cfg`` was made) and
+            ``fleet.watch_config``, each change of it is applied to the running cameras
+            (:meth:`cluster.fleet.Fleet.reconcile`).
 
     Raises:
         MaskwatchError: For user errors, before anything runs; ``SinkError`` if records were not delivered.
@@ -185,39 +145,56 @@ def run(
     _token_auth_mode(cfg)  # before Ray is imported: it reads RAY_AUTH_MODE once
     import ray
 
-    from cluster.topology import build_topology
+    from cluster.fleet import Fleet, Models
+    from cluster.topology import pipeline_bundle
 
     t0 = time.monotonic()
+    watcher = (ConfigWatcher(config_path, reload, cfg.fleet.watch_poll_s)
+               if config_path and reload is not None and cfg.fleet.watch_config else None)
     specs = resolve_cameras(cfg, annotate, tracks)
     pose_path = pose_model_path(cfg)
+    declared = cfg
     cfg, classifier = _check_models(cfg, pose_path)
     if cfg.kafka.bootstrap_servers:
         ensure_topics(cfg.kafka)
     elif out_path:
         Path(out_path).parent.mkdir(parents=True, exist_ok=True)
-    shards = math.ceil(len(specs) / cfg.capture.cameras_per_actor)
-    need = cfg.pose.num_cpus * cfg.pose.num_actors + cfg.classify.num_cpus * cfg.classify.num_actors + 0.5 * shards
-    init_ray(cfg, need)
-    topo = build_topology(cfg, specs, str(pose_path), classifier.crop_margin, classifier.input_px, out_path)
+    init_ray(cfg, pipeline_bundle(cfg).get("CPU", 0.0) * math.ceil(len(specs) / cfg.fleet.cameras_per_node))
+    models = Models(str(pose_path), classifier.crop_margin, classifier.input_px)
+    fleet = Fleet(cfg, models, out_path, config_path, declared)
     try:
-        with _StopOnSignal() as stopping, _pid_file(os.environ.get("MASKWATCH_PID_FILE")):
-            summaries = run_shards(topo, stopping, cfg.capture.shutdown_grace_s)
-        flush_s = cfg.kafka.flush_timeout_s
-        if stopping.is_set():  # what is left of the grace period, and at least a little
-            flush_s = max(2.0, min(flush_s, cfg.capture.shutdown_grace_s - (time.monotonic() - stopping.at)))
-        records = ray.get(topo.sink.close.remote(flush_s))
-        pools = {"pose": ray.get([a.info.remote() for a in topo.pose]),
-                 "classify": ray.get([a.info.remote() for a in topo.classify])}
+        summaries, records, pools, stopping = _run_fleet(fleet, specs, watcher)
     except ray.exceptions.RayTaskError as exc:
         cause = exc.cause if hasattr(exc, "cause") else None
         if cause is not None and type(cause).__module__.startswith("schemas"):
             raise cause from None
         raise
     finally:
-        for handle in [*topo.shards, *topo.pose, *topo.classify, topo.sink]:
-            ray.kill(handle)
-    return RunResult(summaries, records, round(time.monotonic() - t0, 2), pools["pose"][0]["provider"],
-                     pools["classify"][0]["provider"], stopped_by_signal=stopping.signal_name, pools=pools)
+        if watcher is not None:
+            watcher.stop()
+        fleet.kill()
+    providers = [pools[k][0]["provider"] if pools[k] else "none" for k in ("pose", "classify")]
+    return RunResult(summaries, records, round(time.monotonic() - t0, 2), *providers,
+                     stopped_by_signal=stopping.signal_name, pools=pools)
+
+
+def _run_fleet(fleet: Any, specs: list[Any], watcher: ConfigWatcher[Config] | None) -> tuple[Any, ...]:
+    """Start the cameras, supervise them until they end or a signal, flush the sink: (summaries, records written,
+    the model actors' info, the signal state)."""
+    import ray
+
+    cfg = fleet.cfg
+    fleet.start(specs)
+    if watcher is not None:
+        watcher.start()
+    with (_StopOnSignal() as stopping, _pid_file(os.environ.get("MASKWATCH_PID_FILE")),
+          _local_fleet_file(cfg)):
+        summaries = fleet.supervise(stopping, cfg.capture.shutdown_grace_s, watcher)
+    flush_s = cfg.kafka.flush_timeout_s
+    if stopping.is_set():  # what is left of the grace period, and at least a little
+        flush_s = max(2.0, min(flush_s, cfg.capture.shutdown_grace_s - (time.monotonic() - stopping.at)))
+    records = ray.get(fleet.sink.close.remote(flush_s))
+    return summaries, records, fleet.pools(), stopping
 
 
 @contextlib.contextmanager
@@ -233,6 +210,24 @@ def _pid_file(path: str | None) -> Iterator[None]:
         yield
     finally:
         p.unlink(missing_ok=True)
+
+
+@contextlib.contextmanager
+def _local_fleet_file(cfg: Config) -> Iterator[None]:
+    """On a local Ray, write its address and this PID where ``maskwatch cameras`` looks (:func:`paths.local_fleet_file`)
+    while the cameras run. A cluster's address is in the config (``ray.address``) and needs no file."""
+    if cfg.ray.address:
+        yield
+        return
+    import ray
+
+    path = paths.local_fleet_file(cfg.ray.namespace)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({"address": ray.get_runtime_context().gcs_address, "pid": os.getpid()}))
+    try:
+        yield
+    finally:
+        path.unlink(missing_ok=True)
 
 
 class _StopOnSignal:
@@ -264,58 +259,3 @@ class _StopOnSignal:
     def __exit__(self, *exc: object) -> None:
         for s, old in self._old.items():
             signal.signal(s, old)
-
-
-def run_shards(topo: Any, stopping: Any, grace_s: float) -> list[dict[str, Any]]:
-    """Supervise the camera shards until every camera has ended; returns the cameras' summaries.
-
-    A shard whose process died (``RayActorError``: killed, out of memory, its node lost) is restarted by Ray
-    (``max_restarts``); its cameras are started again with ``run(restore=True)`` and continue from their last
-    statistics record. Nothing in one shard stops another. When ``stopping`` is set (SIGTERM / SIGINT), every shard
-    is asked to stop; the wait is bounded by three quarters of ``grace_s`` (the rest is the sink's flush). Polls
-    (``ray.wait`` with a short timeout) so that the signal handler runs while the driver waits.
-
-    Args:
-        topo: The run's :class:`~cluster.topology.Topology`.
-        stopping: Has ``is_set()`` and ``at`` (``time.monotonic()`` of the signal), like :class:`_StopOnSignal`.
-        grace_s: The shutdown grace period, seconds.
-    """
-    import ray
-
-    shards = topo.shards
-
-    def start(i: int, restore: bool = False) -> Any:
-        return shards[i].run.remote(topo.pose, topo.classify, topo.sink, restore=restore)
-
-    pending = {start(i): i for i in range(len(shards))}
-    results: dict[int, list[dict[str, Any]]] = {}
-    logged: dict[int, float] = {}  # shard -> time.monotonic() of its last "died" log line
-    stop_sent = False
-    while pending:
-        ready, _ = ray.wait(list(pending), num_returns=1, timeout=0.25)
-        for ref in ready:
-            i = pending.pop(ref)
-            try:
-                results[i] = ray.get(ref)
-            except ray.exceptions.RayActorError as exc:
-                if stop_sent:
-                    logger.error("camera shard %d died while stopping (%s); its open tracks are lost", i,
-                                 type(exc).__name__)
-                    continue
-                now = time.monotonic()
-                if isinstance(exc, ray.exceptions.ActorUnavailableError) and now - logged.get(i, -1e9) < 30:
-                    logger.debug("camera shard %d still unavailable; calling run() again", i)
-                else:  # once per outage (a restarting actor answers "unavailable" until it is back), then every 30 s
-                    logger.error("camera shard %d died (%s); Ray restarts it and its cameras continue from their "
-                                 "last statistics", i, type(exc).__name__)
-                    logged[i] = now
-                pending[start(i, restore=True)] = i
-        if stopping.is_set() and not stop_sent:
-            for sh in shards:
-                sh.stop.remote()
-            stop_sent = True
-        if stop_sent and pending and time.monotonic() - stopping.at > 0.75 * grace_s:
-            logger.error("%d camera shard(s) did not stop within %.0f s; their open tracks are lost",
-                         len(pending), 0.75 * grace_s)
-            break
-    return [s for i in sorted(results) for s in results[i]]

@@ -1,14 +1,24 @@
-"""Creates and wires the actors: one sink, the pose and classify pools, and camera shards.
+"""Creates and wires the actors: one sink, and node pipelines (camera shards with their own pose and classify
+actors, placed together on one node).
 
-Cameras are split into shards of ``capture.cameras_per_actor``; each shard calls the pose/classify actor chosen by
-a stable hash of its camera_id, so load spreads over the pools while one camera always uses the same actors.
+A node pipeline is one placement group of one bundle that holds its pose and classify actors and up to
+``fleet.cameras_per_node`` cameras' shards (``capture.cameras_per_actor`` cameras a shard). A bundle is never split
+over nodes, so a shard's frames go to a pose actor in its own node's object store and never over the network
+(DeepStream and Savant decode and infer on one node for the same reason). Ray reschedules the bundle, with its
+actors, on another node when its node is lost. Within a pipeline each camera calls the pose and classify actor chosen
+by a stable hash of its ``camera_id``.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import math
+from dataclasses import dataclass, field
+from typing import Any
 
+import ray
 from ray.actor import ActorHandle
+from ray.util.placement_group import PlacementGroup, placement_group, remove_placement_group
+from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 
 from actors.camera import CameraShardActor
 from actors.classify import ClassifyActor
@@ -17,42 +27,120 @@ from actors.sink import SinkActor
 from pipeline.camera_loop import CameraSpec
 from pipeline.config import Config
 
+SHARD_CPUS = 0.5  # Ray CPUs a camera shard asks for (decoding, tracking and voting of its cameras)
+
+
+def shards_per_pipeline(cfg: Config) -> int:
+    return math.ceil(cfg.fleet.cameras_per_node / cfg.capture.cameras_per_actor)
+
+
+def pipeline_bundle(cfg: Config) -> dict[str, float]:
+    """The resources of one node pipeline: its pose and classify actors and its shards (``capture.ray_resources``
+    per shard). Ray places the bundle whole on one node; one that no node holds is resource demand."""
+    shards = shards_per_pipeline(cfg)
+    bundle = {
+        "CPU": cfg.pose.num_cpus * cfg.pose.num_actors + cfg.classify.num_cpus * cfg.classify.num_actors
+        + SHARD_CPUS * shards,
+        "GPU": cfg.pose.num_gpus * cfg.pose.num_actors + cfg.classify.num_gpus * cfg.classify.num_actors,
+    }
+    for name, amount in cfg.capture.ray_resources.items():
+        bundle[name] = bundle.get(name, 0.0) + amount * shards
+    return {k: v for k, v in bundle.items() if v > 0}
+
 
 @dataclass
-class Topology:
-    """Handles of every actor of a run."""
+class ShardSlot:
+    """A camera shard of a pipeline: its handle, the cameras it runs now, and its ``run()`` call in flight."""
 
-    sink: ActorHandle
-    pose: list[ActorHandle]
-    classify: list[ActorHandle]
-    shards: list[ActorHandle]
+    handle: ActorHandle
+    specs: dict[str, CameraSpec] = field(default_factory=dict)
+    run: Any = None  # ray.ObjectRef of run() while it runs
 
 
-def build_topology(
-    cfg: Config,
-    specs: list[CameraSpec],
-    pose_model_path: str,
-    crop_margin: float,
-    classifier_input_px: int,
-    out_path: str | None,
-) -> Topology:
-    """Create the actors for these cameras (Ray must be initialised)."""
+@dataclass
+class NodePipeline:
+    """One node's pose and classify actors and camera shards, held together by one placement-group bundle.
+
+    Attributes:
+        index: The pipeline's number in its fleet (stable while it lives).
+        group: Its placement group (one bundle: :func:`pipeline_bundle`).
+        pose, classify: Its model actors (empty until :meth:`populate`).
+        shards: Its camera shards.
+        waiting: Cameras given to it before its bundle was placed (they start once it is).
+        retiring: It is stopping (no camera left); its actors and bundle go once its shards returned.
+    """
+
+    index: int
+    group: PlacementGroup
+    pose: list[ActorHandle] = field(default_factory=list)
+    classify: list[ActorHandle] = field(default_factory=list)
+    shards: list[ShardSlot] = field(default_factory=list)
+    waiting: list[CameraSpec] = field(default_factory=list)
+    retiring: bool = False
+
+    @classmethod
+    def create(cls, cfg: Config, index: int, target_node: str | None = None) -> NodePipeline:
+        """Ask Ray for the pipeline's bundle (asynchronous: :meth:`placed` says when it is there), on
+        ``target_node`` if it still has room (a soft hint; None: wherever Ray finds room, or a new node)."""
+        group = placement_group([pipeline_bundle(cfg)], strategy="STRICT_PACK", name=f"maskwatch-pipeline-{index}",
+                                _soft_target_node_id=target_node)
+        return cls(index, group)
+
+    @classmethod
+    def build(cls, cfg: Config, pose_model_path: str, index: int = 0, timeout_s: float = 60.0) -> NodePipeline:
+        """:meth:`create`, wait until placed, :meth:`populate` (a pipeline to add shards to at once).
+
+        Raises:
+            TimeoutError: If no node holds the bundle within ``timeout_s``.
+        """
+        pipeline = cls.create(cfg, index)
+        if not pipeline.placed(timeout_s):
+            remove_placement_group(pipeline.group)
+            msg = f"no node holds the pipeline bundle {pipeline_bundle(cfg)} after {timeout_s:g} s"
+            raise TimeoutError(msg)
+        pipeline.populate(cfg, pose_model_path)
+        return pipeline
+
+    def placed(self, timeout_s: float = 0.0) -> bool:
+        return bool(self.group.wait(timeout_s))
+
+    def _in_bundle(self) -> PlacementGroupSchedulingStrategy:
+        return PlacementGroupSchedulingStrategy(self.group, placement_group_bundle_index=0)
+
+    def populate(self, cfg: Config, pose_model_path: str) -> None:
+        """Start the pipeline's pose and classify actors in its bundle."""
+        self.pose = [PoseActor.options(num_cpus=cfg.pose.num_cpus, num_gpus=cfg.pose.num_gpus,
+                                       scheduling_strategy=self._in_bundle()).remote(cfg.pose, pose_model_path)
+                     for _ in range(cfg.pose.num_actors)]
+        self.classify = [ClassifyActor.options(num_cpus=cfg.classify.num_cpus, num_gpus=cfg.classify.num_gpus,
+                                               scheduling_strategy=self._in_bundle()).remote(cfg.classify, cfg.faces)
+                         for _ in range(cfg.classify.num_actors)]
+
+    def add_shard(self, cfg: Config, specs: list[CameraSpec], crop_margin: float, input_px: int) -> ShardSlot:
+        """A new camera shard in the bundle for ``specs`` (its ``run()`` is the caller's to start)."""
+        resources = dict(cfg.capture.ray_resources)
+        handle = CameraShardActor.options(num_cpus=SHARD_CPUS, resources=resources,
+                                          scheduling_strategy=self._in_bundle()).remote(
+            cfg, specs, crop_margin, input_px)
+        slot = ShardSlot(handle, {s.camera_id: s for s in specs})
+        self.shards.append(slot)
+        return slot
+
+    def camera_ids(self) -> list[str]:
+        return [cid for s in self.shards for cid in s.specs] + [s.camera_id for s in self.waiting]
+
+    def handles(self) -> list[ActorHandle]:
+        return [*(s.handle for s in self.shards), *self.pose, *self.classify]
+
+    def remove(self) -> None:
+        """Kill its actors and give its bundle back (the autoscaler may then let the node go)."""
+        for handle in self.handles():
+            ray.kill(handle)
+        remove_placement_group(self.group)
+
+
+def make_sink(cfg: Config, out_path: str | None) -> ActorHandle:
+    """The one sink of a run (Kafka, or the JSON Lines file ``out_path``), on a node with
+    ``capture.ray_resources``."""
     placement = {"resources": dict(cfg.capture.ray_resources)} if cfg.capture.ray_resources else {}
-    sink = SinkActor.options(num_cpus=0, **placement).remote(cfg.kafka, out_path)
-    pose = [
-        PoseActor.options(num_cpus=cfg.pose.num_cpus, num_gpus=cfg.pose.num_gpus).remote(cfg.pose, pose_model_path)
-        for _ in range(cfg.pose.num_actors)
-    ]
-    classify = [
-        ClassifyActor.options(num_cpus=cfg.classify.num_cpus, num_gpus=cfg.classify.num_gpus).remote(
-            cfg.classify, cfg.faces)
-        for _ in range(cfg.classify.num_actors)
-    ]
-    n = cfg.capture.cameras_per_actor
-    shards = [
-        CameraShardActor.options(num_cpus=0.5, **placement).remote(
-            cfg, specs[i : i + n], crop_margin, classifier_input_px
-        )
-        for i in range(0, len(specs), n)
-    ]
-    return Topology(sink, pose, classify, shards)
+    return SinkActor.options(num_cpus=0, **placement).remote(cfg.kafka, out_path)

@@ -117,7 +117,10 @@ def run(
     pose_input_px: int | None,
     as_json: bool,
 ) -> None:
-    """Process cameras to the end of their sources; decisions and statistics to Kafka or JSON Lines."""
+    """Process cameras to the end of their sources; decisions and statistics to Kafka or JSON Lines.
+
+    With --config, cameras added to, removed from or changed in the file while it runs start, stop or restart alone
+    (fleet.watch_config); `maskwatch cameras` lists them and edits the file."""
     from cluster import driver
     from schemas.errors import ConfigError
 
@@ -130,7 +133,10 @@ def run(
                    "so each camera gets its own file")
             raise ConfigError(msg)
         tracks = {c.camera_id: tracks_path.replace("{camera_id}", c.camera_id) for c in cfg.cameras}
-    result = driver.run(cfg, out_path, annotate, tracks)
+    def reload() -> Config:  # the config file as it is now, with this command line's cameras and overrides
+        return run_config(config_path, sources, camera_ids, kafka_bootstrap, address, target_fps, pose_input_px)
+
+    result = driver.run(cfg, out_path, annotate, tracks, config_path, reload)
     if as_json:
         click.echo(json.dumps(result.__dict__, indent=1))
         return
@@ -489,9 +495,11 @@ def broker(port: int) -> None:
         stop_broker(proc.pid)
 
 
+from maskwatch.cli_cameras import cameras  # noqa: E402 - registered after the group exists
 from maskwatch.cli_dataset import dataset  # noqa: E402 - registered after the group exists
 
 main.add_command(dataset)
+main.add_command(cameras)
 
 if __name__ == "__main__":
     main()

@@ -19,7 +19,7 @@ from pipeline.prevalence import ClassifierValidation
 from pipeline.stats import DEFAULT_MIN_COVERAGE, CameraCounters, CameraWindows
 from pipeline.tracking import CameraTracker, TrackerParams
 from pipeline.voting import TrackLedger, VotingRules
-from schemas.messages import CameraStats, EndedBy, PersonDecision
+from schemas.messages import CameraState, CameraStats, EndedBy, PersonDecision
 from schemas.pose import NO_TRACK, Poses
 
 FloatArray = npt.NDArray[np.float32]
@@ -169,11 +169,13 @@ class CameraPipeline:
         self.counters.open_tracks = len(self.ledger)
         return decisions, self.windows.add(decisions, now_ns)
 
-    def close(self, now_ns: int, ended_by: EndedBy = "end_of_source") -> tuple[list[PersonDecision], list[CameraStats]]:
-        """End of stream or shutdown: every live track ends (``ended_by``); the final statistics record."""
+    def close(self, now_ns: int, ended_by: EndedBy = "end_of_source", state: CameraState = "ended",
+              ) -> tuple[list[PersonDecision], list[CameraStats]]:
+        """End of stream, shutdown or removal: every live track ends (``ended_by``); the final statistics record,
+        whose ``camera_state`` is ``state``."""
         decisions = self.ledger.end(ended_by=ended_by)
         self.counters.open_tracks = 0
-        self.counters.camera_state = "ended"
+        self.counters.camera_state = state
         stats = self.windows.add(decisions, now_ns)
         stats.append(self.windows.close(now_ns))
         return decisions, stats

@@ -56,6 +56,25 @@ Message = PersonDecision | CameraStats
 PoseFn = Callable[[npt.NDArray[np.uint8], Letterbox, str, int, int], Awaitable[Poses]]
 ClassifyFn = Callable[[npt.NDArray[np.uint8]], Awaitable[npt.NDArray[np.float32]]]  # crops -> (K, 3) scores
 EmitFn = Callable[[list[Message]], Awaitable[Any]]
+
+
+class CameraStop(asyncio.Event):
+    """A camera's stop request. :meth:`set` ends the camera as a shutdown (its final record says ``ended``);
+    :meth:`remove` as taken out of the running configuration (``removed``). Either way its open tracks are decided
+    with ``ended_by="shutdown"``. A plain :class:`asyncio.Event` works wherever this is taken and means :meth:`set`.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.final_state: CameraState = "ended"
+
+    def remove(self) -> None:
+        self.final_state = "removed"
+        self.set()
+
+
+def _final_state(stop: asyncio.Event) -> CameraState:
+    return stop.final_state if isinstance(stop, CameraStop) and stop.is_set() else "ended"
 # (camera state, frame, tracked frame, crops, scores) after a frame's faces were classified (``dataset extract``).
 CropsHook = Callable[[CameraPipeline, Frame, TrackedFrame, npt.NDArray[np.uint8], npt.NDArray[np.float32]], None]
 MakeCam = Callable[[tuple[int, int], CameraCounters], CameraPipeline]
@@ -408,7 +427,9 @@ class CameraLoop:
             for _, fut in inflight:
                 fut.cancel()
             await asyncio.gather(reading, *(f for _, f in inflight), return_exceptions=True)
-        await finish_camera(self.run, self.host.emit, "shutdown" if self.stop.is_set() else "end_of_source")
+        stopped = self.stop.is_set()
+        await finish_camera(self.run, self.host.emit, "shutdown" if stopped else "end_of_source",
+                            _final_state(self.stop))
         self.run.wall_s += time.monotonic() - t0
         return self.run.summary()
 
@@ -491,14 +512,15 @@ async def run_camera(spec: CameraSpec, host: CameraHost, stop: asyncio.Event | N
     return await CameraLoop(run or CameraRun(spec), host, stop or asyncio.Event())()
 
 
-async def finish_camera(run: CameraRun, emit: EmitFn, ended_by: EndedBy) -> None:
-    """End the camera: open tracks become decisions (``ended_by``), the final statistics record, outputs closed."""
+async def finish_camera(run: CameraRun, emit: EmitFn, ended_by: EndedBy, state: CameraState = "ended") -> None:
+    """End the camera: open tracks become decisions (``ended_by``), the final statistics record (its
+    ``camera_state`` is ``state``: ``ended`` or ``removed``), outputs closed."""
     run.outputs.close()
-    run.set_state("ended")
+    run.set_state(state)
     cam = run.cam
     if cam is None:
         return
-    decisions, stats = cam.close(max(time.time_ns() if run.live else run.last_ns, run.last_ns), ended_by)
+    decisions, stats = cam.close(max(time.time_ns() if run.live else run.last_ns, run.last_ns), ended_by, state)
     await emit([*decisions, *stats])
     run.count(decisions)
     run.stage_cpu_s = {k: round(v, 4) for k, v in cam.stage_cpu_s.items()}
@@ -549,7 +571,7 @@ async def supervise_camera(
                          run.counters.last_frame_idx, type(exc).__name__, exc, run.counters.camera_restarts, wait,
                          exc_info=logger.isEnabledFor(logging.DEBUG))
             if await _stopped_within(stop, wait):
-                await finish_camera(run, host.emit, "shutdown")
+                await finish_camera(run, host.emit, "shutdown", _final_state(stop))
                 return run.summary()
 
 

@@ -209,6 +209,22 @@ class KafkaConfig(_Strict):
     retry_flush_timeout_s: Annotated[float, Field(gt=0)] = 5.0  # how long one re-send waits for acknowledgements
 
 
+class FleetConfig(_Strict):
+    """How the cameras spread over the cluster's nodes, and how the running fleet follows its config file
+    (cluster.fleet)."""
+
+    # Cameras one node pipeline hosts. A pipeline is the camera shards with their own pose and classify actors, in
+    # one placement-group bundle: they run on one node, and frames never cross the network. More cameras start
+    # another pipeline on the node with the most room; where no running node has room, its bundle is resource demand
+    # that the autoscaler answers with a node (k8s/README.md). Set it from the capacity plan in bench/RESULTS.md.
+    cameras_per_node: Annotated[int, Field(ge=1)] = 32
+    # `maskwatch run --config F` reconciles the running cameras to F whenever F changes (rewritten, renamed over, or a
+    # Kubernetes ConfigMap's symlink swap): cameras added, removed or changed start, stop or restart alone.
+    watch_config: bool = True
+    # Besides file events, F is re-read this often (seconds): a safety net for file systems without events.
+    watch_poll_s: Annotated[float, Field(gt=0)] = 5.0
+
+
 class RayConfig(_Strict):
     """Where to run."""
 
@@ -233,6 +249,7 @@ class Config(_Strict):
     voting: VotingRules = Field(default_factory=VotingRules)
     stats: StatsConfig = StatsConfig()
     kafka: KafkaConfig = KafkaConfig()
+    fleet: FleetConfig = FleetConfig()
     ray: RayConfig = RayConfig()
 
     @field_validator("cameras")

@@ -34,3 +34,9 @@ def pose_model_path(directory: Path | None = None) -> Path:
 def runtime_cache_dir() -> Path:
     """``<cache dir>/runtime``: TensorRT engines and the runtime chosen per model and machine."""
     return cache_dir() / "runtime"
+
+
+def local_fleet_file(namespace: str) -> Path:
+    """``<cache dir>/fleets/<namespace>.json``: where a ``maskwatch run`` on a local Ray writes that Ray's address
+    and its own PID while it runs, for ``maskwatch cameras`` to find it."""
+    return cache_dir() / "fleets" / f"{namespace}.json"

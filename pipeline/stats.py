@@ -235,7 +235,7 @@ class CameraCounters:
         frames_dropped: Live frames dropped under backpressure (the oldest queued frame gives way).
         faces_classified: Crops the face gate passed (they voted).
         faces_rejected: Crops the face gate rejected.
-        camera_state: ``connecting``, ``running``, ``reconnecting``, ``restarting`` or ``ended``.
+        camera_state: ``connecting``, ``running``, ``reconnecting``, ``restarting``, ``ended`` or ``removed``.
         camera_restarts: Times the camera's loop (or its process) failed and restarted.
         last_frame_idx: The last frame tracked (-1: none); a file resumes after it.
         open_tracks: Tracks followed and not yet decided.

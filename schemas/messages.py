@@ -16,7 +16,7 @@ from typing import Any, ClassVar, Literal, TypeVar
 SCHEMA_DIR = Path(__file__).with_name("json")
 Decision = Literal["mask", "no_mask", "undecided"]
 EndedBy = Literal["tracker", "end_of_source", "shutdown"]
-CameraState = Literal["connecting", "running", "reconnecting", "restarting", "ended"]
+CameraState = Literal["connecting", "running", "reconnecting", "restarting", "ended", "removed"]
 
 T = TypeVar("T", bound="_Message")
 
@@ -146,7 +146,8 @@ class CameraStats(_Message):
         faces_classified, faces_rejected: Since start: face crops that passed the face gate and were classified,
             and crops the gate rejected (no vote).
         camera_state: ``connecting`` (no frame yet), ``running``, ``reconnecting`` (stream dropped or stalled),
-            ``restarting`` (the camera's loop failed; it restarts with backoff) or ``ended``.
+            ``restarting`` (the camera's loop failed; it restarts with backoff), ``ended`` (its source ended or the
+            run shut down) or ``removed`` (taken out of the running fleet's configuration; its final record).
         camera_restarts: Times the camera's loop failed and restarted since the run started.
         last_frame_idx: The last processed ``frame_idx`` (-1: none yet).
         open_tracks: Tracks followed when the record was made, not yet decided.
@@ -166,8 +167,8 @@ class CameraStats(_Message):
             since the camera's run started.
     """
 
-    schema_version: ClassVar[int] = 7
-    schema_file: ClassVar[str] = "camera_stats.v7.json"
+    schema_version: ClassVar[int] = 8
+    schema_file: ClassVar[str] = "camera_stats.v8.json"
 
     camera_id: str
     window_start_ns: int
@@ -225,15 +226,18 @@ class CameraStats(_Message):
 
     @staticmethod
     def upgrade(obj: dict[str, Any]) -> dict[str, Any]:
-        """A parsed value of an earlier version (4, 5 or 6) as this version: no tracks open or lost are known (4), no
-        district (4, 5), no coverage (4-6: :func:`_coverage_unknown`). Readers apply it so that a camera's totals
-        survive a maskwatch upgrade; other values are returned unchanged."""
+        """A parsed value of an earlier version (4-7) as this version: no tracks open or lost are known (4), no
+        district (4, 5), no coverage (4-6: :func:`_coverage_unknown`); version 7 lacked only the ``removed`` state.
+        Readers apply it so that a camera's totals survive a maskwatch upgrade; other values are returned
+        unchanged."""
         if obj.get("schema_version") == 4:
             obj = {**obj, "schema_version": 5, "open_tracks": 0, "tracks_lost": 0}
         if obj.get("schema_version") == 5:
             obj = {**obj, "schema_version": 6, "district": None}
         if obj.get("schema_version") == 6:
             obj = {**obj, "schema_version": 7, **_coverage_unknown(obj)}
+        if obj.get("schema_version") == 7:
+            obj = {**obj, "schema_version": 8}
         return obj
 
 

@@ -218,7 +218,7 @@ def create_app(view: StatsView, event_interval_s: float = 0.5) -> Any:
     @app.get("/api/state")
     def state() -> dict[str, Any]:
         """Broker status and the latest statistics record per district and per camera (the topics' JSON Schemas:
-        ``schemas/json/district_stats.v2.json``, ``camera_stats.v7.json``; cameras add ``frames_per_s``)."""
+        ``schemas/json/district_stats.v2.json``, ``camera_stats.v8.json``; cameras add ``frames_per_s``)."""
         return view.state()
 
     @app.get("/api/series")

@@ -93,14 +93,14 @@ def test_classify_actor_concatenates_requests_and_splits_back(ray_local):
     ray.kill(actor)
 
 
-def test_a_camera_starts_and_stops_inside_a_running_shard_without_touching_its_neighbour(ray_local, tmp_path):
-    """A shard runs one camera; a second is started in it while the first runs, then the first is stopped alone: its
-    open tracks are decided with ``ended_by="shutdown"`` and its final record published, while the second reads its
-    file to the end. (The live fleet changes of the next issue rest on this.)"""
+def test_a_camera_starts_and_is_removed_inside_a_running_shard_without_touching_its_neighbour(ray_local, tmp_path):
+    """A shard runs one camera; a second is started in it while the first runs, then the first is removed alone: its
+    open tracks are decided with ``ended_by="shutdown"``, its final record says ``removed`` and it leaves the shard's
+    cameras, while the second reads its file to the end. (The fleet's live config changes rest on this.)"""
     import ray
 
     from cluster.driver import resolve_cameras
-    from cluster.topology import build_topology
+    from cluster.topology import NodePipeline, make_sink
     from pipeline.config import parse_config
     from pipeline.sinks import Record
     from schemas.messages import CameraStats, PersonDecision
@@ -113,9 +113,10 @@ def test_a_camera_starts_and_stops_inside_a_running_shard_without_touching_its_n
     first, second = resolve_cameras(cfg)
     clf = MaskClassifier(cfg.classify.model_path, "cpu")
     out = tmp_path / "out.jsonl"
-    topo = build_topology(cfg, [first], str(pose_model()), clf.crop_margin, clf.input_px, str(out))
-    (shard,) = topo.shards
-    running = shard.run.remote(topo.pose, topo.classify, topo.sink)
+    sink = make_sink(cfg, str(out))
+    pipeline = NodePipeline.build(cfg, str(pose_model()))
+    shard = pipeline.add_shard(cfg, [first], clf.crop_margin, clf.input_px).handle
+    running = shard.run.remote(pipeline.pose, pipeline.classify, sink)
 
     def frames(camera_id):
         return {c["camera_id"]: c.get("frames_processed", 0) for c in ray.get(shard.cameras.remote())}.get(camera_id, 0)
@@ -124,9 +125,10 @@ def test_a_camera_starts_and_stops_inside_a_running_shard_without_touching_its_n
     ray.get(shard.start_camera.remote(second), timeout=60)
     with pytest.raises(ray.exceptions.RayTaskError, match="already running in this shard"):
         ray.get(shard.start_camera.remote(second), timeout=60)
-    stopped = ray.get(shard.stop_camera.remote("long"), timeout=120)
+    stopped = ray.get(shard.stop_camera.remote("long", removed=True), timeout=120)
+    assert [c["camera_id"] for c in ray.get(shard.cameras.remote())] == ["short"]
     summaries = {s["camera_id"]: s for s in ray.get(running, timeout=300)}
-    ray.get(topo.sink.close.remote(), timeout=60)
+    ray.get(sink.close.remote(), timeout=60)
 
     sampled = sum(1 for _ in read_frames(str(long_video), "long", target_fps=5))
     assert 0 < stopped["frames_processed"] < sampled, "stopped before the end of its file"
@@ -137,10 +139,12 @@ def test_a_camera_starts_and_stops_inside_a_running_shard_without_touching_its_n
     records = [Record.from_json_line(line) for line in out.read_text().splitlines()]
     stats = {cid: [CameraStats.decode(r.value) for r in records if r.key == cid and r.topic == cfg.kafka.stats_topic]
              for cid in ("long", "short")}
-    assert (stats["long"][-1].final, stats["long"][-1].camera_state) == (True, "ended")
-    assert stats["short"][-1].final
+    assert (stats["long"][-1].final, stats["long"][-1].camera_state) == (True, "removed")
+    assert (stats["short"][-1].final, stats["short"][-1].camera_state) == (True, "ended")
     assert stats["short"][-1].last_frame_idx > 0
     ended = {PersonDecision.decode(r.value).ended_by for r in records
              if r.key == "long" and r.topic == cfg.kafka.decisions_topic}
-    assert "shutdown" in ended, "people in view of the stopped camera were decided, not dropped"
-    ray.kill(shard)
+    assert "shutdown" in ended, "people in view of the removed camera were decided, not dropped"
+    assert summaries["short"]["frames_cross_node"] == 0
+    pipeline.remove()
+    ray.kill(sink)

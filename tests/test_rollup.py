@@ -109,7 +109,7 @@ def test_readers_and_the_rollup_upgrade_records_from_before_the_coverage_fields(
                   Record(cfg.decisions_topic, "cam", old(DECISION.to_dict(), 3, {"face_px_median"}))])
     sink.close()
     cam = latest_stats(cfg)["a"]
-    assert (cam.schema_version, cam.total_decided, cam.total_people_with_face, cam.total_coverage) == (7, 4, 0, None)
+    assert (cam.schema_version, cam.total_decided, cam.total_people_with_face, cam.total_coverage) == (8, 4, 0, None)
     north = latest_districts(cfg)["north"]
     assert (north.schema_version, north.decided, north.coverage, north.low_coverage) == (2, 3, None, False)
     (decision,) = read_decisions(cfg)

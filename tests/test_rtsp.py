@@ -390,7 +390,7 @@ def test_sigterm_decides_people_in_view_publishes_final_statistics_and_exits_0(t
 
 
 class _Stopping:
-    """A stop request as :func:`cluster.driver.run_shards` reads it: ``is_set()`` and ``at`` (monotonic time)."""
+    """A stop request as :meth:`cluster.fleet.Fleet.supervise` reads it: ``is_set()`` and ``at`` (monotonic time)."""
 
     def __init__(self) -> None:
         self._event = threading.Event()
@@ -405,8 +405,8 @@ class _Stopping:
             self._event.set()
 
 
-class Fleet:
-    """Live RTSP cameras, one shard each, run by the driver's supervisor (:func:`cluster.driver.run_shards`) in a
+class LiveFleet:
+    """Live RTSP cameras, one shard each, run by the driver's fleet (:meth:`cluster.fleet.Fleet.supervise`) in a
     thread, as ``maskwatch run`` runs them; the servers and actors are stopped on exit."""
 
     def __init__(
@@ -423,14 +423,15 @@ class Fleet:
             "cameras": [{"camera_id": c, "source": s.url, "target_fps": 5}
                         for c, s in zip(self.cameras, self.servers, strict=True)],
             "capture": {"cameras_per_actor": 1},
+            "fleet": {"cameras_per_node": n},  # one pipeline: a bundle of 1.5 CPUs + 0.5 a shard
             "stats": {"window_s": 1},
             "kafka": {"bootstrap_servers": bootstrap, **kafka},
         })
         self.stopping = _Stopping()
 
-    def __enter__(self) -> Fleet:
-        from cluster.driver import resolve_cameras, run_shards
-        from cluster.topology import build_topology
+    def __enter__(self) -> LiveFleet:
+        from cluster.driver import resolve_cameras
+        from cluster.fleet import Fleet, Models
         from pipeline.onnx_models import MaskClassifier
         from pipeline.sinks import ensure_topics
         from tests.conftest import pose_model
@@ -439,9 +440,9 @@ class Fleet:
             s.start()
         ensure_topics(self.cfg.kafka)
         clf = MaskClassifier(self.cfg.classify.model_path, device="cpu")
-        self.topo = build_topology(self.cfg, resolve_cameras(self.cfg), str(pose_model()), clf.crop_margin,
-                                   clf.input_px, None)
-        self.supervisor = threading.Thread(target=run_shards, args=(self.topo, self.stopping, 20.0))
+        self.fleet = Fleet(self.cfg, Models(str(pose_model()), clf.crop_margin, clf.input_px))
+        self.fleet.start(resolve_cameras(self.cfg))
+        self.supervisor = threading.Thread(target=self.fleet.supervise, args=(self.stopping, 20.0))
         self.supervisor.start()
         return self
 
@@ -461,15 +462,13 @@ class Fleet:
         self.stopping.set()
         self.supervisor.join(timeout=60)
         assert not self.supervisor.is_alive()
-        ray.get(self.topo.sink.close.remote(), timeout=60)
+        ray.get(self.fleet.sink.close.remote(), timeout=60)
 
     def __exit__(self, *exc: object) -> None:
-        import ray
 
         self.stopping.set()
-        if hasattr(self, "topo"):
-            for h in [*self.topo.shards, *self.topo.pose, *self.topo.classify, self.topo.sink]:
-                ray.kill(h)
+        if hasattr(self, "fleet"):
+            self.fleet.kill()
         for s in self.servers:
             s.stop()
 
@@ -486,10 +485,10 @@ def test_a_killed_shard_process_comes_back_with_its_totals_and_spares_the_other(
 
     from pipeline.stats_reader import latest_stats
 
-    with Fleet(tmp_path, broker, "shard") as fleet:
+    with LiveFleet(tmp_path, broker, "shard") as fleet:
         cameras = fleet.cameras
         fleet.wait_running()
-        victim_pid = ray.get(fleet.topo.shards[1].pid.remote())
+        victim_pid = ray.get(fleet.fleet.pipelines[0].shards[1].handle.pid.remote())
         before = fleet.stats_of(cameras[1])[-1]
         killed_ns = time.time_ns()
         os.kill(victim_pid, signal.SIGKILL)
@@ -544,7 +543,7 @@ def test_a_camera_down_3_min_comes_back_and_says_reconnecting_meanwhile(
     """A live camera's RTSP server stops for 3 minutes, then starts again on the same address: the camera is never
     given up, its statistics record says "reconnecting" every second while it is down (windows close by wall clock),
     and it runs again once the server is back, without a restart of its loop."""
-    with Fleet(tmp_path, broker, "down3", n=1) as fleet:
+    with LiveFleet(tmp_path, broker, "down3", n=1) as fleet:
         cid, server = fleet.cameras[0], fleet.servers[0]
         fleet.wait_running()
         before = fleet.stats_of(cid)[-1]
@@ -650,9 +649,9 @@ def test_broker_down_60_s_every_decision_reaches_kafka_and_cameras_go_on(tmp_pat
 
     try:
         # street_5: five people walk through it every 11.6 s (looped), so people are decided during the outage.
-        fleet = Fleet(tmp_path, f"127.0.0.1:{proxy_port}", "outage", video="street_5_masked.mp4",
-                      request_timeout_s=2.0, retry_interval_s=1.0, retry_flush_timeout_s=2.0, flush_timeout_s=20.0,
-                      outbox_path=str(outbox))
+        fleet = LiveFleet(tmp_path, f"127.0.0.1:{proxy_port}", "outage", video="street_5_masked.mp4",
+                          request_timeout_s=2.0, retry_interval_s=1.0, retry_flush_timeout_s=2.0, flush_timeout_s=20.0,
+                          outbox_path=str(outbox))
         with fleet:
             fleet.wait_running()
             proxy.down()

@@ -22,16 +22,20 @@ FPS = 12.0  # long enough runs (about 140 and 120 frames) for both kills to land
 def test_killed_model_actors_end_no_camera(ray_local, tmp_path):
     import ray
 
-    from cluster.topology import build_topology
+    from cluster.topology import NodePipeline, make_sink
 
     cfg = parse_config({
         "cameras": [{"camera_id": cid, "source": str(shared_video(v)), "target_fps": FPS} for cid, v in VIDEOS.items()],
         "capture": {"cameras_per_actor": 1},
+        "fleet": {"cameras_per_node": 2},  # one pipeline of two shards: a bundle of 2.5 CPUs
         "stats": {"window_s": 0.5},
     })
     clf = MaskClassifier(cfg.classify.model_path, device="cpu")
     out = tmp_path / "records.jsonl"
-    topo = build_topology(cfg, resolve_cameras(cfg), str(pose_model()), clf.crop_margin, clf.input_px, str(out))
+    sink = make_sink(cfg, str(out))
+    topo = NodePipeline.build(cfg, str(pose_model()))
+    for spec in resolve_cameras(cfg):
+        topo.add_shard(cfg, [spec], clf.crop_margin, clf.input_px)
 
     def frames_so_far() -> dict[str, int]:
         seen = {cid: 0 for cid in VIDEOS}
@@ -49,16 +53,16 @@ def test_killed_model_actors_end_no_camera(ray_local, tmp_path):
             time.sleep(0.2)
 
     try:
-        runs = [sh.run.remote(topo.pose, topo.classify, topo.sink) for sh in topo.shards]
+        runs = [sh.handle.run.remote(topo.pose, topo.classify, sink) for sh in topo.shards]
         wait_for_frames(10)  # both cameras are under way, calls in flight
         ray.kill(topo.pose[0], no_restart=False)  # Ray restarts it (max_restarts); calls in flight are retried
         wait_for_frames(min(frames_so_far().values()) + 10)  # both are running again
         ray.kill(topo.classify[0], no_restart=False)
         summaries = [s for shard in ray.get(runs, timeout=600) for s in shard]
-        ray.get(topo.sink.close.remote())
+        ray.get(sink.close.remote())
     finally:
-        for h in [*topo.shards, *topo.pose, *topo.classify, topo.sink]:
-            ray.kill(h)
+        topo.remove()
+        ray.kill(sink)
     assert [s["error"] for s in summaries] == [None, None]
     stats: dict[str, list[CameraStats]] = {cid: [] for cid in VIDEOS}
     for line in out.read_text().splitlines():

@@ -168,23 +168,27 @@ def test_statistics_records_of_earlier_schema_versions_are_upgraded():
     w = CameraWindows("cam", window_s=60, district="d7")
     t0 = 1_700_000_000 * 10**9
     w.add(hand_made([("mask", 3, 40.0), ("no_mask", 3, 60.0), ("undecided", 0, None)]), t0)
-    v7 = w.close(t0 + 10**9).to_dict()
-    assert v7["schema_version"] == 7
+    v8 = w.close(t0 + 10**9).to_dict()
+    assert v8["schema_version"] == 8
+    v7 = v8 | {"schema_version": 7}  # 8 added the camera_state "removed" only
     v6 = {k: v for k, v in v7.items() if k not in COVERAGE_FIELDS} | {"schema_version": 6}
     v5 = {k: v for k, v in v6.items() if k != "district"} | {"schema_version": 5}
     v4 = {k: v for k, v in v5.items() if k not in ("open_tracks", "tracks_lost")} | {"schema_version": 4}
-    for old in (v4, v5, v6):
+    for old in (v4, v5, v6, v7):
         with pytest.raises(ValueError, match="schema_version"):
             CameraStats.decode(old)
         up = CameraStats.decode(CameraStats.upgrade(old))
         assert (up.total_people, up.open_tracks, up.tracks_lost) == (3, 0, 0)
-        assert up.district == (None if old is not v6 else "d7")
+        assert up.district == (None if old in (v4, v5) else "d7")
+        if old is v7:
+            assert up.to_dict() == v8
+            continue
         # Coverage was not measured before version 7: decided is known (masked + unmasked), the rest is not.
         assert (up.people_with_face, up.decided, up.coverage, up.face_px_median, up.low_coverage) == (
             0, 2, None, None, False)
         assert (up.total_people_with_face, up.total_decided, up.total_coverage, up.total_face_px_median,
                 up.total_low_coverage) == (0, 2, None, None, False)
-    assert CameraStats.upgrade(v7) == v7  # the current version passes unchanged
+    assert CameraStats.upgrade(v8) == v8  # the current version passes unchanged
 
 
 _seq = iter(range(10**6))
