@@ -9,10 +9,13 @@ from pipeline.config import KafkaConfig
 from pipeline.sinks import JsonLinesSink, KafkaSink, Record
 
 
-# Restarted by Ray if its process dies; the outbox is on disk and re-sent by the new process. Records it held only in
-# memory (sent, not yet acknowledged) are lost with the process: at most request_timeout_s of them.
+# Restarted by Ray if its process dies (its node lost included); the outbox is on disk and re-sent by the new
+# process. Records it held only in memory (sent, not yet acknowledged) are lost with the process: at most
+# request_timeout_s of them. Writes in flight when it died are retried on the restarted actor (max_task_retries): a
+# write may then reach Kafka twice, which readers already absorb (decisions are unique by decision_id, statistics are
+# compacted by camera_id and ordered by window), and none is lost.
 # enable_task_events=False: a write per frame that ends a track or a window, from every camera (see PoseActor).
-@ray.remote(max_restarts=-1, enable_task_events=False)
+@ray.remote(max_restarts=-1, max_task_retries=-1, enable_task_events=False)
 class SinkActor:
     """Writes records; Kafka when ``bootstrap_servers`` is set, else the JSON Lines file ``out_path``."""
 

@@ -105,7 +105,7 @@ class Fleet:
         bundle = pipeline_bundle(self.cfg)
         # Ray has no public call for a node's free resources; its own ray.util.tpu uses this one.
         available = available_resources_per_node()
-        ours = [_node_of(p) for p in self.pipelines]
+        ours = [p.node() for p in self.pipelines]
         rooms = [NodeRoom(n["NodeID"], available.get(n["NodeID"], n["Resources"]), ours.count(n["NodeID"]))
                  for n in ray.nodes() if n["Alive"]]
         target = pick_node(rooms, bundle)
@@ -360,13 +360,6 @@ class Fleet:
         for handle in (self.sink, self.registry):
             if handle is not None:
                 ray.kill(handle)
-
-
-def _node_of(pipeline: NodePipeline) -> str | None:
-    """The node holding the pipeline's bundle (None: not placed)."""
-    table = ray.util.placement_group_table(pipeline.group)
-    nodes = table.get("bundles_to_node_id", {})
-    return next(iter(nodes.values()), None)
 
 
 def registry_handle(namespace: str) -> ActorHandle:

@@ -77,6 +77,7 @@ class NodePipeline:
     shards: list[ShardSlot] = field(default_factory=list)
     waiting: list[CameraSpec] = field(default_factory=list)
     retiring: bool = False
+    target_node: str | None = None  # the node it was asked for (a hint; :meth:`node` says where it is)
 
     @classmethod
     def create(cls, cfg: Config, index: int, target_node: str | None = None) -> NodePipeline:
@@ -84,7 +85,12 @@ class NodePipeline:
         ``target_node`` if it still has room (a soft hint; None: wherever Ray finds room, or a new node)."""
         group = placement_group([pipeline_bundle(cfg)], strategy="STRICT_PACK", name=f"maskwatch-pipeline-{index}",
                                 _soft_target_node_id=target_node)
-        return cls(index, group)
+        return cls(index, group, target_node=target_node)
+
+    def node(self) -> str | None:
+        """The node holding its bundle now; before it is placed, the node it was asked for."""
+        placed = ray.util.placement_group_table(self.group).get("bundles_to_node_id", {})
+        return next(iter(placed.values()), None) or self.target_node
 
     @classmethod
     def build(cls, cfg: Config, pose_model_path: str, index: int = 0, timeout_s: float = 60.0) -> NodePipeline:

@@ -1,5 +1,5 @@
 """The ``maskwatch`` command line: run, stats, rollup, dashboard, eval-tracking, eval-classifier,
-compare-classifiers, dataset, models build, train-classifier, broker.
+compare-classifiers, dataset, cameras, models build, train-classifier, broker.
 
 User errors print one line, ``maskwatch: error: ...``, and exit with status 2; no traceback.
 """

@@ -168,7 +168,12 @@ def _edit_yaml(path: Path, edit: Any) -> int:
 
     parse_config(pyyaml.safe_load(out.getvalue()), str(path))
     target = path.resolve()  # a symlinked file is replaced where it lives
-    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
+    try:
+        fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
+    except OSError as exc:
+        msg = (f"cannot write {path}: {exc.strerror} (a mounted Kubernetes ConfigMap is read-only: edit the ConfigMap "
+               "and the fleet follows it, k8s/README.md)")
+        raise ConfigError(msg) from None
     with os.fdopen(fd, "w") as fh:
         fh.write(out.getvalue())
     os.chmod(tmp, target.stat().st_mode & 0o777)

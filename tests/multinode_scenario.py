@@ -31,6 +31,8 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 GCS_PORT = 6390
+HEALTH_CHECKS = {"RAY_health_check_period_ms": "1000", "RAY_health_check_timeout_ms": "3000",
+                 "RAY_health_check_failure_threshold": "3"}
 VIDEO = "videos/pets09_s2l1_cctv.mp4"  # relative to the shared data folder: the run's working directory
 
 
@@ -68,8 +70,10 @@ def main() -> int:
         kafka = KafkaConfig(bootstrap_servers=bootstrap)
         ensure_topics(kafka)
         try:
-            head = ray_start(["--head", "--port", str(GCS_PORT), "--num-cpus", "3", "--include-dashboard", "false"],
-                             args.work / "head.log", env)
+            # The GCS's node health checks as k8s/raycluster.yaml sets them: a node whose raylet is gone is declared
+            # dead after 3 failed checks 1 s apart (Ray's defaults: 5 checks 3 s apart, 10-s timeout).
+            head = ray_start(["--head", "--port", str(GCS_PORT), "--num-cpus", "4", "--include-dashboard", "false"],
+                             args.work / "head.log", env | HEALTH_CHECKS)
             procs.append(head)
 
             def head_listening() -> bool:
@@ -86,7 +90,10 @@ def main() -> int:
             head_id = next(n["NodeID"] for n in ray.nodes()
                            if n["Alive"] and "node:__internal_head__" in n["Resources"])
 
-            @ray.remote(num_cpus=3)
+            # Two of the head's 4 CPUs taken: it holds one node pipeline (a bundle of 2 CPUs), the worker two. The
+            # fleet puts one pipeline on each (the node with the fewest, then the most free CPUs). The filler goes
+            # before the worker is killed, so the head then holds the worker's pipeline too.
+            @ray.remote(num_cpus=2)
             class Filler:
                 def ready(self) -> bool:
                     return True
@@ -99,18 +106,19 @@ def main() -> int:
             # threads, which run a file at 1280 px about 1.6x faster on two idle cores than one thread per CPU of
             # the actor (the default, which leaves CPU to a fleet's decoders): keep them here.
             config = args.work / "config.yaml"
-            # 5-s statistics windows: the waits below read the cameras' progress from their records, and with the
+            # 2-s statistics windows: the waits below read the cameras' progress from their records, and with the
             # default 60-s windows (aligned to the wall clock) the first record may hold fewer than 40 frames and the
             # next one come minutes later on a busy machine.
-            config.write_text("pose: {threads: 0}\nstats: {window_s: 5}\n")
+            config.write_text("pose: {threads: 0}\nstats: {window_s: 2}\n"
+                              "capture: {cameras_per_actor: 1}\nfleet: {cameras_per_node: 1}\n")
             cmd = [sys.executable, "-m", "maskwatch.cli", "run", "--address", f"127.0.0.1:{GCS_PORT}",
-                   "--kafka-bootstrap", bootstrap, "--target-fps", "5", "--config", str(config)]
+                   "--kafka-bootstrap", bootstrap, "--target-fps", "5", "--config", str(config), "--json"]
             for cid in cameras:
                 cmd += ["--source", VIDEO, "--camera-id", cid]
             # No RAY_AUTH_MODE for the run: it finds the head's token (~/.ray/auth_token) and sets the mode itself.
             run_env = {k: v for k, v in env.items() if k != "RAY_AUTH_MODE"} | {"PYTHONPATH": str(REPO)}
-            with (args.work / "run.err").open("wb") as err:
-                run = subprocess.Popen(cmd, cwd=args.data, env=run_env, stdout=subprocess.DEVNULL, stderr=err)
+            with (args.work / "run.err").open("wb") as err, (args.work / "run.json").open("wb") as out:
+                run = subprocess.Popen(cmd, cwd=args.data, env=run_env, stdout=out, stderr=err)
             procs.append(run)
 
             def stats() -> dict[str, list[CameraStats]]:
@@ -133,6 +141,13 @@ def main() -> int:
                 return f"the cameras to publish 40 frames: (records, last frames_processed) {got}"
 
             wait_until(published_40, 180, last, poll_s=0.5)
+            listed = subprocess.run([sys.executable, "-m", "maskwatch.cli", "cameras", "list", "--config", str(config),
+                                     "--address", f"127.0.0.1:{GCS_PORT}", "--json"], cwd=args.data, env=run_env,
+                                    capture_output=True, text=True, timeout=120)
+            assert listed.returncode == 0, listed.stderr[-3000:]
+            placement = {r["camera_id"]: r for r in map(json.loads, listed.stdout.splitlines())}
+            assert set(placement) == set(cameras), (placement, listed.stderr[-3000:])
+            worker_id = next(n["NodeID"] for n in ray.nodes() if n["Alive"] and n["NodeID"] != head_id)
             before = {c: s[-1].frames_processed for c, s in stats().items()}
             raylets = [pid for pid, name in descendants(worker.pid) if name == "raylet"]
             assert len(raylets) == 1, descendants(worker.pid)
@@ -141,19 +156,33 @@ def main() -> int:
             os.kill(raylets[0], signal.SIGKILL)
             back: dict[str, float] = {}
 
+            moved = [cid for cid, row in placement.items() if row["node_id"] == worker_id]  # on the node killed
+
             def all_back() -> bool:
                 for cid, recs in stats().items():
-                    again = [s for s in recs if s.camera_restarts >= 1 and s.window_end_ns > killed_ns]
+                    # The worker's cameras publish again after a restart; the head's go on without one.
+                    again = [s for s in recs if s.window_end_ns > killed_ns and (s.camera_restarts >= 1) == (
+                        cid in moved)]
                     if again and cid not in back:
                         back[cid] = (again[0].window_end_ns - killed_ns) / 1e9
                 return len(back) == len(cameras)
 
-            wait_until(all_back, 180, lambda: f"the cameras back after the node loss: {sorted(back)} of {cameras}",
-                       poll_s=0.5)
+            def not_back() -> str:
+                last_of = {c: (r[-1].camera_restarts, r[-1].frames_processed, (r[-1].window_end_ns - killed_ns) / 1e9)
+                           for c, r in stats().items() if r}
+                return (f"the cameras back after the node loss: {sorted(back)} of {cameras}, moved {moved}; last "
+                        f"records (restarts, frames, window end - kill s): {last_of}")
+
+            wait_until(all_back, 180, not_back, poll_s=0.5)
             code = run.wait(timeout=400)
             final = stats()
             report = {
                 "exit_code": code,
+                "cameras_list": placement,
+                "moved": moved,
+                "cameras_list_stderr": listed.stderr[-2000:],
+                "nodes": {"head": head_id, "worker": worker_id},
+                "summaries": _summaries((args.work / "run.json").read_text()),
                 "run_stderr_tail": (args.work / "run.err").read_text()[-3000:],
                 "frames_before_kill": before,
                 "back_after_kill_s": back,
@@ -165,6 +194,20 @@ def main() -> int:
             ray.shutdown()
     args.out.write_text(json.dumps(report))
     return 0
+
+
+def _summaries(stdout: str) -> list[dict[str, object]] | str:
+    """The cameras of ``maskwatch run --json``'s summary, or what it printed. Ray's driver also prints its workers'
+    and raylets' stdout lines there (a raylet's "terminated" notice), so the summary is the object that starts a line
+    and decodes."""
+    decoder = json.JSONDecoder()
+    for i in [0, *(i + 1 for i, c in enumerate(stdout) if c == "\n")]:
+        if stdout.startswith("{", i):
+            try:
+                return decoder.raw_decode(stdout, i)[0]["cameras"]
+            except (ValueError, KeyError):
+                continue
+    return stdout[-3000:]
 
 
 if __name__ == "__main__":

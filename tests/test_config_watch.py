@@ -14,6 +14,8 @@ from pipeline.reconcile import NodeRoom, diff_config, pick_node, pick_pipeline
 
 ONE = "cameras:\n  - {camera_id: a, source: rtsp://h/a}\n"
 TWO = ONE + "  - {camera_id: b, source: rtsp://h/b}\n"
+# A change made while the watch is still being set up has no event; the periodic re-read catches it.
+POLL_S = 2.0
 
 
 def _next(watcher: ConfigWatcher, timeout_s: float = 10.0) -> ConfigUpdate:
@@ -27,7 +29,7 @@ def _next(watcher: ConfigWatcher, timeout_s: float = 10.0) -> ConfigUpdate:
 def watched(tmp_path: Path):
     path = tmp_path / "maskwatch.yaml"
     path.write_text(ONE)
-    watcher = ConfigWatcher(path, lambda: load_config(path), poll_s=30).start()
+    watcher = ConfigWatcher(path, lambda: load_config(path), poll_s=POLL_S).start()
     yield path, watcher
     watcher.stop()
 
@@ -59,7 +61,7 @@ def test_a_kubernetes_configmap_symlink_swap_is_reported(tmp_path: Path):
     (mount / "..data").symlink_to("..2026_01")
     (mount / "maskwatch.yaml").symlink_to("..data/maskwatch.yaml")
     path = mount / "maskwatch.yaml"
-    watcher = ConfigWatcher(path, lambda: load_config(path), poll_s=30).start()
+    watcher = ConfigWatcher(path, lambda: load_config(path), poll_s=POLL_S).start()
     try:
         (mount / "..2026_02").mkdir()
         (mount / "..2026_02" / "maskwatch.yaml").write_text(TWO)
@@ -106,3 +108,33 @@ def test_a_new_camera_joins_the_pipeline_with_the_most_room_and_a_new_pipeline_t
     assert pick_node([NodeRoom("n1", {"CPU": 2.0, "GPU": 1.0}), NodeRoom("n2", {"CPU": 3.0, "GPU": 1.0})],
                      bundle) == "n2"  # then the most free CPUs
     assert pick_node([NodeRoom("n3", {"CPU": 16.0})], bundle) is None  # none holds it: resource demand
+
+
+def test_cameras_add_and_remove_edit_the_file_keeping_comments_and_refuse_a_bad_result(tmp_path: Path):
+    from click.testing import CliRunner
+
+    from maskwatch.cli import main
+
+    path = tmp_path / "maskwatch.yaml"
+    path.write_text("# district 7's cameras\n" + ONE + "stats: {window_s: 10}  # short windows\n")
+    runner = CliRunner()
+    added = runner.invoke(main, ["cameras", "add", "b", "rtsp://h/b", "--target-fps", "5", "--config", str(path),
+                                 "--no-wait"])
+    assert added.exit_code == 0, added.output
+    text = path.read_text()
+    assert "# district 7's cameras" in text
+    assert "# short windows" in text
+    assert [(c.camera_id, c.target_fps) for c in load_config(path).cameras] == [("a", 10.0), ("b", 5.0)]
+    again = runner.invoke(main, ["cameras", "add", "b", "rtsp://h/b2", "--config", str(path), "--no-wait"])
+    assert again.exit_code == 2
+    assert "camera_id 'b' is already in cameras" in again.output
+    bad = runner.invoke(main, ["cameras", "add", "c d", "rtsp://h/c", "--config", str(path), "--no-wait"])
+    assert bad.exit_code == 2
+    assert "'cameras.2.camera_id'" in bad.output  # validated before the file is touched
+    assert path.read_text() == text
+    removed = runner.invoke(main, ["cameras", "remove", "a", "--config", str(path), "--no-wait"])
+    assert removed.exit_code == 0, removed.output
+    assert [c.camera_id for c in load_config(path).cameras] == ["b"]
+    missing = runner.invoke(main, ["cameras", "remove", "a", "--config", str(path), "--no-wait"])
+    assert missing.exit_code == 2
+    assert "no camera 'a' in cameras (it has ['b'])" in missing.output

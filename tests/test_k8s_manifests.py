@@ -310,11 +310,12 @@ def test_ray_cluster_layout() -> None:
     spec = ray_cluster()["spec"]
     assert spec["headGroupSpec"]["rayStartParams"].get("num-cpus") == "0", 'head must have num-cpus: "0"'
     groups = {g["groupName"]: g for g in spec["workerGroupSpecs"]}
-    assert set(groups) == {"cpu", "gpu"}, f"worker groups {sorted(groups)}, expected cpu and gpu"
+    # One group: node pipelines keep a camera's frames on the pod that decoded them (shards beside the models).
+    assert set(groups) == {"gpu"}, f"worker groups {sorted(groups)}, expected gpu only"
     gpu_limits = groups["gpu"]["template"]["spec"]["containers"][0]["resources"]["limits"]
     assert str(gpu_limits.get("nvidia.com/gpu")) == "1", f"gpu group limits {gpu_limits}"
-    cpu_limits = groups["cpu"]["template"]["spec"]["containers"][0]["resources"]["limits"]
-    assert "nvidia.com/gpu" not in cpu_limits, "the cpu group must not ask for GPUs"
+    assert spec.get("enableInTreeAutoscaling") is True, "the autoscaler adds gpu pods for cameras past capacity"
+    assert groups["gpu"]["minReplicas"] < groups["gpu"]["maxReplicas"], "the autoscaler needs room to add pods"
     # Ray 2.60 turns token authentication on; KubeRay hands the token to every pod, the driver's included.
     assert spec.get("authOptions", {}).get("mode") == "token", "authOptions.mode must be token (Ray 2.60)"
     for label, pod in ray_pod_specs(ray_cluster()):
@@ -327,6 +328,20 @@ def test_ray_cluster_layout() -> None:
         env = {e["name"]: e.get("value") for e in ray_container.get("env", [])}
         assert env.get("RAY_USAGE_STATS_ENABLED") == "0", f'{label}: RAY_USAGE_STATS_ENABLED must be "0"'
         assert "metrics" in {p.get("name") for p in ray_container.get("ports", [])}, f"{label}: no metrics port"
+
+
+def test_a_node_pipeline_fits_one_gpu_pod_and_only_one() -> None:
+    """The config's pipeline bundle (cluster.topology.pipeline_bundle) must fit a `gpu` pod, or no camera ever runs;
+    and two must not, or one pod would hold two pipelines' cameras on its one GPU."""
+    config = pytest.importorskip("pipeline.config", reason="pipeline.config (pydantic) does not import here")
+    topology = pytest.importorskip("cluster.topology", reason="cluster.topology (Ray) does not import here")
+    bundle = topology.pipeline_bundle(config.parse_config(the_config(), "k8s/configmap.yaml config.yaml"))
+    (gpu,) = [g for g in ray_cluster()["spec"]["workerGroupSpecs"] if g["groupName"] == "gpu"]
+    limits = gpu["template"]["spec"]["containers"][0]["resources"]["limits"]
+    pod = {"CPU": float(limits["cpu"]), "GPU": float(limits["nvidia.com/gpu"]),
+           **{k: float(v) for k, v in gpu.get("resources", {}).items()}}
+    assert all(pod.get(k, 0.0) >= v for k, v in bundle.items()), (bundle, pod)
+    assert any(pod.get(k, 0.0) < 2 * v for k, v in bundle.items()), (bundle, pod)
 
 
 def test_configmap_config_parses() -> None:
@@ -442,7 +457,7 @@ def _unquoted_num_cpus(rc: dict[str, Any]) -> None:
 
 
 def _null_ray_start_params(rc: dict[str, Any]) -> None:
-    rc["spec"]["workerGroupSpecs"][1]["rayStartParams"] = None
+    rc["spec"]["workerGroupSpecs"][0]["rayStartParams"] = None
 
 
 def _unquoted_yes_label(rc: dict[str, Any]) -> None:
@@ -496,5 +511,5 @@ def test_resource_check_catches_drift() -> None:
     res["requests"]["memory"] = "1Gi"
     assert resource_problems([unequal]), "requests != limits must be reported"
     no_replicas = copy.deepcopy(rc)
-    del no_replicas["spec"]["workerGroupSpecs"][1]["replicas"]
+    del no_replicas["spec"]["workerGroupSpecs"][0]["replicas"]
     assert resource_problems([no_replicas]), "a worker group without replicas must be reported"

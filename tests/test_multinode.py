@@ -1,5 +1,6 @@
-"""Multi-node: ``maskwatch run --address`` with relative source paths on a two-node Ray cluster; the worker node's
-raylet is killed mid-run, and its cameras resume on the head node.
+"""Multi-node: ``maskwatch run --address`` with relative source paths on a two-node Ray cluster. The two cameras'
+node pipelines are balanced, one on each node, and no frame crosses nodes; the worker node's raylet is killed
+mid-run, and its camera resumes on the head node within 30 s while the head's camera goes on.
 
 The cluster runs in its own network and PID namespaces (``tests/multinode_scenario.py``): only ``lo`` exists there,
 so Ray cannot leave loopback, and every process of the scenario ends with it.
@@ -46,17 +47,28 @@ def test_a_lost_worker_node_moves_its_cameras_to_the_head_node(tmp_path: Path) -
     assert report["exit_code"] == 0, report["run_stderr_tail"]
     assert "Traceback" not in report["run_stderr_tail"], report["run_stderr_tail"]
     print(f"cameras published again after the worker node's raylet was killed: {report['back_after_kill_s']} s")
+    # One node pipeline a node: the cameras were balanced, one on each, and no frame crossed to the other node.
+    placed = {cid: row["node_id"] for cid, row in report["cameras_list"].items()}
+    assert sorted(placed.values()) == sorted(report["nodes"].values()), (placed, report["cameras_list_stderr"])
+    assert [row["frames_cross_node"] for row in report["cameras_list"].values()] == [0, 0], report["cameras_list"]
+    summaries = report["summaries"]
+    assert {s["camera_id"] for s in summaries} == set(report["stats"]), summaries
+    assert [s["frames_cross_node"] for s in summaries] == [0, 0], summaries
+    assert len(report["moved"]) == 1, report["cameras_list"]
     for cid, recs in report["stats"].items():
-        # Measured on the 2-core development machine with Ray's default settings: 88.7 s, most of it Ray noticing
-        # that the node is gone (the shard answers "unavailable" for about 70 s), then a new worker process on the
-        # head node, the restore read and the file reopened at its next frame. The bound catches a camera that never
-        # comes back; tighten Ray's GCS health checks to shorten it.
-        assert report["back_after_kill_s"][cid] < 170, cid
+        moved = cid in report["moved"]
+        # Issue 28's target: a lost node's cameras run again on another node within 30 s; measured here 25.2 and
+        # 27.6 s with 5-s windows (Ray's defaults: 88.7 and 93.0 s). The head's GCS declares the node dead after 3
+        # failed health checks 1 s apart (HEALTH_CHECKS, as in k8s/raycluster.yaml); then the pipeline's bundle is
+        # placed on the head, its actors start there, the shard restores from the statistics topic and reopens the
+        # file at its next frame. The other camera never stopped. The bound leaves room for a loaded CI machine;
+        # the figure is printed above.
+        assert report["back_after_kill_s"][cid] < 45, (cid, report["back_after_kill_s"])
         totals = [r["total_people"] for r in recs]
         assert totals == sorted(totals), cid  # never down
         final = recs[-1]
         assert final["final"], cid
-        assert final["camera_restarts"] >= 1, cid
+        assert final["camera_restarts"] == (1 if moved else 0), (cid, final["camera_restarts"])
         # Resumed after its last published frame on the head node: the whole video, not a second pass from frame 0
         # and not the rest of it lost.
         assert final["frames_processed"] > report["frames_before_kill"][cid], cid
