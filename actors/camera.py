@@ -52,6 +52,9 @@ MAX_PENDING_WRITES = 256
 POSE_CALLS_IN_FLIGHT = 2
 START_WAIT_S = 60.0  # how long start_camera() waits for the shard's run() to begin
 FPS_WINDOW_S = 10.0  # cameras() reports each camera's frames/s over about this many seconds
+# How long run() waits for its model actors' first answer (they load their models; a fresh node measures its runtimes)
+# before its process exits to be restarted (_model_nodes); shorter when it restores after a restart.
+MODEL_WAIT_S, MODEL_WAIT_RESTORE_S = 180.0, 20.0
 LATENCY_BUCKETS_S = [0.025, 0.05, 0.1, 0.2, 0.3, 0.5, 0.75, 1, 1.5, 2, 3, 5, 10, 30]
 
 
@@ -185,7 +188,7 @@ class CameraShardActor:
             MicroBatcher(self._pose_call(p), self._cfg.pose.max_batch_size, 0.0, POSE_CALLS_IN_FLIGHT)
             for p in pose_actors
         ]
-        pose_nodes = await asyncio.gather(*(p.node_id.remote() for p in pose_actors))
+        pose_nodes = await self._model_nodes(pose_actors, classify_actors, restore)
         self._pose_remote = [node != self._node_id for node in pose_nodes]
         self._running.set()
         cpu0 = time.process_time()
@@ -201,6 +204,24 @@ class CameraShardActor:
         shard_cpu_s = round((time.process_time() - cpu0) / max(len(summaries), 1), 4)
         return [asdict(s) | {"shard_cpu_s": shard_cpu_s, "frames_cross_node": self._cross_node[s.camera_id]}
                 for s in summaries]
+
+    async def _model_nodes(self, pose: list[ActorHandle], classify: list[ActorHandle], restore: bool) -> list[str]:
+        """The pose actors' nodes, once every model actor has answered.
+
+        After a node loss, a restarted shard's process has sometimes never been told by Ray that a model actor,
+        restarted too, is alive again: its calls to that actor then wait for minutes (seen in 2 of 5 runs of
+        tests/test_multinode.py; Ray's GCS had the actor alive within seconds). A process that is not answered
+        within ``MODEL_WAIT_S`` (``MODEL_WAIT_RESTORE_S`` when it restores) exits, so that Ray starts it again
+        (max_restarts) and the driver calls run(restore=True) on a new process, which asks afresh.
+        """
+        wait_s = MODEL_WAIT_RESTORE_S if restore else MODEL_WAIT_S
+        try:
+            nodes = await asyncio.wait_for(asyncio.gather(*(a.node_id.remote() for a in [*pose, *classify])), wait_s)
+        except TimeoutError:
+            logger.error("camera shard of %s: its model actors did not answer within %g s; its process exits so that "
+                         "Ray restarts it", sorted(s.camera_id for s in self._specs), wait_s)
+            os._exit(1)
+        return nodes[: len(pose)]
 
     async def _wait_cameras(self, until_stopped: bool) -> None:
         """Until every camera ended (cameras started meanwhile too) and, with ``until_stopped``, :meth:`stop`."""

@@ -51,6 +51,10 @@ class ClassifyActor:
             return np.zeros((0, SCORE_COLUMNS), np.float32)
         return await self._batcher.submit(crops)
 
+    def node_id(self) -> str:
+        """Ray's id (hex) of the node this actor runs on (a camera shard's first call: the actor answers)."""
+        return ray.get_runtime_context().get_node_id()
+
     def info(self) -> dict[str, object]:
         """Provider, input size, crop margin, recent batch sizes and the model-call totals (face gate included)."""
         return {

@@ -22,11 +22,15 @@ class FleetRegistryActor:
         self._config_path = config_path
         self._shards: list[tuple[int, int, ActorHandle]] = []
         self._waiting: dict[str, int] = {}  # camera_id -> pipeline whose node is not there yet
+        self._seq = -1
         self._reports: list[dict[str, Any]] = []
 
-    def set_shards(self, shards: list[tuple[int, int, ActorHandle]], waiting: dict[str, int]) -> None:
-        """The fleet's shards as ``(pipeline, shard, handle)``, and the cameras waiting for their pipeline's node."""
-        self._shards, self._waiting = shards, waiting
+    def set_shards(self, seq: int, shards: list[tuple[int, int, ActorHandle]], waiting: dict[str, int]) -> None:
+        """The fleet's shards as ``(pipeline, shard, handle)``, and the cameras waiting for their pipeline's node, as
+        of the driver's update ``seq``. An async actor's calls may run out of order (Ray's actor task ordering), so an
+        update older than the one kept is ignored."""
+        if seq > self._seq:
+            self._seq, self._shards, self._waiting = seq, shards, waiting
 
     def add_report(self, report: dict[str, Any]) -> None:
         """What a change of the config file did (:meth:`cluster.fleet.Fleet.reconcile`); the last 100 are kept."""

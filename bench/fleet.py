@@ -37,6 +37,7 @@ from collections import defaultdict
 from pathlib import Path
 
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+os.environ.setdefault("RAY_AUTH_MODE", "token")  # as `maskwatch run` on a local Ray: no token warning
 os.environ.setdefault("OPENCV_LOG_LEVEL", "ERROR")
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))

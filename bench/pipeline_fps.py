@@ -167,6 +167,7 @@ def main() -> None:
     yard_before, bare_before = bare_fps(yard_model, frames), bare_fps(used, frames)
     single = None if args.skip_single else single_process_fps(cfg, args.cameras)
 
+    driver._token_auth_mode(cfg)  # before Ray is imported: no token warning, as in `maskwatch run`
     import ray
 
     ray.init(address="local", _node_ip_address="127.0.0.1", include_dashboard=False, logging_level="WARNING",

@@ -20,7 +20,7 @@ from ray.actor import ActorHandle
 
 from actors.fleet import REGISTRY_NAME, FleetRegistryActor
 from cluster.cameras import resolve_camera
-from cluster.topology import NodePipeline, ShardSlot, make_sink, pipeline_bundle
+from cluster.topology import NodePipeline, ShardSlot, make_sink, on_head, pipeline_bundle
 from pipeline.camera_loop import CameraSpec
 from pipeline.config import CameraConfig, Config
 from pipeline.reconcile import NodeRoom, diff_config, pick_node, pick_pipeline
@@ -63,6 +63,7 @@ class Fleet:
     sink: Any = None
     registry: Any = None
     _next_index: int = 0
+    _published: int = 0
     _stop_sent: bool = False
     _last_ended_check: float = 0.0
     _logged_died: dict[int, float] = field(default_factory=dict)
@@ -75,7 +76,8 @@ class Fleet:
         """
         self.sink = make_sink(self.cfg, self.out_path)
         try:
-            self.registry = FleetRegistryActor.options(name=REGISTRY_NAME).remote(self.config_path)
+            self.registry = FleetRegistryActor.options(name=REGISTRY_NAME, scheduling_strategy=on_head()).remote(
+                self.config_path)
         except ValueError:
             msg = (f"another maskwatch run is active in Ray namespace {self.cfg.ray.namespace!r} (its actor "
                    f"{REGISTRY_NAME!r} exists): give this run another ray.namespace")
@@ -146,7 +148,8 @@ class Fleet:
             return
         shards = [(p.index, i, s.handle) for p in self.pipelines for i, s in enumerate(p.shards)]
         waiting = {s.camera_id: p.index for p in self.pipelines for s in p.waiting}
-        self.registry.set_shards.remote(shards, waiting)
+        self._published += 1
+        self.registry.set_shards.remote(self._published, shards, waiting)
 
     def _where(self, camera_id: str) -> tuple[NodePipeline, ShardSlot | None] | None:
         for p in self.pipelines:

@@ -18,7 +18,7 @@ from typing import Any
 import ray
 from ray.actor import ActorHandle
 from ray.util.placement_group import PlacementGroup, placement_group, remove_placement_group
-from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
+from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy, PlacementGroupSchedulingStrategy
 
 from actors.camera import CameraShardActor
 from actors.classify import ClassifyActor
@@ -146,7 +146,15 @@ class NodePipeline:
 
 
 def make_sink(cfg: Config, out_path: str | None) -> ActorHandle:
-    """The one sink of a run (Kafka, or the JSON Lines file ``out_path``), on a node with
-    ``capture.ray_resources``."""
-    placement = {"resources": dict(cfg.capture.ray_resources)} if cfg.capture.ray_resources else {}
-    return SinkActor.options(num_cpus=0, **placement).remote(cfg.kafka, out_path)
+    """The one sink of a run (Kafka, or the JSON Lines file ``out_path``), on the head node (:func:`on_head`)."""
+    return SinkActor.options(num_cpus=0, scheduling_strategy=on_head()).remote(cfg.kafka, out_path)
+
+
+def on_head() -> NodeAffinitySchedulingStrategy | None:
+    """Place a 0-CPU actor on the head node where it is alive (soft: elsewhere if not), for the sink and the fleet's
+    registry. Every camera writes to the sink: on a worker node that is lost, it restarts elsewhere, and the camera
+    shards that outlive the loss were seen not to learn of the restart for minutes (Ray's actor notifications; 2 of
+    5 runs of tests/test_multinode.py), their writes queued meanwhile. The head runs the driver: when it is lost,
+    the run is lost anyway."""
+    head = next((n["NodeID"] for n in ray.nodes() if n["Alive"] and "node:__internal_head__" in n["Resources"]), None)
+    return NodeAffinitySchedulingStrategy(head, soft=True) if head else None

@@ -52,8 +52,8 @@ class CaptureConfig(_Strict):
     """Reading cameras."""
 
     cameras_per_actor: Annotated[int, Field(ge=1)] = 32
-    # Ray custom resources a camera shard (and the sink) asks for, e.g. {"maskwatch_gpu_node": 0.001} to keep them on
-    # the pods of k8s/raycluster.yaml that have it; a node pipeline's bundle holds its shards' share.
+    # Ray custom resources a camera shard asks for, e.g. {"maskwatch_gpu_node": 0.001} to keep shards on the pods of
+    # k8s/raycluster.yaml that have it; a node pipeline's bundle holds its shards' share. (The sink runs on the head.)
     ray_resources: dict[str, float] = Field(default_factory=dict)
     queue_frames: Annotated[int, Field(ge=1, le=64)] = 4  # per camera; live streams drop the oldest beyond it
     open_timeout_s: Annotated[float, Field(gt=0)] = 5.0

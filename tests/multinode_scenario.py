@@ -34,6 +34,7 @@ GCS_PORT = 6390
 HEALTH_CHECKS = {"RAY_health_check_period_ms": "1000", "RAY_health_check_timeout_ms": "3000",
                  "RAY_health_check_failure_threshold": "3"}
 VIDEO = "videos/pets09_s2l1_cctv.mp4"  # relative to the shared data folder: the run's working directory
+ADDED = "node-c"  # the camera added just before the worker node is lost
 
 
 def ray_start(args: list[str], log: Path, env: dict[str, str]) -> subprocess.Popen[bytes]:
@@ -61,7 +62,7 @@ def main() -> int:
     from pipeline.config import KafkaConfig
     from pipeline.sinks import any_listening, ensure_topics
     from pipeline.stats_reader import read_topic
-    from schemas.messages import CameraStats
+    from schemas.messages import CameraStats, PersonDecision
     from services.broker import local_broker
 
     report: dict[str, object] = {}
@@ -72,7 +73,7 @@ def main() -> int:
         try:
             # The GCS's node health checks as k8s/raycluster.yaml sets them: a node whose raylet is gone is declared
             # dead after 3 failed checks 1 s apart (Ray's defaults: 5 checks 3 s apart, 10-s timeout).
-            head = ray_start(["--head", "--port", str(GCS_PORT), "--num-cpus", "4", "--include-dashboard", "false"],
+            head = ray_start(["--head", "--port", str(GCS_PORT), "--num-cpus", "6", "--include-dashboard", "false"],
                              args.work / "head.log", env | HEALTH_CHECKS)
             procs.append(head)
 
@@ -90,10 +91,11 @@ def main() -> int:
             head_id = next(n["NodeID"] for n in ray.nodes()
                            if n["Alive"] and "node:__internal_head__" in n["Resources"])
 
-            # Two of the head's 4 CPUs taken: it holds one node pipeline (a bundle of 2 CPUs), the worker two. The
-            # fleet puts one pipeline on each (the node with the fewest, then the most free CPUs). The filler goes
-            # before the worker is killed, so the head then holds the worker's pipeline too.
-            @ray.remote(num_cpus=2)
+            # Four of the head's 6 CPUs taken: it holds one node pipeline (a bundle of 2 CPUs), the worker two. The
+            # fleet puts one pipeline on each (the node with the fewest, then the most free CPUs), and the third
+            # camera's, added just before the kill, on the worker. The filler goes before the worker is killed, so
+            # the head then holds the worker's two pipelines too.
+            @ray.remote(num_cpus=4)
             class Filler:
                 def ready(self) -> bool:
                     return True
@@ -109,12 +111,12 @@ def main() -> int:
             # 2-s statistics windows: the waits below read the cameras' progress from their records, and with the
             # default 60-s windows (aligned to the wall clock) the first record may hold fewer than 40 frames and the
             # next one come minutes later on a busy machine.
+            # Relative source paths: the run's working directory is the data folder.
             config.write_text("pose: {threads: 0}\nstats: {window_s: 2}\n"
-                              "capture: {cameras_per_actor: 1}\nfleet: {cameras_per_node: 1}\n")
+                              "capture: {cameras_per_actor: 1}\nfleet: {cameras_per_node: 1, watch_poll_s: 1}\n"
+                              "cameras:\n" + "".join(f"  - {{camera_id: {c}, source: {VIDEO}}}\n" for c in cameras))
             cmd = [sys.executable, "-m", "maskwatch.cli", "run", "--address", f"127.0.0.1:{GCS_PORT}",
                    "--kafka-bootstrap", bootstrap, "--target-fps", "5", "--config", str(config), "--json"]
-            for cid in cameras:
-                cmd += ["--source", VIDEO, "--camera-id", cid]
             # No RAY_AUTH_MODE for the run: it finds the head's token (~/.ray/auth_token) and sets the mode itself.
             run_env = {k: v for k, v in env.items() if k != "RAY_AUTH_MODE"} | {"PYTHONPATH": str(REPO)}
             with (args.work / "run.err").open("wb") as err, (args.work / "run.json").open("wb") as out:
@@ -122,7 +124,7 @@ def main() -> int:
             procs.append(run)
 
             def stats() -> dict[str, list[CameraStats]]:
-                out: dict[str, list[CameraStats]] = {c: [] for c in cameras}
+                out: dict[str, list[CameraStats]] = {c: [] for c in [*cameras, ADDED]}
                 for key, value in read_topic(kafka, kafka.stats_topic):
                     if key in out:
                         out[key].append(CameraStats.decode(value))
@@ -134,7 +136,7 @@ def main() -> int:
                 nonlocal seen
                 assert run.poll() is None, (args.work / "run.err").read_text()[-3000:]
                 seen = stats()
-                return all(s and s[-1].frames_processed >= 40 for s in seen.values())
+                return all(seen[c] and seen[c][-1].frames_processed >= 40 for c in cameras)
 
             def last() -> str:
                 got = {c: (len(s), s[-1].frames_processed if s else None) for c, s in seen.items()}
@@ -148,7 +150,12 @@ def main() -> int:
             placement = {r["camera_id"]: r for r in map(json.loads, listed.stdout.splitlines())}
             assert set(placement) == set(cameras), (placement, listed.stderr[-3000:])
             worker_id = next(n["NodeID"] for n in ray.nodes() if n["Alive"] and n["NodeID"] != head_id)
-            before = {c: s[-1].frames_processed for c, s in stats().items()}
+            # A third camera added through the config file; the worker node is lost while it is being started.
+            added = subprocess.run([sys.executable, "-m", "maskwatch.cli", "cameras", "add", ADDED, VIDEO, "--config",
+                                    str(config), "--address", f"127.0.0.1:{GCS_PORT}"], cwd=args.data, env=run_env,
+                                   capture_output=True, text=True, timeout=120)
+            assert added.returncode == 0, added.stderr[-3000:]
+            before = {c: s[-1].frames_processed for c, s in stats().items() if s}
             raylets = [pid for pid, name in descendants(worker.pid) if name == "raylet"]
             assert len(raylets) == 1, descendants(worker.pid)
             ray.kill(filler)
@@ -161,24 +168,29 @@ def main() -> int:
             def all_back() -> bool:
                 for cid, recs in stats().items():
                     # The worker's cameras publish again after a restart; the head's go on without one.
-                    again = [s for s in recs if s.window_end_ns > killed_ns and (s.camera_restarts >= 1) == (
-                        cid in moved)]
+                    again = [s for s in recs if s.window_end_ns > killed_ns and (
+                        cid == ADDED or (s.camera_restarts >= 1) == (cid in moved))]
                     if again and cid not in back:
                         back[cid] = (again[0].window_end_ns - killed_ns) / 1e9
-                return len(back) == len(cameras)
+                return len(back) == len(cameras) + 1
 
             def not_back() -> str:
                 last_of = {c: (r[-1].camera_restarts, r[-1].frames_processed, (r[-1].window_end_ns - killed_ns) / 1e9)
                            for c, r in stats().items() if r}
+                nodes = {c: row["node_id"][:8] for c, row in placement.items()}
                 return (f"the cameras back after the node loss: {sorted(back)} of {cameras}, moved {moved}; last "
-                        f"records (restarts, frames, window end - kill s): {last_of}")
+                        f"records (restarts, frames, window end - kill s): {last_of}; placed on {nodes}, head "
+                        f"{head_id[:8]}, worker {worker_id[:8]}")
 
             wait_until(all_back, 180, not_back, poll_s=0.5)
-            code = run.wait(timeout=400)
+            code = run.wait(timeout=600)
             final = stats()
+            decisions = [PersonDecision.decode(v) for _, v in read_topic(kafka, kafka.decisions_topic)]
             report = {
                 "exit_code": code,
                 "cameras_list": placement,
+                "added": added.stdout.strip(),
+                "decisions": {c: len({d.decision_id for d in decisions if d.camera_id == c}) for c in final},
                 "moved": moved,
                 "cameras_list_stderr": listed.stderr[-2000:],
                 "nodes": {"head": head_id, "worker": worker_id},

@@ -24,18 +24,14 @@ from pipeline.config import KafkaConfig, parse_config
 from pipeline.sinks import ensure_topics
 from schemas.messages import CameraStats
 from services.broker import free_port
-from tests.conftest import REPO, pose_model, shared_video
+from tests.conftest import pose_model, shared_video
+from tests.test_fleet_live import live_fleet, maskwatch_cli
 from tests.test_rtsp import pytestmark as rtsp_marks
 
 pytestmark = [*rtsp_marks, pytest.mark.ray, pytest.mark.kafka, pytest.mark.soak]
 VIDEO = "single_masked.mp4"
 ENV = {"RAY_AUTH_MODE": "disabled", "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}  # loopback, no token for a test
 IDLE_TIMEOUT_S = 5.0
-
-
-def _maskwatch(*args: str, timeout: float = 240) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "maskwatch.cli", *args], capture_output=True, text=True,
-                          timeout=timeout, cwd=REPO, env={**os.environ, **ENV})
 
 
 def test_cameras_past_a_nodes_capacity_bring_up_a_node_and_let_it_go_when_removed(tmp_path: Path, broker: str):
@@ -59,13 +55,7 @@ def test_cameras_past_a_nodes_capacity_bring_up_a_node_and_let_it_go_when_remove
         config.write_text(json.dumps(settings | {
             "cameras": [{"camera_id": "cam-1", "source": servers[0].url, "target_fps": 5}],
             "kafka": {"bootstrap_servers": broker}, "ray": {**settings["ray"], "address": cl.address}}))
-        run = None
-        try:
-            for s in servers:
-                s.start()
-            with (tmp_path / "run.err").open("wb") as err:
-                run = subprocess.Popen([sys.executable, "-m", "maskwatch.cli", "run", "--config", str(config)],
-                                       cwd=REPO, env={**os.environ, **ENV}, stdout=subprocess.DEVNULL, stderr=err)
+        with live_fleet(config, servers, tmp_path / "run.err", ENV) as run:
 
             def publishing(cid: str) -> bool:
                 assert run.poll() is None, (tmp_path / "run.err").read_text()[-3000:] + cl.log_tail()
@@ -77,7 +67,8 @@ def test_cameras_past_a_nodes_capacity_bring_up_a_node_and_let_it_go_when_remove
             assert before["cam-1"]["camera_state"] == "running", before
 
             added = time.monotonic()
-            add = _maskwatch("cameras", "add", "cam-2", servers[1].url, "--target-fps", "5", "--config", str(config))
+            add = maskwatch_cli("cameras", "add", "cam-2", servers[1].url, "--target-fps", "5", "--config", str(config),
+                                env=ENV)
             assert add.returncode == 0, add.stderr
             wait_until(lambda: publishing("cam-2"), 240, "cam-2 to publish on a new node", poll_s=0.5)
             up_s = time.monotonic() - added
@@ -88,7 +79,7 @@ def test_cameras_past_a_nodes_capacity_bring_up_a_node_and_let_it_go_when_remove
             assert _worker_nodes(cl.address) == 2
 
             removed = time.monotonic()
-            remove = _maskwatch("cameras", "remove", "cam-2", "--config", str(config))
+            remove = maskwatch_cli("cameras", "remove", "cam-2", "--config", str(config), env=ENV)
             assert remove.returncode == 0, remove.stderr
             wait_until(lambda: _worker_nodes(cl.address) == 1, 120, "the idle node to go", poll_s=1.0)
             down_s = time.monotonic() - removed
@@ -97,16 +88,10 @@ def test_cameras_past_a_nodes_capacity_bring_up_a_node_and_let_it_go_when_remove
             assert _cameras(config)["cam-1"]["node_id"] == before["cam-1"]["node_id"]  # cam-1 never moved
             run.send_signal(signal.SIGTERM)
             assert run.wait(timeout=120) == 0, (tmp_path / "run.err").read_text()[-3000:]
-        finally:
-            if run is not None and run.poll() is None:
-                run.kill()
-                run.wait(timeout=30)
-            for s in servers:
-                s.stop()
 
 
 def _cameras(config: Path) -> dict[str, dict]:
-    listed = _maskwatch("cameras", "list", "--config", str(config), "--json")
+    listed = maskwatch_cli("cameras", "list", "--config", str(config), "--json", env=ENV)
     assert listed.returncode == 0, listed.stderr
     return {r["camera_id"]: r for r in map(json.loads, listed.stdout.splitlines())}
 

@@ -3,6 +3,7 @@ cameras add`` / ``remove`` and a hand edit change F. Each change touches only it
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import json
 import os
@@ -10,6 +11,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -28,9 +30,32 @@ pytestmark = [*rtsp_marks, pytest.mark.ray, pytest.mark.kafka]
 VIDEO = "single_masked.mp4"  # looped by the server: one masked man walks up to the camera every 9.8 s
 
 
-def _maskwatch(*args: str, timeout: float = 180) -> subprocess.CompletedProcess[str]:
+def maskwatch_cli(*args: str, env: dict[str, str] | None = None, timeout: float = 240,
+                  ) -> subprocess.CompletedProcess[str]:
+    """One ``maskwatch`` command in a process (``env``: added to this process's environment)."""
     return subprocess.run([sys.executable, "-m", "maskwatch.cli", *args], capture_output=True, text=True,
-                          timeout=timeout, cwd=REPO)
+                          timeout=timeout, cwd=REPO, env={**os.environ, **(env or {})})
+
+
+@contextlib.contextmanager
+def live_fleet(config: Path, servers: list[RtspServer], err: Path, env: dict[str, str] | None = None,
+               ) -> Iterator[subprocess.Popen[bytes]]:
+    """The RTSP servers started, then ``maskwatch run --config`` in a process (stderr to ``err``). On exit the run is
+    killed by PID if it still runs, and the servers stop."""
+    run = None
+    try:
+        for s in servers:
+            s.start()
+        with err.open("wb") as fh:
+            run = subprocess.Popen([sys.executable, "-m", "maskwatch.cli", "run", "--config", str(config)], cwd=REPO,
+                                   env={**os.environ, **(env or {})}, stdout=subprocess.DEVNULL, stderr=fh)
+        yield run
+    finally:
+        if run is not None and run.poll() is None:
+            run.kill()
+            run.wait(timeout=30)
+        for s in servers:
+            s.stop()
 
 
 def _max_gap_s(records: list[CameraStats], start_ns: float, end_ns: float) -> float:
@@ -63,13 +88,7 @@ def test_cameras_added_removed_and_changed_while_the_fleet_runs(tmp_path: Path, 
             out.setdefault(key, []).append(CameraStats.decode(value))
         return out
 
-    run = None
-    try:
-        for s in servers:
-            s.start()
-        with (tmp_path / "run.err").open("wb") as err:
-            run = subprocess.Popen([sys.executable, "-m", "maskwatch.cli", "run", "--config", str(config)], cwd=REPO,
-                                   stdout=subprocess.DEVNULL, stderr=err)
+    with live_fleet(config, servers, tmp_path / "run.err") as run:
 
         def running(*cids: str) -> bool:
             assert run.poll() is None, (tmp_path / "run.err").read_text()[-3000:]
@@ -80,7 +99,7 @@ def test_cameras_added_removed_and_changed_while_the_fleet_runs(tmp_path: Path, 
 
         # 1. A third camera: added with `maskwatch cameras add`, which waits for the fleet to apply it.
         added_ns = time.time_ns()
-        add = _maskwatch("cameras", "add", "cam-c", servers[2].url, "--target-fps", "5", "--config", str(config))
+        add = maskwatch_cli("cameras", "add", "cam-c", servers[2].url, "--target-fps", "5", "--config", str(config))
         assert add.returncode == 0, add.stderr
         assert "added ['cam-c']" in add.stdout, add.stdout
         assert "# the fleet's cameras" in config.read_text()  # the file's comments are kept
@@ -90,7 +109,7 @@ def test_cameras_added_removed_and_changed_while_the_fleet_runs(tmp_path: Path, 
 
         # 2. The first camera removed.
         removed_ns = time.time_ns()
-        remove = _maskwatch("cameras", "remove", "cam-a", "--config", str(config))
+        remove = maskwatch_cli("cameras", "remove", "cam-a", "--config", str(config))
         assert remove.returncode == 0, remove.stderr
         assert "removed ['cam-a']" in remove.stdout, remove.stdout
 
@@ -109,7 +128,7 @@ def test_cameras_added_removed_and_changed_while_the_fleet_runs(tmp_path: Path, 
         wait_until(b_restarted, 60, "cam-b to restart with its new target_fps", poll_s=0.5)
         wait_until(lambda: stats()["cam-b"][-1].window_start_ns > changed_ns + 5e9, 60, "cam-b 5 s after", poll_s=0.5)
 
-        listed = _maskwatch("cameras", "list", "--config", str(config), "--json")
+        listed = maskwatch_cli("cameras", "list", "--config", str(config), "--json")
         assert listed.returncode == 0, listed.stderr
         rows = {r["camera_id"]: r for r in map(json.loads, listed.stdout.splitlines())}
 
@@ -124,12 +143,6 @@ def test_cameras_added_removed_and_changed_while_the_fleet_runs(tmp_path: Path, 
         run.send_signal(signal.SIGTERM)
         run.wait(timeout=120)
         assert run.returncode == 0, (tmp_path / "run.err").read_text()[-3000:]
-    finally:
-        if run is not None and run.poll() is None:
-            run.kill()
-            run.wait(timeout=30)
-        for s in servers:
-            s.stop()
 
     err_text = (tmp_path / "run.err").read_text()
     assert "config change refused, the running cameras are unchanged" in err_text, err_text[-3000:]

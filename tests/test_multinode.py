@@ -53,10 +53,12 @@ def test_a_lost_worker_node_moves_its_cameras_to_the_head_node(tmp_path: Path) -
     assert [row["frames_cross_node"] for row in report["cameras_list"].values()] == [0, 0], report["cameras_list"]
     summaries = report["summaries"]
     assert {s["camera_id"] for s in summaries} == set(report["stats"]), summaries
-    assert [s["frames_cross_node"] for s in summaries] == [0, 0], summaries
+    assert [s["frames_cross_node"] for s in summaries] == [0, 0, 0], summaries
+    assert "added ['node-c']" in report["added"], report["added"]
     assert len(report["moved"]) == 1, report["cameras_list"]
     for cid, recs in report["stats"].items():
         moved = cid in report["moved"]
+        added = cid == "node-c"  # added while the worker node was lost: started or restarted on the head
         # Issue 28's target: a lost node's cameras run again on another node within 30 s; measured here 25.2 and
         # 27.6 s with 5-s windows (Ray's defaults: 88.7 and 93.0 s). The head's GCS declares the node dead after 3
         # failed health checks 1 s apart (HEALTH_CHECKS, as in k8s/raycluster.yaml); then the pipeline's bundle is
@@ -64,12 +66,20 @@ def test_a_lost_worker_node_moves_its_cameras_to_the_head_node(tmp_path: Path) -
         # file at its next frame. The other camera never stopped. The bound leaves room for a loaded CI machine;
         # the figure is printed above.
         assert report["back_after_kill_s"][cid] < 45, (cid, report["back_after_kill_s"])
-        totals = [r["total_people"] for r in recs]
-        assert totals == sorted(totals), cid  # never down
+        # Never down, in the order readers keep records (CameraStats.progress): delivery is at-least-once, and a
+        # record re-sent after a slow acknowledgement (seen while the node was lost) lands after a newer one.
+        ordered = sorted(recs, key=lambda r: (r["window_start_ns"], r["total_people"], r["frames_processed"],
+                                              r["final"]))
+        totals = [r["total_people"] for r in ordered]
+        assert totals == sorted(totals), (cid, totals)
         final = recs[-1]
         assert final["final"], cid
-        assert final["camera_restarts"] == (1 if moved else 0), (cid, final["camera_restarts"])
+        if not added:
+            assert final["camera_restarts"] == (1 if moved else 0), (cid, final["camera_restarts"])
+        # No record lost: every person the camera counted is in the decisions topic (a restarted camera may have
+        # published decisions after its last statistics record, so there can be more, never fewer).
+        assert report["decisions"][cid] >= final["total_people"], (cid, report["decisions"][cid], final)
         # Resumed after its last published frame on the head node: the whole video, not a second pass from frame 0
         # and not the rest of it lost.
-        assert final["frames_processed"] > report["frames_before_kill"][cid], cid
+        assert final["frames_processed"] > report["frames_before_kill"].get(cid, 0), cid
         assert 0.9 * SAMPLED_FRAMES <= final["frames_processed"] <= 1.1 * SAMPLED_FRAMES, (cid, final)
