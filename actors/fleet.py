@@ -18,8 +18,7 @@ SHARD_CALL_TIMEOUT_S = 10.0
 class FleetRegistryActor:
     """Kept up to date by the driver (:class:`cluster.fleet.Fleet`); read by ``maskwatch cameras``."""
 
-    def __init__(self, config_path: str | None) -> None:
-        self._config_path = config_path
+    def __init__(self) -> None:
         self._shards: list[tuple[int, int, ActorHandle]] = []
         self._waiting: dict[str, int] = {}  # camera_id -> pipeline whose node is not there yet
         self._seq = -1
@@ -38,10 +37,6 @@ class FleetRegistryActor:
 
     def reports(self) -> list[dict[str, Any]]:
         return list(self._reports)
-
-    def config_path(self) -> str | None:
-        """The config file the fleet follows (None: it follows none)."""
-        return self._config_path
 
     async def cameras(self) -> list[dict[str, Any]]:
         """Every camera of the fleet: its shard's :meth:`~actors.camera.CameraShardActor.cameras` row with

@@ -161,7 +161,7 @@ def run(
         Path(out_path).parent.mkdir(parents=True, exist_ok=True)
     init_ray(cfg, pipeline_bundle(cfg).get("CPU", 0.0) * math.ceil(len(specs) / cfg.fleet.cameras_per_node))
     models = Models(str(pose_path), classifier.crop_margin, classifier.input_px)
-    fleet = Fleet(cfg, models, out_path, config_path, declared)
+    fleet = Fleet(cfg, models, out_path, declared)
     try:
         summaries, records, pools, stopping = _run_fleet(fleet, specs, watcher)
     except ray.exceptions.RayTaskError as exc:

@@ -48,7 +48,6 @@ class Fleet:
         cfg: The running configuration (its non-camera sections stay for the whole run).
         models: Model paths and the classifier's crop geometry.
         out_path: JSON Lines output when Kafka is not configured.
-        config_path: The file the fleet follows (told to ``maskwatch cameras``).
         declared: The configuration as the file gave it, before the driver filled in what the models carry
             (the classifier's validation counts); changes are measured against it (None: ``cfg``).
     """
@@ -56,7 +55,6 @@ class Fleet:
     cfg: Config
     models: Models
     out_path: str | None = None
-    config_path: str | None = None
     declared: Config | None = None
     pipelines: list[NodePipeline] = field(default_factory=list)
     summaries: list[dict[str, Any]] = field(default_factory=list)
@@ -76,8 +74,7 @@ class Fleet:
         """
         self.sink = make_sink(self.cfg, self.out_path)
         try:
-            self.registry = FleetRegistryActor.options(name=REGISTRY_NAME, scheduling_strategy=on_head()).remote(
-                self.config_path)
+            self.registry = FleetRegistryActor.options(name=REGISTRY_NAME, scheduling_strategy=on_head()).remote()
         except ValueError:
             msg = (f"another maskwatch run is active in Ray namespace {self.cfg.ray.namespace!r} (its actor "
                    f"{REGISTRY_NAME!r} exists): give this run another ray.namespace")
