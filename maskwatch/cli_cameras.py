@@ -74,15 +74,32 @@ def list_cameras(config_path: str, address: str | None, as_json: bool) -> None:
 @_address_option
 @click.option("--target-fps", type=float, help="Frames per second to sample (default: the config's default).")
 @click.option("--district", help="District the camera counts toward.")
+@click.option("--set", "settings", multiple=True, metavar="KEY=VALUE",
+              help="Another setting of the camera's entry, e.g. --set pose_input_px=640 (the value is read as "
+                   "YAML 1.2; repeatable).")
 @click.option("--no-wait", is_flag=True, help="Edit the file only; do not wait for the running fleet.")
 def add_camera(camera_id: str, source: str, config_path: str, address: str | None, target_fps: float | None,
-               district: str | None, no_wait: bool) -> None:
+               district: str | None, settings: tuple[str, ...], no_wait: bool) -> None:
     """Add a camera to the config file; a running fleet starts it."""
+    from ruamel.yaml.error import YAMLError
+
+    from pipeline.config import read_yaml
+
     entry: dict[str, Any] = {"camera_id": camera_id, "source": source}
     if target_fps is not None:
         entry["target_fps"] = target_fps
     if district is not None:
         entry["district"] = district
+    for item in settings:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            msg = f"--set takes KEY=VALUE, got {item!r}"
+            raise click.BadParameter(msg, param_hint="--set")
+        try:
+            entry[key] = read_yaml(value)  # YAML 1.2, as the file is read: `off` stays a string
+        except YAMLError as exc:
+            msg = f"--set {key}: expected a YAML value, got {value!r} ({str(exc).splitlines()[0]})"
+            raise click.BadParameter(msg, param_hint="--set") from None
 
     def edit(doc: Any) -> None:
         cams = doc.setdefault("cameras", [])
@@ -149,7 +166,7 @@ def _edit_yaml(path: Path, edit: Any) -> int:
     from ruamel.yaml import YAML
     from ruamel.yaml.error import YAMLError
 
-    from pipeline.config import parse_config
+    from pipeline.config import parse_config, read_yaml
 
     if not path.is_file():
         msg = f"config file not found: {path}"
@@ -164,9 +181,7 @@ def _edit_yaml(path: Path, edit: Any) -> int:
     edit(doc)
     out = io.StringIO()
     yaml.dump(doc, out)
-    import yaml as pyyaml
-
-    parse_config(pyyaml.safe_load(out.getvalue()), str(path))
+    parse_config(read_yaml(out.getvalue()), str(path))
     target = path.resolve()  # a symlinked file is replaced where it lives
     try:
         fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")

@@ -1,5 +1,8 @@
 """The maskwatch configuration: one YAML file validated with pydantic; unknown keys are rejected.
 
+The file is read as YAML 1.2 (:func:`read_yaml`): ``camera_motion: off`` is the string "off", as
+``maskwatch cameras add`` writes it, and a boolean setting still takes ``off`` / ``on`` / ``yes`` / ``no``.
+
 Every section has defaults, so an empty file (or none) plus ``--source`` runs on a laptop. Actors receive their own
 validated sub-model. Units are in the field names (``_s`` seconds, ``_px`` pixels).
 """
@@ -9,8 +12,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
+from ruamel.yaml import YAML
+from ruamel.yaml.error import YAMLError
 
 from pipeline.headbox import FaceRules
 from pipeline.letterbox import default_pose_input_px
@@ -299,11 +303,22 @@ def apply_overrides(data: dict[str, Any], assignments: list[str]) -> dict[str, A
         for k in parents:
             node = node.setdefault(k, {})
         try:
-            node[leaf] = yaml.safe_load(value)
-        except yaml.YAMLError as exc:
+            node[leaf] = read_yaml(value)
+        except YAMLError as exc:
             msg = f"{key}: expected a YAML value, got {value!r} ({exc})"
             raise ConfigError(msg) from None
     return data
+
+
+def read_yaml(text: str) -> Any:
+    """Parse YAML 1.2 (ruamel.yaml's safe loader), as ``maskwatch cameras add/remove`` write it: ``off``, ``on``,
+    ``yes`` and ``no`` are strings (``camera_motion: off`` is the mode "off"; a boolean setting still takes them, as
+    pydantic reads "off" as False), ``1e3`` is a number.
+
+    Raises:
+        ruamel.yaml.error.YAMLError: If ``text`` is not YAML.
+    """
+    return YAML(typ="safe", pure=True).load(text)
 
 
 def parse_config(data: dict[str, Any] | None, origin: str = "config") -> Config:
@@ -331,8 +346,8 @@ def load_config(path: Path | str | None) -> Config:
         msg = f"config file not found: {p}"
         raise ConfigError(msg)
     try:
-        data = yaml.safe_load(p.read_text())
-    except yaml.YAMLError as exc:
+        data = read_yaml(p.read_text())
+    except YAMLError as exc:
         msg = f"{p}: not valid YAML ({str(exc).splitlines()[0]})"
         raise ConfigError(msg) from exc
     if data is not None and not isinstance(data, dict):

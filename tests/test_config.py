@@ -19,6 +19,14 @@ def test_min_coverage_defaults_to_the_pipelines_and_is_read_from_the_file(tmp_pa
     assert load_config(f).stats.min_coverage == 0.5
 
 
+def test_the_file_is_yaml_1_2_so_off_is_a_mode_and_still_a_boolean(tmp_path):
+    f = tmp_path / "c.yaml"
+    f.write_text("cameras: [{camera_id: a, source: rtsp://h/a, camera_motion: off}]\n"
+                 "tracking: {camera_motion: on}\nfleet: {watch_config: off}\n")
+    cfg = load_config(f)
+    assert (cfg.cameras[0].camera_motion, cfg.tracking.camera_motion, cfg.fleet.watch_config) == ("off", "on", False)
+
+
 @pytest.mark.parametrize(
     ("data", "message"),
     [

@@ -132,6 +132,17 @@ def test_cameras_add_and_remove_edit_the_file_keeping_comments_and_refuse_a_bad_
     assert bad.exit_code == 2
     assert "'cameras.2.camera_id'" in bad.output  # validated before the file is touched
     assert path.read_text() == text
+    wrong_key = runner.invoke(main, ["cameras", "add", "c", "rtsp://h/c", "--set", "pose_input=640", "--config",
+                                     str(path), "--no-wait"])
+    assert wrong_key.exit_code == 2
+    assert "'cameras.2.pose_input'" in wrong_key.output
+    assert path.read_text() == text
+    with_set = runner.invoke(main, ["cameras", "add", "c", "rtsp://h/c", "--set", "pose_input_px=640", "--set",
+                                    "camera_motion=off", "--config", str(path), "--no-wait"])
+    assert with_set.exit_code == 0, with_set.output
+    (c,) = [c for c in load_config(path).cameras if c.camera_id == "c"]
+    assert (c.pose_input_px, c.camera_motion) == (640, "off")
+    runner.invoke(main, ["cameras", "remove", "c", "--config", str(path), "--no-wait"])
     removed = runner.invoke(main, ["cameras", "remove", "a", "--config", str(path), "--no-wait"])
     assert removed.exit_code == 0, removed.output
     assert [c.camera_id for c in load_config(path).cameras] == ["b"]

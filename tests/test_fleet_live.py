@@ -73,8 +73,8 @@ def test_cameras_added_removed_and_changed_while_the_fleet_runs(tmp_path: Path, 
     config.write_text(
         "# the fleet's cameras (this comment stays through `maskwatch cameras add/remove`)\n"
         "cameras:\n"
-        f"  - {{camera_id: cam-a, source: '{servers[0].url}', target_fps: 5}}\n"
-        f"  - {{camera_id: cam-b, source: '{servers[1].url}', target_fps: 5}}\n"
+        f"  - {{camera_id: cam-a, source: '{servers[0].url}', target_fps: 5, pose_input_px: 640}}\n"
+        f"  - {{camera_id: cam-b, source: '{servers[1].url}', target_fps: 5, pose_input_px: 640}}\n"
         "stats: {window_s: 1}\n"
         "fleet: {watch_poll_s: 1}\n"
         f"kafka: {{bootstrap_servers: '{broker}'}}\n"
@@ -99,7 +99,8 @@ def test_cameras_added_removed_and_changed_while_the_fleet_runs(tmp_path: Path, 
 
         # 1. A third camera: added with `maskwatch cameras add`, which waits for the fleet to apply it.
         added_ns = time.time_ns()
-        add = maskwatch_cli("cameras", "add", "cam-c", servers[2].url, "--target-fps", "5", "--config", str(config))
+        add = maskwatch_cli("cameras", "add", "cam-c", servers[2].url, "--target-fps", "5", "--set",
+                            "pose_input_px=640", "--config", str(config))
         assert add.returncode == 0, add.stderr
         assert "added ['cam-c']" in add.stdout, add.stdout
         assert "# the fleet's cameras" in config.read_text()  # the file's comments are kept
@@ -170,4 +171,10 @@ def test_cameras_added_removed_and_changed_while_the_fleet_runs(tmp_path: Path, 
                                    ("cam-a", a, added_ns, removed_ns), ("cam-b", b, invalid_ns, end_ns)):
         gap = _max_gap_s(recs, start, end)
         print(f"{name}: largest gap between windows while the others changed: {gap:.1f} s")
+        # On failure: the windows (s after cam-c was added, frames processed) beside the changes' times.
+        timeline = [(round((r.window_start_ns - added_ns) / 1e9, 1), r.frames_processed) for r in recs
+                    if start <= r.window_start_ns <= end]
+        events = {k: round((v - added_ns) / 1e9, 1) for k, v in (("removed", removed_ns), ("changed", changed_ns),
+                                                                  ("invalid", invalid_ns))}
+        print(f"  changes at {events}; windows {timeline}")
         assert gap <= 2.0, (name, gap)
