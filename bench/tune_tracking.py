@@ -127,19 +127,27 @@ GRIDS = {
     },
     "reid": {  # re-identification on torso histograms (needs the frames: --frames)
         "conf": [0.15],
+        "reid_model": [None],
         "reid_hit_counter_max": [0, 30, 60, 120],
         "reid_distance_threshold": [0.2, 0.3, 0.4],
         "appearance_gate": [1.0, 0.6],
     },
     "default": {"conf": [0.15]},
+    "reid-net": {  # re-identification on pipeline.reid's network embeddings (needs the frames: --frames)
+        "conf": [0.15],
+        "reid_hit_counter_max": [0, 1, 10, 30, 60],
+        "reid_distance_threshold": [0.25, 0.3, 0.35, 0.4],
+        "reid_exit_margin_frac": [0.0, 0.02],
+    },
     "idf1": {  # around the defaults, for identity (IDF1) with keypoint NMS
         "conf": [0.15],
         "keypoint_height_frac": [0.15, 0.2, 0.25],
         "distance_threshold": [0.34, 0.5, 0.75],
         "detection_threshold": [0.3, 0.5],
     },
-    "reid-fine": {
+    "reid-fine": {  # torso histograms, as "reid"
         "conf": [0.15],
+        "reid_model": [None],
         "reid_hit_counter_max": [0, 20, 40],
         "reid_distance_threshold": [0.1, 0.15],
         "reid_max_move_frac": [0.05, 0.1],
@@ -169,6 +177,7 @@ def settings(grid: dict[str, list]) -> list[tuple[float, TrackerParams]]:
         if not kw.get("reid_hit_counter_max"):
             kw["reid_distance_threshold"] = default.reid_distance_threshold
             kw["reid_max_move_frac"] = default.reid_max_move_frac
+            kw["reid_exit_margin_frac"] = default.reid_exit_margin_frac
         if kw["distance"] != "keypoints_voting_height":
             kw["keypoint_height_frac"] = default.keypoint_height_frac
         if kw["distance"] != "keypoints_voting":
@@ -202,7 +211,7 @@ def main() -> None:
     nms = Config().pose.nms_iou
     rows = []
     print(f"{'input':>5} {'conf':>4} {'distance':<16} {'kp/eu frac':>10} {'thr':>4} {'kpthr':>5} {'init':>4} "
-          f"{'hit':>4} {'reid':>4} {'rthr':>4} {'gate':>4} "
+          f"{'hit':>4} {'reid':>4} {'rthr':>4} {'edge':>4} {'gate':>4} "
           f"{'MOTA':>6} {'IDF1':>6} {'IDsw':>5} {'prec':>5} {'rec':>5} {'ids':>4} {'cnt':>4} {'gt':>3}", flush=True)
     for px in args.input_px:
         frames, wh = detections(args.source, px, args.cache, nms)
@@ -214,7 +223,8 @@ def main() -> None:
                                                                                    f"h*{p.keypoint_height_frac:g}")
             print(f"{px:>5} {conf:>4.2f} {p.distance[:16]:<16} {frac:>10} {p.distance_threshold:>4.2f} "
                   f"{p.detection_threshold:>5.2f} {p.initialization_delay:>4} {p.hit_counter_max:>4} "
-                  f"{p.reid_hit_counter_max:>4} {p.reid_distance_threshold:>4.2f} {p.appearance_gate:>4.2f} "
+                  f"{p.reid_hit_counter_max:>4} {p.reid_distance_threshold:>4.2f} {p.reid_exit_margin_frac:>4.2f} "
+                  f"{p.appearance_gate:>4.2f} "
                   f"{m.mota:>6.3f} {m.idf1:>6.3f} "
                   f"{m.id_switches:>5} {m.precision:>5.3f} {m.recall:>5.3f} {m.distinct_track_ids:>4} "
                   f"{m.counted_track_ids:>4} {m.gt_ids:>3}",

@@ -20,6 +20,13 @@ Edited footage (news, a PTZ preset jump) cuts from one view to another: the peop
 the same, but a tracker would match them. :class:`ShotCuts` finds cuts, and the tracker then ends every track and
 starts afresh (track ids keep increasing).
 
+A person who is occluded, turns away or is missed for a while comes back as a new track. Re-identification
+(norfair's ReID) gives them their old id when the new track's person crop looks like a track lost nearby: the
+embedding is :mod:`pipeline.reid`'s network (cosine distance), computed only for the new track and the lost tracks
+it is compared with (:class:`PersonCrop`), so it costs little. A track whose person left through the frame's edge is
+not a candidate: on PETS09 S2L1 people leave and others enter at the same edges, and re-identifying them merged two
+people (IDF1 0.892 -> 0.867); with the edge rule IDF1 rose to 0.927 (docs/validation.md, "Re-identification").
+
 Camera-motion compensation is off by default: on the two hand-held crowd videos of ``../shared/data``
 (``queue_hk_masked``, ``queue_dark_masks``), where people fill most of the frame, ``auto`` counted more people than
 ``off`` (docs/validation.md, "Camera motion").
@@ -31,7 +38,8 @@ import logging
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Literal
+from pathlib import Path
+from typing import Any, Literal, NamedTuple
 
 import cv2
 import numpy as np
@@ -41,6 +49,7 @@ from norfair.camera_motion import CoordinatesTransformation, MotionEstimator
 from norfair.distances import create_keypoints_voting_distance
 
 from pipeline.appearance import histogram_distance, torso_embeddings
+from pipeline.reid import REID_MODEL, ReidNet, cosine_distance, load_reid_net
 from schemas.pose import NO_TRACK
 
 FloatArray = npt.NDArray[np.float32]
@@ -85,14 +94,24 @@ class TrackerParams:
             this (0-1; 1 turns cut detection off) ...
         cut_ratio: ... and above this many times the median distance of the previous frames (see :class:`ShotCuts`).
         reid_hit_counter_max: Re-identification (norfair's ReID): a track that lost its person is kept this many more
-            frames (in source frames, like ``hit_counter_max``), and a new track whose torso colours
-            (:mod:`pipeline.appearance`) match it takes its id back. 0 turns re-identification off (the default:
-            on PETS09 S2L1 it lowered IDF1 from 0.892 to 0.801-0.889 over the settings tried, and on the labelled
-            shared videos it moved tracks per person only from 1.14 to 1.13; docs/validation.md). While kept, the
-            track is not yet decided.
-        reid_distance_threshold: Largest Bhattacharyya distance (0-1) of torso histograms that re-identifies.
+            frames after ``hit_counter_max`` (in source frames, like it), and a new track whose person matches a lost
+            or coasting track (``reid_*`` below) takes its id back. While kept, the track is not yet decided. 0 turns
+            re-identification off. Default 10: chosen on PETS09 S2L1 (``bench/tune_tracking.py --grid reid-net``:
+            IDF1 0.892 without, 0.927 with; 1 frame gave 0.901, 10-30 gave 0.927, 60 gave 0.903), and checked on the
+            labelled shared videos (``bench/decisions.py``; docs/validation.md).
+        reid_model: The re-identification network's OpenVINO IR (:mod:`pipeline.reid`; default: the bundled
+            ``person-reidentification-retail-0288``). None: torso colour histograms instead (:mod:`pipeline.appearance`;
+            on PETS09 they lowered IDF1 at every setting tried).
+        reid_distance_threshold: Largest embedding distance that re-identifies: cosine distance (0-1) of the
+            network's embeddings, or the Bhattacharyya distance of torso histograms without ``reid_model``. Default
+            0.35 (0.3-0.4 gave the same IDF1 on PETS09; one person 10-60 frames apart: median 0.28; two people
+            near each other: median 0.84).
         reid_max_move_frac: ... and the new track must start within this fraction of the frame's longest side of
-            where the lost one was last seen.
+            where the lost one was last seen ...
+        reid_exit_margin_frac: ... and the lost track's last box must not reach the frame's edge (within this
+            fraction of its longest side; 0: the box touches or crosses it): that person left the view, and a person
+            entering there is someone else. On PETS09 S2L1, 0 and 0.02 gave IDF1 0.927 and 0.926; without the rule
+            re-identification lowered IDF1 (0.867 at 1 frame, threshold 0.3).
         appearance_gate: A detection whose torso histogram is further than this (Bhattacharyya, 0-1) from every
             recent one of a track is not matched to it, however close its keypoints (a track passing to a
             neighbour). 1 turns the gate off.
@@ -119,9 +138,11 @@ class TrackerParams:
     moving_frac: float = 0.02
     cut_distance: float = 0.25
     cut_ratio: float = 3.0
-    reid_hit_counter_max: int = 0
-    reid_distance_threshold: float = 0.3
+    reid_hit_counter_max: int = 10
+    reid_model: Path | None = REID_MODEL
+    reid_distance_threshold: float = 0.35
     reid_max_move_frac: float = 0.25
+    reid_exit_margin_frac: float = 0.0
     appearance_gate: float = 1.0
 
     def __post_init__(self) -> None:
@@ -132,7 +153,8 @@ class TrackerParams:
             "hit_counter_max": (1, float("inf"), True), "motion_px": (64, 1920, True),
             "moving_frac": (0.0, 1.0, False), "cut_distance": (0.0, 1.0, False), "cut_ratio": (1.0, float("inf"), True),
             "reid_hit_counter_max": (0, float("inf"), True), "reid_distance_threshold": (0.0, 1.0, False),
-            "reid_max_move_frac": (0.0, 2.0, False), "appearance_gate": (0.0, 1.0, False),
+            "reid_max_move_frac": (0.0, 2.0, False), "reid_exit_margin_frac": (0.0, 0.5, True),
+            "appearance_gate": (0.0, 1.0, False),
         }
         for name, (low, high, closed) in ranges.items():
             v = getattr(self, name)
@@ -156,18 +178,82 @@ def appearance_distance(detection: Any, tracked_object: Any) -> float:
     return min((histogram_distance(detection.embedding, e) for e in embs), default=1.0)
 
 
-def reid_distance(max_move_px: float) -> Callable[[Any, Any], float]:
-    """norfair ReID distance: a new (initialising) track against a track that lost its person.
+class PersonCrop:
+    """A detection's person crop, kept with it while norfair holds the detection; its re-identification embedding
+    is computed on first use (:meth:`embedding`), so only the crops ReID compares cost a network call.
 
-    The torso-histogram distance of the new track's detection to the old track's recent ones, or 1 (no match)
-    when the new track starts more than ``max_move_px`` from where the old one was last detected.
+    Args:
+        frame_bgr: `(H, W, 3)` uint8 BGR frame.
+        bbox_xyxy: `(4,)` the person's box, original-frame pixels (clipped to the frame).
+        net: The embedding network.
+    """
+
+    MAX_HEIGHT_PX = 256  # a taller crop is kept downscaled to the network's input height
+
+    __slots__ = ("_crop", "_embedding", "_net")
+
+    def __init__(self, frame_bgr: npt.NDArray[np.uint8], bbox_xyxy: FloatArray, net: ReidNet) -> None:
+        h, w = frame_bgr.shape[:2]
+        x0, y0, x1, y1 = bbox_xyxy
+        a, b = min(max(int(x0), 0), w - 2), min(max(int(y0), 0), h - 2)
+        c, d = max(min(int(np.ceil(x1)), w), a + 2), max(min(int(np.ceil(y1)), h), b + 2)
+        crop = frame_bgr[b:d, a:c]
+        if crop.shape[0] > self.MAX_HEIGHT_PX:
+            scale = self.MAX_HEIGHT_PX / crop.shape[0]
+            crop = cv2.resize(crop, (max(2, round(crop.shape[1] * scale)), self.MAX_HEIGHT_PX),
+                              interpolation=cv2.INTER_AREA)
+        self._crop: npt.NDArray[np.uint8] | None = crop.copy()
+        self._embedding: FloatArray | None = None
+        self._net = net
+
+    def embedding(self) -> FloatArray:
+        """`(256,)` float32 unit-length embedding (:meth:`pipeline.reid.ReidNet.embed`)."""
+        if self._embedding is None:
+            assert self._crop is not None
+            h, w = self._crop.shape[:2]
+            self._embedding = self._net.embed(self._crop, np.array([[0, 0, w, h]], np.float32))[0]
+            self._crop = None  # the embedding is all that is needed from now on
+        return self._embedding
+
+
+class DetectionInfo(NamedTuple):
+    """What the tracker keeps in a norfair ``Detection.data``."""
+
+    height_px: float  # the person's box height (the keypoint match radius scales with it)
+    cx: float  # box centre, original-frame pixels
+    cy: float
+    bbox_xyxy: tuple[float, float, float, float]
+    crop: PersonCrop | None  # for the re-identification network (None: no network, or no frame)
+
+
+def _touches_edge(bbox_xyxy: tuple[float, float, float, float], frame_wh: tuple[int, int], margin_px: float) -> bool:
+    x0, y0, x1, y1 = bbox_xyxy
+    return x0 <= margin_px or y0 <= margin_px or x1 >= frame_wh[0] - margin_px or y1 >= frame_wh[1] - margin_px
+
+
+def reid_distance(max_move_px: float, frame_wh: tuple[int, int] = (0, 0), exit_margin_px: float = -1.0,
+                  ) -> Callable[[Any, Any], float]:
+    """norfair ReID distance: a new (initialising) track against a track that lost its person (or is coasting).
+
+    1 (no match) when the old track's last box touches the frame's edge (within ``exit_margin_px``; negative: never)
+    or the new track starts more than ``max_move_px`` from where the old one was last detected. Otherwise the
+    smallest distance of the new track's detection to the old track's recent ones (its last detection and the past
+    detections norfair keeps): cosine distance of :mod:`pipeline.reid` embeddings where the detections carry a
+    :class:`PersonCrop`, else the torso histograms' Bhattacharyya distance.
     """
 
     def distance(new: Any, old: Any) -> float:
-        a, b = new.last_detection.data, old.last_detection.data
-        if float(np.hypot(a[1] - b[1], a[2] - b[2])) > max_move_px:
+        a: DetectionInfo = new.last_detection.data
+        b: DetectionInfo = old.last_detection.data
+        if exit_margin_px >= 0 and _touches_edge(b.bbox_xyxy, frame_wh, exit_margin_px):
             return 1.0
-        return appearance_distance(new.last_detection, old)
+        if float(np.hypot(a.cx - b.cx, a.cy - b.cy)) > max_move_px:
+            return 1.0
+        if a.crop is None:
+            return appearance_distance(new.last_detection, old)
+        olds = [d.data.crop for d in (old.last_detection, *getattr(old, "past_detections", []))]
+        e = a.crop.embedding()
+        return min((cosine_distance(e, c.embedding()) for c in olds if c is not None), default=1.0)
 
     return distance
 
@@ -180,7 +266,7 @@ def person_scaled_voting_distance(
     Same rule as ``norfair.distances.create_keypoints_voting_distance`` (distance ``1 / (1 + matches)``; a keypoint
     matches when both the detection's and the track's last scores exceed ``detection_threshold`` and it lies
     closer than the radius to the track's estimate), but the radius is ``height_frac`` x the detection's person
-    height in pixels (``Detection.data[0]``), so near and far people in one frame are matched alike. With
+    height in pixels (``Detection.data.height_px``), so near and far people in one frame are matched alike. With
     ``appearance_gate`` < 1, a detection whose torso histogram is further than it from every recent one of the track
     does not match (distance 1).
     """
@@ -189,7 +275,7 @@ def person_scaled_voting_distance(
         if (appearance_gate < 1.0 and detection.embedding is not None and _embeddings_of(tracked_object)
                 and appearance_distance(detection, tracked_object) > appearance_gate):
             return 1.0
-        radius = height_frac * max(float(detection.data[0]), 1.0)
+        radius = height_frac * max(detection.data.height_px, 1.0)
         d = np.linalg.norm(detection.points - tracked_object.estimate, axis=1)
         ok = (d < radius) & (detection.scores > detection_threshold)
         ok &= tracked_object.last_detection.scores > detection_threshold
@@ -344,13 +430,15 @@ class CameraTracker:
             detection_threshold=p.detection_threshold,
             initialization_delay=p.initialization_delay,
             hit_counter_max=p.hit_counter_max,
-            reid_distance_function=reid_distance(p.reid_max_move_frac * side) if p.reid_hit_counter_max else None,
+            reid_distance_function=(reid_distance(p.reid_max_move_frac * side, frame_wh, p.reid_exit_margin_frac * side)
+                                    if p.reid_hit_counter_max else None),
             reid_distance_threshold=p.reid_distance_threshold,
             reid_hit_counter_max=p.reid_hit_counter_max or None,
         )
-        # Torso embeddings are computed when re-identification or the appearance gate use them, or when the host
-        # asks (the ledger cuts tracks that followed two people).
-        self.embed = p.reid_hit_counter_max > 0 or p.appearance_gate < 1.0
+        # Torso embeddings are computed when the appearance gate or re-identification without a network use them, or
+        # when the host asks (the ledger cuts tracks that followed two people).
+        self.reid_net = load_reid_net(p.reid_model) if p.reid_hit_counter_max and p.reid_model is not None else None
+        self.embed = (p.reid_hit_counter_max > 0 and self.reid_net is None) or p.appearance_gate < 1.0
         # Torso embedding per row of the last step (None in a row: torso not seen); None when none are computed.
         self.last_embeddings: list[FloatArray | None] | None = None
         self._tracker = self._new_tracker()
@@ -409,9 +497,11 @@ class CameraTracker:
         embs = torso_embeddings(frame_bgr, kp) if frame_bgr is not None and self.embed else None
         self.last_embeddings = embs
         centre = (boxes[:, :2] + boxes[:, 2:]) / 2.0
+        net = self.reid_net if frame_bgr is not None else None
         dets = [Detection(points=k[:, :2].copy(), scores=k[:, 2].copy(), embedding=None if embs is None else embs[i],
-                          data=(float(h), float(c[0]), float(c[1])))
-                for i, (k, h, c) in enumerate(zip(kp, height, centre, strict=True))]
+                          data=DetectionInfo(float(h), float(c[0]), float(c[1]), tuple(map(float, box)),
+                                             None if net is None else PersonCrop(frame_bgr, box, net)))
+                for i, (k, h, c, box) in enumerate(zip(kp, height, centre, boxes, strict=True))]
         transform = None
         if frame_bgr is not None:
             if self.cuts is not None and self.cuts.update(frame_bgr):

@@ -69,7 +69,7 @@ def _run(frames, params):
     (RED, 0, False),  # without re-identification the person counts twice
 ])
 def test_reid_gives_a_returning_person_their_id_back(colour_after, reid, same_id):
-    params = TrackerParams(initialization_delay=1, hit_counter_max=4, reid_hit_counter_max=reid)
+    params = TrackerParams(initialization_delay=1, hit_counter_max=4, reid_hit_counter_max=reid, reid_model=None)
     frames = []
     for f in range(30):
         if f < 8:

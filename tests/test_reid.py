@@ -1,0 +1,103 @@
+"""The re-identification network (pipeline.reid) and the tracker's rules for using it."""
+
+import shutil
+
+import numpy as np
+import pytest
+
+from pipeline.paths import ASSETS
+from pipeline.reid import REID_MODEL, ReidNet, cosine_distance, load_reid_net
+from pipeline.tracking import CameraTracker, TrackerParams
+from schemas.errors import ModelError
+from tests.conftest import shared_video
+from tests.test_appearance import RED, frame_with, person
+
+
+def _pets09_crops(frames_ids: list[tuple[int, int]]) -> dict[tuple[int, int], np.ndarray]:
+    """Embeddings of ground-truth people of PETS09 S2L1: (1-based frame, person id) -> (256,)."""
+    from pipeline.source import read_frames
+
+    video = shared_video("pets09_s2l1_cctv.mp4")
+    gt = np.loadtxt(video.with_name("pets09_s2l1_gt.txt"), delimiter=",")
+    wanted = {f for f, _ in frames_ids}
+    net, out = load_reid_net(), {}
+    for fr in read_frames(str(video), "pets09", None):
+        if fr.frame_idx + 1 not in wanted:
+            continue
+        for f, pid in frames_ids:
+            if f == fr.frame_idx + 1:
+                rows = gt[(gt[:, 0] == f) & (gt[:, 1] == pid)]
+                if not len(rows):  # not in view (or not labelled) then
+                    continue
+                x, y, w, h = rows[0, 2:6]
+                out[(f, pid)] = net.embed(fr.image, np.array([[x, y, x + w, y + h]], np.float32))[0]
+        if fr.frame_idx + 1 >= max(wanted):
+            break
+    return out
+
+
+@pytest.mark.slow
+def test_the_network_knows_a_pets09_walker_again_and_tells_neighbours_apart():
+    # People 1 to 6 walk near each other from frame 611 on. Each is compared with themself 10 frames later (a short
+    # occlusion) and with the others in the same frame.
+    starts, people = (620, 670, 720, 770), (1, 2, 3, 4, 5, 6)
+    e = _pets09_crops([(f + d, p) for f in starts for d in (0, 10) for p in people])
+    same = [cosine_distance(e[(f, p)], e[(f + 10, p)]) for f in starts for p in people
+            if (f, p) in e and (f + 10, p) in e]
+    other = [cosine_distance(e[(f, p)], e[(f, q)]) for f in starts for p in people for q in people
+             if p < q and (f, p) in e and (f, q) in e]
+    assert len(same) >= 16
+    assert len(other) >= 40
+    threshold = TrackerParams().reid_distance_threshold
+    assert np.median(same) < threshold < np.median(other), (sorted(same), sorted(other))
+    assert np.mean(np.array(same) < threshold) >= 0.6  # most returns are known again (0.75 measured) ...
+    assert np.mean(np.array(other) < threshold) <= 0.1  # ... and few neighbours taken for each other (none)
+
+
+def test_embeddings_are_unit_length_one_per_box_and_none_for_no_box():
+    net = ReidNet()
+    img = np.random.default_rng(0).integers(0, 256, (360, 640, 3), np.uint8)
+    boxes = np.array([[10, 10, 60, 150], [600, 300, 700, 420], [0, 0, 1, 1]], np.float32)  # off the edge, tiny
+    e = net.embed(img, boxes)
+    assert e.shape == (3, 256)
+    assert e.dtype == np.float32
+    assert np.linalg.norm(e, axis=1) == pytest.approx(1.0, abs=1e-5)
+    assert net.embed(img, np.zeros((0, 4), np.float32)).shape == (0, 256)
+    assert cosine_distance(e[0], e[0]) == pytest.approx(0.0, abs=1e-6)
+    assert cosine_distance(e[0], None) == 1.0
+
+
+def test_a_changed_bundled_file_or_a_wrong_model_is_refused_naming_it(tmp_path):
+    for f in (REID_MODEL, REID_MODEL.with_suffix(".bin")):
+        shutil.copy(f, tmp_path / f.name)
+    weights = tmp_path / REID_MODEL.with_suffix(".bin").name
+    data = bytearray(weights.read_bytes())
+    data[1000] ^= 0xFF
+    weights.write_bytes(bytes(data))
+    with pytest.raises(ModelError, match=r"person-reidentification-retail-0288\.bin: sha256 [0-9a-f]{64}, expected "
+                                         r"6496b8d5"):
+        ReidNet(tmp_path / REID_MODEL.name)
+    with pytest.raises(ModelError, match=r"expected input \(1, 3, 256, 128\) and output \(1, 256\), got inputs"):
+        ReidNet(ASSETS / "face_detection_yunet_2023mar.onnx")
+    with pytest.raises(ModelError, match=r"re-identification model file not found: .*missing\.xml"):
+        ReidNet(tmp_path / "missing.xml")
+
+
+@pytest.mark.parametrize(("lost_at_x", "same_id"), [
+    (300, True),  # hidden mid-frame, back near where they were: their id again
+    (0, False),  # left through the edge; whoever steps in there later is someone else
+])
+def test_a_track_that_left_through_the_frames_edge_is_not_re_identified(lost_at_x, same_id):
+    # Torso colours stand in for the network here (reid_model=None): the same red shirt before and after.
+    params = TrackerParams(initialization_delay=1, hit_counter_max=4, reid_hit_counter_max=40, reid_model=None)
+    trk = CameraTracker((640, 360), params)
+    ids = []
+    for f in range(30):
+        hidden = 8 <= f < 18
+        x = lost_at_x + 25 if lost_at_x == 0 else lost_at_x + (f - 8)  # at the edge: half out of the frame
+        kp = np.zeros((0, 17, 3), np.float32) if hidden else person(x, 200)[None]
+        img = frame_with([] if hidden else [(x, 200, RED)], noise_seed=f)
+        box = None if hidden else np.array([[max(x - 30, 0), 80, x + 30, 330]], np.float32)
+        t = trk.step(f, kp, box, img)
+        ids += [int(i) for i in t if i != -1]
+    assert (ids[0] == ids[-1]) is same_id, ids
