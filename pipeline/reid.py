@@ -98,18 +98,29 @@ class ReidNet:
         boxes = np.asarray(bbox_xyxy, np.float32).reshape(-1, 4)
         if not len(boxes):
             return np.zeros((0, EMBEDDING_DIM), np.float32)
-        h, w = frame_bgr.shape[:2]
         batch = np.empty((len(boxes), 3, *INPUT_HW), np.float32)
-        for i, (x0, y0, x1, y1) in enumerate(boxes):
-            a, b = min(max(int(x0), 0), w - 2), min(max(int(y0), 0), h - 2)
-            c, d = max(min(int(np.ceil(x1)), w), a + 2), max(min(int(np.ceil(y1)), h), b + 2)
-            crop = cv2.resize(frame_bgr[b:d, a:c], (INPUT_HW[1], INPUT_HW[0]), interpolation=cv2.INTER_LINEAR)
+        for i, box in enumerate(boxes):
+            crop = cv2.resize(person_crop(frame_bgr, box), (INPUT_HW[1], INPUT_HW[0]), interpolation=cv2.INTER_LINEAR)
             batch[i] = crop.transpose(2, 0, 1)
         request = getattr(self._local, "request", None)
         if request is None:
             request = self._local.request = self._compiled.create_infer_request()
         out = np.array(request.infer([batch])[0], np.float32).reshape(len(boxes), EMBEDDING_DIM)
         return out / np.maximum(np.linalg.norm(out, axis=1, keepdims=True), 1e-9)
+
+
+def person_crop(frame_bgr: npt.NDArray[np.uint8], bbox_xyxy: npt.NDArray[np.float32]) -> npt.NDArray[np.uint8]:
+    """The box's pixels (a view of ``frame_bgr``): the box clipped to the frame, at least 2 px a side.
+
+    Args:
+        frame_bgr: `(H, W, 3)` uint8 frame, H and W at least 2.
+        bbox_xyxy: `(4,)` box in the frame's pixels.
+    """
+    h, w = frame_bgr.shape[:2]
+    x0, y0, x1, y1 = (float(v) for v in bbox_xyxy)
+    a, b = min(max(int(x0), 0), w - 2), min(max(int(y0), 0), h - 2)
+    c, d = max(min(int(np.ceil(x1)), w), a + 2), max(min(int(np.ceil(y1)), h), b + 2)
+    return frame_bgr[b:d, a:c]
 
 
 def cosine_distance(a: npt.NDArray[np.float32] | None, b: npt.NDArray[np.float32] | None) -> float:

@@ -49,7 +49,7 @@ from norfair.camera_motion import CoordinatesTransformation, MotionEstimator
 from norfair.distances import create_keypoints_voting_distance
 
 from pipeline.appearance import histogram_distance, torso_embeddings
-from pipeline.reid import REID_MODEL, ReidNet, cosine_distance, load_reid_net
+from pipeline.reid import REID_MODEL, ReidNet, cosine_distance, load_reid_net, person_crop
 from schemas.pose import NO_TRACK
 
 FloatArray = npt.NDArray[np.float32]
@@ -194,11 +194,7 @@ class PersonCrop:
     __slots__ = ("_crop", "_embedding", "_net")
 
     def __init__(self, frame_bgr: npt.NDArray[np.uint8], bbox_xyxy: FloatArray, net: ReidNet) -> None:
-        h, w = frame_bgr.shape[:2]
-        x0, y0, x1, y1 = bbox_xyxy
-        a, b = min(max(int(x0), 0), w - 2), min(max(int(y0), 0), h - 2)
-        c, d = max(min(int(np.ceil(x1)), w), a + 2), max(min(int(np.ceil(y1)), h), b + 2)
-        crop = frame_bgr[b:d, a:c]
+        crop = person_crop(frame_bgr, bbox_xyxy)
         if crop.shape[0] > self.MAX_HEIGHT_PX:
             scale = self.MAX_HEIGHT_PX / crop.shape[0]
             crop = cv2.resize(crop, (max(2, round(crop.shape[1] * scale)), self.MAX_HEIGHT_PX),
