@@ -98,9 +98,12 @@ def _cameras(config: Path) -> dict[str, dict]:
 
 def _worker_nodes(address: str) -> int:
     """Alive nodes other than the head (a short-lived driver process asks the GCS)."""
-    code = (f"import ray; ray.init(address={address!r}, logging_level='ERROR'); print(sum(n['Alive'] and "
-            "'node:__internal_head__' not in n['Resources'] for n in ray.nodes()))")
+    code = (f"import ray; ray.init(address={address!r}, logging_level='ERROR'); print('worker_nodes=%d' % sum("
+            "n['Alive'] and 'node:__internal_head__' not in n['Resources'] for n in ray.nodes()))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
                          env={**os.environ, **ENV})
     assert out.returncode == 0, out.stderr[-2000:]
-    return int(out.stdout.strip().splitlines()[-1])
+    # The driver's stdout also carries Ray's autoscaler events ("(autoscaler +0s) Resized to 2 CPUs.") when one
+    # arrives while it runs: read our line only.
+    (count,) = [line.split("=", 1)[1] for line in out.stdout.splitlines() if line.startswith("worker_nodes=")]
+    return int(count)
