@@ -81,25 +81,14 @@ def list_cameras(config_path: str, address: str | None, as_json: bool) -> None:
 def add_camera(camera_id: str, source: str, config_path: str, address: str | None, target_fps: float | None,
                district: str | None, settings: tuple[str, ...], no_wait: bool) -> None:
     """Add a camera to the config file; a running fleet starts it."""
-    from ruamel.yaml.error import YAMLError
-
-    from pipeline.config import read_yaml
+    from pipeline.config import apply_overrides
 
     entry: dict[str, Any] = {"camera_id": camera_id, "source": source}
     if target_fps is not None:
         entry["target_fps"] = target_fps
     if district is not None:
         entry["district"] = district
-    for item in settings:
-        key, sep, value = item.partition("=")
-        if not sep or not key:
-            msg = f"--set takes KEY=VALUE, got {item!r}"
-            raise click.BadParameter(msg, param_hint="--set")
-        try:
-            entry[key] = read_yaml(value)  # YAML 1.2, as the file is read: `off` stays a string
-        except YAMLError as exc:
-            msg = f"--set {key}: expected a YAML value, got {value!r} ({str(exc).splitlines()[0]})"
-            raise click.BadParameter(msg, param_hint="--set") from None
+    apply_overrides(entry, list(settings))  # KEY=VALUE, the value read as the file is (YAML 1.2)
 
     def edit(doc: Any) -> None:
         cams = doc.setdefault("cameras", [])

@@ -165,10 +165,14 @@ class TrackerParams:
                 raise ValueError(msg)
 
 
+def _recent_detections(obj: Any) -> list[Any]:
+    """A norfair TrackedObject's last detection and the past detections it keeps."""
+    return [obj.last_detection, *getattr(obj, "past_detections", [])]
+
+
 def _embeddings_of(obj: Any) -> list[Any]:
-    """A norfair TrackedObject's recent torso embeddings (its last detection and the past detections it keeps)."""
-    dets = [obj.last_detection, *getattr(obj, "past_detections", [])]
-    return [d.embedding for d in dets if d.embedding is not None]
+    """A norfair TrackedObject's recent torso embeddings (:func:`_recent_detections` that have one)."""
+    return [d.embedding for d in _recent_detections(obj) if d.embedding is not None]
 
 
 def appearance_distance(detection: Any, tracked_object: Any) -> float:
@@ -216,11 +220,14 @@ class PersonCrop:
 class DetectionInfo(NamedTuple):
     """What the tracker keeps in a norfair ``Detection.data``."""
 
-    height_px: float  # the person's box height (the keypoint match radius scales with it)
-    cx: float  # box centre, original-frame pixels
-    cy: float
-    bbox_xyxy: tuple[float, float, float, float]
+    height_px: float  # the person's height (the keypoint match radius scales with it)
+    bbox_xyxy: tuple[float, float, float, float]  # original-frame pixels
     crop: PersonCrop | None  # for the re-identification network (None: no network, or no frame)
+
+    @property
+    def centre(self) -> tuple[float, float]:
+        x0, y0, x1, y1 = self.bbox_xyxy
+        return (x0 + x1) / 2.0, (y0 + y1) / 2.0
 
 
 def _touches_edge(bbox_xyxy: tuple[float, float, float, float], frame_wh: tuple[int, int], margin_px: float) -> bool:
@@ -244,13 +251,14 @@ def reid_distance(max_move_px: float, frame_wh: tuple[int, int] = (0, 0), exit_m
         b: DetectionInfo = old.last_detection.data
         if exit_margin_px >= 0 and _touches_edge(b.bbox_xyxy, frame_wh, exit_margin_px):
             return 1.0
-        if float(np.hypot(a.cx - b.cx, a.cy - b.cy)) > max_move_px:
+        (ax, ay), (bx, by) = a.centre, b.centre
+        if float(np.hypot(ax - bx, ay - by)) > max_move_px:
             return 1.0
         if a.crop is None:
             return appearance_distance(new.last_detection, old)
-        olds = [d.data.crop for d in (old.last_detection, *getattr(old, "past_detections", []))]
         e = a.crop.embedding()
-        return min((cosine_distance(e, c.embedding()) for c in olds if c is not None), default=1.0)
+        crops = [d.data.crop for d in _recent_detections(old) if d.data.crop is not None]
+        return min((cosine_distance(e, c.embedding()) for c in crops), default=1.0)
 
     return distance
 
@@ -493,12 +501,11 @@ class CameraTracker:
             height = np.array([np.ptp(k[:, :2], axis=0).max() for k in kp], np.float32)
         embs = torso_embeddings(frame_bgr, kp) if frame_bgr is not None and self.embed else None
         self.last_embeddings = embs
-        centre = (boxes[:, :2] + boxes[:, 2:]) / 2.0
         net = self.reid_net if frame_bgr is not None else None
         dets = [Detection(points=k[:, :2].copy(), scores=k[:, 2].copy(), embedding=None if embs is None else embs[i],
-                          data=DetectionInfo(float(h), float(c[0]), float(c[1]), tuple(map(float, box)),
+                          data=DetectionInfo(float(h), tuple(map(float, box)),
                                              None if net is None else PersonCrop(frame_bgr, box, net)))
-                for i, (k, h, c, box) in enumerate(zip(kp, height, centre, boxes, strict=True))]
+                for i, (k, h, box) in enumerate(zip(kp, height, boxes, strict=True))]
         transform = None
         if frame_bgr is not None:
             if self.cuts is not None and self.cuts.update(frame_bgr):

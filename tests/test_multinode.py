@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+from schemas.messages import CameraStats
 from tests.conftest import REPO, SHARED_DATA, pose_model, shared_video
 
 pytestmark = [pytest.mark.slow, pytest.mark.ray, pytest.mark.kafka, pytest.mark.soak]
@@ -68,9 +69,7 @@ def test_a_lost_worker_node_moves_its_cameras_to_the_head_node(tmp_path: Path) -
         assert report["back_after_kill_s"][cid] < 45, (cid, report["back_after_kill_s"])
         # Never down, in the order readers keep records (CameraStats.progress): delivery is at-least-once, and a
         # record re-sent after a slow acknowledgement (seen while the node was lost) lands after a newer one.
-        ordered = sorted(recs, key=lambda r: (r["window_start_ns"], r["total_people"], r["frames_processed"],
-                                              r["final"]))
-        totals = [r["total_people"] for r in ordered]
+        totals = [r.total_people for r in sorted(map(CameraStats.decode, recs), key=lambda r: r.progress)]
         assert totals == sorted(totals), (cid, totals)
         final = recs[-1]
         assert final["final"], cid
