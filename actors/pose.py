@@ -47,7 +47,7 @@ class PoseActor:
         """People in one letterboxed `(h, w, 3)` uint8 BGR frame, as a ``POSE_SCHEMA`` batch in original pixels."""
         raw = await self._batcher.submit(image, key=image.shape)
         poses = decode_poses(raw, lb, camera_id, frame_idx, pts_ns, self._cfg.conf_threshold, self._cfg.nms_iou,
-                             self._cfg.oks_nms, self._cfg.min_keypoints)
+                             self._cfg.oks_nms, self._cfg.min_keypoints, self._cfg.head_or_torso)
         return poses.to_arrow()
 
     async def infer_many(

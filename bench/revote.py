@@ -112,7 +112,8 @@ def record(name: str, cfg: Config) -> Path:
     # Pose results and crop scores do not depend on the tracker: kept per video (and models) across tracker settings.
     # (keep_people is applied to the cached poses: its settings are not part of their key.)
     model_key = json.dumps([src, [Path(p).stat().st_size for p in models if p],
-                            cfg.pose.model_dump(mode="json", exclude={"oks_nms", "min_keypoints"})], default=str)
+                            cfg.pose.model_dump(mode="json", exclude={"oks_nms", "min_keypoints", "head_or_torso"})],
+                           default=str)
     model_cache = CACHE / f"{name}-models-{hashlib.sha256(model_key.encode()).hexdigest()[:12]}.pkl"
     poses_of, scores_of = pickle.loads(model_cache.read_bytes()) if model_cache.is_file() else ({}, {})
     w, h, _ = probe(src, name, cfg.capture)[:3]
@@ -146,9 +147,11 @@ def record(name: str, cfg: Config) -> Path:
     async def infer_pose(image: np.ndarray, lb: Any, cid: str, fidx: int, pts: int) -> Any:
         if fidx not in poses_of:
             poses_of[fidx] = decode_poses(pose.infer(image[None])[0], lb, cid, fidx, pts, cfg.pose.conf_threshold,
-                                          cfg.pose.nms_iou, oks_threshold=1.0, min_keypoints=0)
+                                          cfg.pose.nms_iou, oks_threshold=1.0, min_keypoints=0,
+                                          head_or_torso=False)
         p = poses_of[fidx]
-        keep = keep_people(p.bbox_xyxy, p.keypoints, cfg.pose.oks_nms, cfg.pose.min_keypoints)
+        keep = keep_people(p.bbox_xyxy, p.keypoints, cfg.pose.oks_nms, cfg.pose.min_keypoints,
+                           cfg.pose.head_or_torso)
         return Poses(p.camera_id, p.frame_idx, p.pts_ns, p.score[keep], p.bbox_xyxy[keep], p.keypoints[keep],
                      p.track_id[keep])
 

@@ -61,7 +61,7 @@ def detections(source: str, input_px: int, cache: Path, nms_iou: float) -> tuple
         wh = (w, h)
         img, lb = letterbox(fr.image, input_px)
         score, bbox, kp = decode_pose(model.infer(img[None])[0], lb, CACHE_CONF, nms_iou, oks_threshold=1.0,
-                                     min_keypoints=0)
+                                     min_keypoints=0, head_or_torso=False)
         out.append({"frame_idx": fr.frame_idx, "score": score, "bbox_xyxy": bbox, "keypoints": kp})
     print(f"pose {input_px} px: {len(out)} frames in {time.perf_counter() - t0:.0f} s ({model.provider})", flush=True)
     cache.mkdir(parents=True, exist_ok=True)

@@ -612,7 +612,7 @@ def in_process_host(cfg: Config, spec: CameraSpec, pose: Any, scorer: Any, emit:
 
     async def infer_pose(image: npt.NDArray[np.uint8], lb: Letterbox, cid: str, fidx: int, pts: int) -> Poses:
         return decode_poses(pose.infer(image[None])[0], lb, cid, fidx, pts, p.conf_threshold, p.nms_iou, p.oks_nms,
-                            p.min_keypoints)
+                            p.min_keypoints, p.head_or_torso)
 
     async def classify(crops: npt.NDArray[np.uint8]) -> npt.NDArray[np.float32]:
         return scorer.score(crops)

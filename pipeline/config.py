@@ -131,11 +131,13 @@ class PoseConfig(_ModelPool):
     """The pose model pool."""
 
     model_path: Path | None = None  # None: <model dir>/yolo11n-pose.onnx from `maskwatch models build`
-    # Defaults and their reasons: pipeline.pose_postprocess.CONF_THRESHOLD / NMS_IOU / OKS_NMS / MIN_KEYPOINTS.
+    # Defaults and their reasons: pipeline.pose_postprocess.CONF_THRESHOLD / NMS_IOU / OKS_NMS / MIN_KEYPOINTS /
+    # BODY_MIN_PART.
     conf_threshold: Annotated[float, Field(ge=0, le=1)] = CONF_THRESHOLD
     nms_iou: Annotated[float, Field(gt=0, le=1)] = NMS_IOU
     oks_nms: Annotated[float, Field(gt=0, le=1)] = OKS_NMS  # keypoint NMS threshold (1: off); pose_postprocess
     min_keypoints: Annotated[int, Field(ge=0, le=17)] = MIN_KEYPOINTS  # confident keypoints a person needs
+    head_or_torso: bool = True  # a person needs a head or a torso, not limbs alone (has_head_or_torso)
     max_batch_size: Annotated[int, Field(ge=1)] = 8
     batch_wait_s: Annotated[float, Field(ge=0)] = 0.005
 

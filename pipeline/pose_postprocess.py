@@ -13,7 +13,7 @@ import numpy.typing as npt
 
 from pipeline.headbox import head_boxes
 from pipeline.letterbox import Letterbox, unletterbox_boxes, unletterbox_points
-from schemas.coco17 import FACE_KEYPOINTS, NUM_KEYPOINTS
+from schemas.coco17 import FACE_KEYPOINTS, LEFT_HIP, LEFT_SHOULDER, NUM_KEYPOINTS, RIGHT_HIP, RIGHT_SHOULDER
 from schemas.pose import NO_TRACK, Poses
 
 FloatArray = npt.NDArray[np.float32]
@@ -43,6 +43,11 @@ COCO_SIGMAS = np.array([0.26, 0.25, 0.25, 0.35, 0.35, 0.79, 0.79, 0.72, 0.72, 0.
 NESTED_HEAD_OVERLAP = 0.5
 HEAD_KEYPOINT_CONF = 0.5
 HEAD_MARGIN = 0.15
+# A person shows a head or a torso: at least BODY_MIN_PART confident (> PERSON_KEYPOINT_CONF) facial keypoints, or
+# as many of the shoulders and hips. Seen on single_mask_on_off: raised hands holding a mask before the face make a
+# second "person" of two wrists, one shoulder and at most a nose on the mask (looked at frame by frame), counted as a
+# second person in two shots. See has_head_or_torso.
+BODY_MIN_PART = 2
 OKS_MIN_KEYPOINTS = 3  # keypoints seen in both people (conf > OKS_KEYPOINT_CONF) for the similarity to count
 OKS_KEYPOINT_CONF = 0.3
 
@@ -144,23 +149,43 @@ def _same_head(kp: FloatArray, head: FloatArray, from_face: bool, heads: FloatAr
     return bool(inside.all(axis=1).any())
 
 
+def has_head_or_torso(keypoints: FloatArray) -> npt.NDArray[np.bool_]:
+    """Which detections show a head or a torso: ``BODY_MIN_PART`` facial keypoints, or as many of the shoulders and
+    hips, with conf above ``PERSON_KEYPOINT_CONF``.
+
+    Args:
+        keypoints: `(N, 17, 3)` float32 `(x_px, y_px, conf)`.
+
+    Returns:
+        `(N,)` bool.
+    """
+    sure = keypoints[:, :, 2] > PERSON_KEYPOINT_CONF
+    torso = sure[:, [LEFT_SHOULDER, RIGHT_SHOULDER, LEFT_HIP, RIGHT_HIP]].sum(axis=1)
+    return (sure[:, : len(FACE_KEYPOINTS)].sum(axis=1) >= BODY_MIN_PART) | (torso >= BODY_MIN_PART)
+
+
 def keep_people(bbox_xyxy: FloatArray, keypoints: FloatArray, oks_threshold: float = OKS_NMS,
-                min_keypoints: int = MIN_KEYPOINTS) -> npt.NDArray[np.int64]:
+                min_keypoints: int = MIN_KEYPOINTS, head_or_torso: bool = True) -> npt.NDArray[np.int64]:
     """Rows of detections (sorted by descending score) that are people, each once.
 
-    A detection needs at least ``min_keypoints`` keypoints with conf above ``PERSON_KEYPOINT_CONF``; the rest go
-    through keypoint NMS (:func:`oks_nms`).
+    A detection needs at least ``min_keypoints`` keypoints with conf above ``PERSON_KEYPOINT_CONF`` and, with
+    ``head_or_torso``, a head or a torso (:func:`has_head_or_torso`); the rest go through keypoint NMS
+    (:func:`oks_nms`).
 
     Args:
         bbox_xyxy: `(N, 4)` float32 boxes, pixels, best first.
         keypoints: `(N, 17, 3)` float32, the same pixels.
         oks_threshold: :func:`oks_nms`'s threshold (1: no keypoint NMS).
         min_keypoints: 0 keeps detections without any confident keypoint.
+        head_or_torso: False keeps detections of limbs alone.
 
     Returns:
         `(K,)` int64 indices kept, ascending.
     """
-    ok = np.flatnonzero((keypoints[:, :, 2] > PERSON_KEYPOINT_CONF).sum(axis=1) >= min_keypoints)
+    person = (keypoints[:, :, 2] > PERSON_KEYPOINT_CONF).sum(axis=1) >= min_keypoints
+    if head_or_torso:
+        person &= has_head_or_torso(keypoints)
+    ok = np.flatnonzero(person)
     return ok[oks_nms(bbox_xyxy[ok], keypoints[ok], oks_threshold)]
 
 
@@ -174,6 +199,7 @@ def decode_poses(
     nms_iou: float = NMS_IOU,
     oks_threshold: float = OKS_NMS,
     min_keypoints: int = MIN_KEYPOINTS,
+    head_or_torso: bool = True,
 ) -> Poses:
     """:func:`decode_pose` of one image, as the frame's :class:`~schemas.pose.Poses` (``track_id`` all ``NO_TRACK``).
 
@@ -181,7 +207,7 @@ def decode_poses(
         ValueError: If ``raw`` is not `(56, A)`.
     """
     score, bbox_xyxy, keypoints = decode_pose(raw, lb, conf_threshold, nms_iou, oks_threshold=oks_threshold,
-                                              min_keypoints=min_keypoints)
+                                              min_keypoints=min_keypoints, head_or_torso=head_or_torso)
     track_id = np.full(len(score), NO_TRACK, np.int64)
     return Poses(camera_id, frame_idx, pts_ns, score, bbox_xyxy, keypoints, track_id)
 
@@ -194,6 +220,7 @@ def decode_pose(
     max_people: int = 300,
     oks_threshold: float = OKS_NMS,
     min_keypoints: int = MIN_KEYPOINTS,
+    head_or_torso: bool = True,
 ) -> tuple[FloatArray, FloatArray, FloatArray]:
     """Threshold, box NMS, un-letterbox and :func:`keep_people` (keypoint NMS) one image's raw pose output.
 
@@ -206,6 +233,7 @@ def decode_pose(
         oks_threshold: Keypoint similarity above which the lower-scored of two people is dropped (1: no keypoint
             NMS).
         min_keypoints: Keypoints with conf above ``PERSON_KEYPOINT_CONF`` a detection needs to be a person.
+        head_or_torso: Whether a person needs a head or a torso (:func:`has_head_or_torso`).
 
     Returns:
         `(score, bbox_xyxy, keypoints)`: `(N,)` float32, `(N, 4)` float32 and `(N, 17, 3)` float32 in
@@ -235,5 +263,5 @@ def decode_pose(
     kp[:, :, :2] = unletterbox_points(kp[:, :, :2], lb)
     kp[:, :, 2] = np.nan_to_num(np.clip(kp[:, :, 2], 0.0, 1.0))
     boxes = unletterbox_boxes(boxes, lb)
-    keep = keep_people(boxes, kp, oks_threshold, min_keypoints)
+    keep = keep_people(boxes, kp, oks_threshold, min_keypoints, head_or_torso)
     return sel[keep, 4].astype(np.float32), boxes[keep], kp[keep].astype(np.float32)

@@ -101,4 +101,26 @@ def test_a_second_detection_of_one_close_up_head_is_dropped_and_a_neighbours_hea
     assert oks_nms(boxes[:2], kps[:2]).tolist() == [0]
     assert oks_nms(boxes[[0, 3]], kps[[0, 3]]).tolist() == [0, 1]
     assert keep_people(boxes, kps).tolist() == [0, 3]
-    assert keep_people(boxes, kps, oks_threshold=1.0, min_keypoints=0).tolist() == [0, 1, 2, 3]
+    assert keep_people(boxes, kps, oks_threshold=1.0, min_keypoints=0, head_or_torso=False).tolist() == [0, 1, 2, 3]
+
+
+def test_hands_holding_a_mask_are_not_a_second_person_and_a_back_or_a_head_alone_is_a_person():
+    """single_mask_on_off, frame 75: beside the woman the model finds a "person" of her two raised hands, one
+    shoulder and a faint nose on the mask she holds (keypoints as decoded there). A person seen from behind (both
+    shoulders and hips, no face) and a close-up head (face, no torso) stay people."""
+    from pipeline.pose_postprocess import has_head_or_torso, keep_people
+
+    woman = _person(706, 285, scale=3.0)
+    hands = np.zeros((17, 3), np.float32)
+    hands[:, :2] = [450, 388]
+    hands[[0, 6, 8, 9, 10], 2] = [0.15, 0.79, 0.34, 0.37, 0.76]  # nose, right shoulder, right elbow, wrists
+    back = _person(200, 100)
+    back[:5, 2] = 0.05
+    head = _person(1000, 600, scale=3.0)
+    head[5:, 2] = 0.1
+    kps = np.stack([woman, hands, back, head])
+    boxes = np.array([[368, 31, 998, 692], [17, 129, 648, 702], [150, 90, 250, 310], [960, 560, 1040, 720]],
+                     np.float32)
+    assert has_head_or_torso(kps).tolist() == [True, False, True, True]
+    assert keep_people(boxes, kps).tolist() == [0, 2, 3]
+    assert keep_people(boxes, kps, head_or_torso=False).tolist() == [0, 1, 2, 3]
