@@ -139,6 +139,11 @@ GRIDS = {
         "reid_distance_threshold": [0.25, 0.3, 0.35, 0.4],
         "reid_exit_margin_frac": [0.0, 0.02],
     },
+    "gate-net": {  # the appearance gate on pipeline.reid's network embeddings (needs the frames: --frames)
+        "conf": [0.15],
+        "appearance_gate": [1.0, 0.7, 0.6, 0.5],
+        "appearance_every": [5, 10],
+    },
     "idf1": {  # around the defaults, for identity (IDF1) with keypoint NMS
         "conf": [0.15],
         "keypoint_height_frac": [0.15, 0.2, 0.25],
@@ -211,7 +216,7 @@ def main() -> None:
     nms = Config().pose.nms_iou
     rows = []
     print(f"{'input':>5} {'conf':>4} {'distance':<16} {'kp/eu frac':>10} {'thr':>4} {'kpthr':>5} {'init':>4} "
-          f"{'hit':>4} {'reid':>4} {'rthr':>4} {'edge':>4} {'gate':>4} "
+          f"{'hit':>4} {'reid':>4} {'rthr':>4} {'edge':>4} {'gate':>4} {'every':>5} "
           f"{'MOTA':>6} {'IDF1':>6} {'IDsw':>5} {'prec':>5} {'rec':>5} {'ids':>4} {'cnt':>4} {'gt':>3}", flush=True)
     for px in args.input_px:
         frames, wh = detections(args.source, px, args.cache, nms)
@@ -224,7 +229,7 @@ def main() -> None:
             print(f"{px:>5} {conf:>4.2f} {p.distance[:16]:<16} {frac:>10} {p.distance_threshold:>4.2f} "
                   f"{p.detection_threshold:>5.2f} {p.initialization_delay:>4} {p.hit_counter_max:>4} "
                   f"{p.reid_hit_counter_max:>4} {p.reid_distance_threshold:>4.2f} {p.reid_exit_margin_frac:>4.2f} "
-                  f"{p.appearance_gate:>4.2f} "
+                  f"{p.appearance_gate:>4.2f} {p.appearance_every:>5} "
                   f"{m.mota:>6.3f} {m.idf1:>6.3f} "
                   f"{m.id_switches:>5} {m.precision:>5.3f} {m.recall:>5.3f} {m.distinct_track_ids:>4} "
                   f"{m.counted_track_ids:>4} {m.gt_ids:>3}",

@@ -113,9 +113,13 @@ class TrackerParams:
             PETS09 S2L1 0.02 and 0 gave IDF1 0.926 and 0.927; without the rule re-identification lowered IDF1 (0.867
             at 1 frame, threshold 0.3). 0 missed a man who left crowd_toward_camera with his box 0.8 px from the edge:
             a partial detection of someone else took his id (and voted for him) 100 frames later.
-        appearance_gate: A detection whose torso histogram is further than this (Bhattacharyya, 0-1) from every
-            recent one of a track is not matched to it, however close its keypoints (a track passing to a
-            neighbour). 1 turns the gate off.
+        appearance_gate: A detection whose appearance is further than this from a track's is not matched to it,
+            however close its keypoints (a track passing to a neighbour). With ``reid_model``: the cosine distance
+            (0-1) of the network's embedding to the track's last ``GATE_REFERENCES`` checked ones, checked when the
+            track missed a frame and at least every ``appearance_every`` frames (:class:`AppearanceGate`); without:
+            the Bhattacharyya distance of torso histograms to its recent ones, every frame. 1 turns the gate off.
+        appearance_every: With ``reid_model``: a track's match is checked against its appearance at least every this
+            many source frames (and always after a missed frame); each check costs one network call per person.
 
     The defaults were tuned with ``bench/tune_tracking.py`` on PETS09 S2L1 (MOTA 0.857, IDF1 0.926, 20 ids for 19
     people) and checked on the close street videos, where a radius tied to the frame fragments tracks of near
@@ -145,6 +149,7 @@ class TrackerParams:
     reid_max_move_frac: float = 0.25
     reid_exit_margin_frac: float = 0.02
     appearance_gate: float = 1.0
+    appearance_every: int = 10
 
     def __post_init__(self) -> None:
         ranges = {  # name: (low, high, low inclusive)
@@ -155,7 +160,7 @@ class TrackerParams:
             "moving_frac": (0.0, 1.0, False), "cut_distance": (0.0, 1.0, False), "cut_ratio": (1.0, float("inf"), True),
             "reid_hit_counter_max": (0, float("inf"), True), "reid_distance_threshold": (0.0, 1.0, False),
             "reid_max_move_frac": (0.0, 2.0, False), "reid_exit_margin_frac": (0.0, 0.5, True),
-            "appearance_gate": (0.0, 1.0, False),
+            "appearance_gate": (0.0, 1.0, False), "appearance_every": (1, float("inf"), True),
         }
         for name, (low, high, closed) in ranges.items():
             v = getattr(self, name)
@@ -207,6 +212,10 @@ class PersonCrop:
         self._embedding: FloatArray | None = None
         self._net = net
 
+    def has_embedding(self) -> bool:
+        """Whether :meth:`embedding` was computed already (it costs nothing now)."""
+        return self._embedding is not None
+
     def embedding(self) -> FloatArray:
         """`(256,)` float32 unit-length embedding (:meth:`pipeline.reid.ReidNet.embed`)."""
         if self._embedding is None:
@@ -223,6 +232,7 @@ class DetectionInfo(NamedTuple):
     height_px: float  # the person's height (the keypoint match radius scales with it)
     bbox_xyxy: tuple[float, float, float, float]  # original-frame pixels
     crop: PersonCrop | None  # for the re-identification network (None: no network, or no frame)
+    frame_idx: int = -1  # the frame it was detected in
 
     @property
     def centre(self) -> tuple[float, float]:
@@ -264,29 +274,95 @@ def reid_distance(max_move_px: float, frame_wh: tuple[int, int] = (0, 0), exit_m
 
 
 def person_scaled_voting_distance(
-    height_frac: float, detection_threshold: float, appearance_gate: float = 1.0
+    height_frac: float, detection_threshold: float, appearance_gate: float = 1.0, gate: AppearanceGate | None = None,
 ) -> Callable[[Any, Any], float]:
     """norfair's keypoint-voting distance with the match radius scaled to the person.
 
     Same rule as ``norfair.distances.create_keypoints_voting_distance`` (distance ``1 / (1 + matches)``; a keypoint
     matches when both the detection's and the track's last scores exceed ``detection_threshold`` and it lies
     closer than the radius to the track's estimate), but the radius is ``height_frac`` x the detection's person
-    height in pixels (``Detection.data.height_px``), so near and far people in one frame are matched alike. With
-    ``appearance_gate`` < 1, a detection whose torso histogram is further than it from every recent one of the track
-    does not match (distance 1).
+    height in pixels (``Detection.data.height_px``), so near and far people in one frame are matched alike. A
+    detection that would match but that ``gate`` refuses (:meth:`AppearanceGate.refuses`) does not (distance 1);
+    without ``gate`` and with ``appearance_gate`` < 1, neither does one whose torso histogram is further than that
+    from every recent one of the track.
     """
 
     def distance(detection: Any, tracked_object: Any) -> float:
-        if (appearance_gate < 1.0 and detection.embedding is not None and _embeddings_of(tracked_object)
-                and appearance_distance(detection, tracked_object) > appearance_gate):
+        if (gate is None and appearance_gate < 1.0 and detection.embedding is not None
+                and _embeddings_of(tracked_object) and appearance_distance(detection, tracked_object) > appearance_gate):
             return 1.0
         radius = height_frac * max(detection.data.height_px, 1.0)
         d = np.linalg.norm(detection.points - tracked_object.estimate, axis=1)
         ok = (d < radius) & (detection.scores > detection_threshold)
         ok &= tracked_object.last_detection.scores > detection_threshold
-        return 1.0 / (1.0 + float(np.count_nonzero(ok)))
+        matches = int(np.count_nonzero(ok))
+        if matches and gate is not None and gate.refuses(detection, tracked_object):
+            return 1.0
+        return 1.0 / (1.0 + matches)
 
     return distance
+
+
+class AppearanceGate:
+    """Keeps a track from passing to another person: the re-identification network checks a track's matches.
+
+    A track's match is checked when the track missed the frame before (it is taking a person back) and at least
+    every ``every`` source frames: the detection's embedding (:mod:`pipeline.reid`) must lie within
+    ``max_distance`` (cosine) of one of the track's last ``GATE_REFERENCES`` checked embeddings, else the match is
+    refused; the track coasts, and the other person starts a track of their own. A track's first match is not
+    checked: it gives the first reference. Embeddings are computed only for the checks, so the cost is about one
+    network call per person every ``every`` frames, plus one per match after a miss.
+
+    Args:
+        max_distance: Largest cosine distance (0-1) of a checked match to the track's references.
+        every: Source frames between two checks of a track that keeps matching.
+    """
+
+    GATE_REFERENCES = 3
+
+    def __init__(self, max_distance: float, every: int) -> None:
+        self.max_distance, self.every = max_distance, every
+        self.frame_idx, self.period = 0, 1  # the frame being tracked and its gap to the one before
+        self._refs: dict[int, list[FloatArray]] = {}  # per track (norfair's initializing_id): checked embeddings
+        self._checked: dict[int, int] = {}  # per track: frame_idx of its last check
+
+    def reset(self) -> None:
+        """A new tracker (shot cut): forget every track."""
+        self._refs.clear()
+        self._checked.clear()
+
+    def _due(self, obj: Any) -> bool:
+        missed = self.frame_idx - obj.last_detection.data.frame_idx > self.period
+        return missed or self.frame_idx - self._checked.get(obj.initializing_id, -self.every) >= self.every
+
+    def refuses(self, detection: Any, obj: Any) -> bool:
+        """Whether a candidate match of ``detection`` to the norfair TrackedObject ``obj`` is refused."""
+        crop: PersonCrop | None = detection.data.crop
+        refs = self._refs.get(obj.initializing_id)
+        if crop is None or not refs or not self._due(obj):
+            return False
+        e = crop.embedding()
+        return min(cosine_distance(e, r) for r in refs) > self.max_distance
+
+    def remember(self, objs: list[Any]) -> None:
+        """After the tracker's update: the tracks matched in this frame whose check was due keep the embedding of
+        their detection as a reference; tracks the tracker no longer holds are forgotten."""
+        held = set()
+        for obj in objs:
+            key = obj.initializing_id
+            held.add(key)
+            det = obj.last_detection
+            if det.data.frame_idx != self.frame_idx or det.data.crop is None:
+                continue
+            if key not in self._refs or self.frame_idx - self._checked.get(key, -self.every) >= self.every or (
+                    det.data.crop.has_embedding()):
+                refs = self._refs.setdefault(key, [])
+                refs.append(det.data.crop.embedding())
+                del refs[:-self.GATE_REFERENCES]
+                self._checked[key] = self.frame_idx
+        for key in self._refs.keys() - held:
+            del self._refs[key]
+            self._checked.pop(key, None)
 
 
 class _ScaledTransformation(CoordinatesTransformation):
@@ -420,8 +496,13 @@ class CameraTracker:
     def __init__(self, frame_wh: tuple[int, int], params: TrackerParams | None = None) -> None:
         p = params or TrackerParams()
         side = float(max(frame_wh))
+        use_net = p.reid_model is not None and (p.reid_hit_counter_max > 0 or p.appearance_gate < 1.0)
+        self.reid_net = load_reid_net(p.reid_model) if use_net else None
+        self.gate = (AppearanceGate(p.appearance_gate, p.appearance_every)
+                     if self.reid_net is not None and p.appearance_gate < 1.0 else None)
         if p.distance == "keypoints_voting_height":
-            distance = person_scaled_voting_distance(p.keypoint_height_frac, p.detection_threshold, p.appearance_gate)
+            distance = person_scaled_voting_distance(p.keypoint_height_frac, p.detection_threshold, p.appearance_gate,
+                                                     self.gate)
             threshold = p.distance_threshold
         elif p.distance == "keypoints_voting":
             distance = create_keypoints_voting_distance(p.keypoint_dist_frac * side, p.detection_threshold)
@@ -442,8 +523,7 @@ class CameraTracker:
         )
         # Torso embeddings are computed when the appearance gate or re-identification without a network use them, or
         # when the host asks (the ledger cuts tracks that followed two people).
-        self.reid_net = load_reid_net(p.reid_model) if p.reid_hit_counter_max and p.reid_model is not None else None
-        self.embed = (p.reid_hit_counter_max > 0 and self.reid_net is None) or p.appearance_gate < 1.0
+        self.embed = self.reid_net is None and (p.reid_hit_counter_max > 0 or p.appearance_gate < 1.0)
         # Torso embedding per row of the last step (None in a row: torso not seen); None when none are computed.
         self.last_embeddings: list[FloatArray | None] | None = None
         self._tracker = self._new_tracker()
@@ -457,6 +537,8 @@ class CameraTracker:
         """A new shot: every track ends; the next ids continue after the highest one given so far."""
         self._id_offset += self._tracker.total_object_count  # norfair: ids given by this tracker, 1..count
         self._tracker = self._new_tracker()
+        if self.gate is not None:
+            self.gate.reset()
         p = self._params
         self.motion = CameraMotion(self._frame_wh, p.camera_motion, p.motion_px, p.moving_frac)
         self.cuts_seen += 1
@@ -493,6 +575,29 @@ class CameraTracker:
             raise ValueError(msg)
         period = 1 if self._last_frame_idx is None else frame_idx - self._last_frame_idx
         self._last_frame_idx = frame_idx
+        dets, boxes = self._detections(frame_idx, kp, bbox_xyxy, frame_bgr)
+        transform = None
+        if frame_bgr is not None:
+            if self.cuts is not None and self.cuts.update(frame_bgr):
+                self._cut()
+            if self.motion.mode != "off":
+                transform = self.motion.update(frame_bgr, boxes)
+        if self.gate is not None:
+            self.gate.frame_idx, self.gate.period = frame_idx, period
+        tracked = self._tracker.update(detections=dets, period=period, coord_transformations=transform)
+        if self.gate is not None:
+            self.gate.remember(self._tracker.tracked_objects)
+        row_of = {id(d): i for i, d in enumerate(dets)}  # coasting tracks keep an older detection
+        track_id = np.full(len(dets), NO_TRACK, np.int64)
+        for obj in tracked:
+            row = row_of.get(id(obj.last_detection))
+            if row is not None and obj.id is not None:
+                track_id[row] = obj.id + self._id_offset
+        return track_id
+
+    def _detections(self, frame_idx: int, kp: FloatArray, bbox_xyxy: FloatArray | None,
+                    frame_bgr: npt.NDArray[np.uint8] | None) -> tuple[list[Detection], FloatArray]:
+        """norfair detections of this frame's people, and their `(N, 4)` boxes (:meth:`step`'s arguments)."""
         if bbox_xyxy is not None:
             boxes = np.asarray(bbox_xyxy, np.float32).reshape(-1, 4)
             height = boxes[:, 3] - boxes[:, 1]
@@ -504,22 +609,9 @@ class CameraTracker:
         net = self.reid_net if frame_bgr is not None else None
         dets = [Detection(points=k[:, :2].copy(), scores=k[:, 2].copy(), embedding=None if embs is None else embs[i],
                           data=DetectionInfo(float(h), tuple(map(float, box)),
-                                             None if net is None else PersonCrop(frame_bgr, box, net)))
+                                             None if net is None else PersonCrop(frame_bgr, box, net), frame_idx))
                 for i, (k, h, box) in enumerate(zip(kp, height, boxes, strict=True))]
-        transform = None
-        if frame_bgr is not None:
-            if self.cuts is not None and self.cuts.update(frame_bgr):
-                self._cut()
-            if self.motion.mode != "off":
-                transform = self.motion.update(frame_bgr, boxes)
-        tracked = self._tracker.update(detections=dets, period=period, coord_transformations=transform)
-        row_of = {id(d): i for i, d in enumerate(dets)}  # coasting tracks keep an older detection
-        track_id = np.full(len(dets), NO_TRACK, np.int64)
-        for obj in tracked:
-            row = row_of.get(id(obj.last_detection))
-            if row is not None and obj.id is not None:
-                track_id[row] = obj.id + self._id_offset
-        return track_id
+        return dets, boxes
 
     def alive_track_ids(self) -> set[int]:
         """Ids of confirmed tracks the tracker still holds (matched now, coasting, or kept for re-identification:

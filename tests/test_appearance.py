@@ -89,8 +89,8 @@ def test_appearance_gate_keeps_a_track_from_passing_to_a_differently_dressed_nei
     # One person leaves at frame 10 as another, dressed differently, steps into the same spot.
     frames = [(f, person(200, 200)[None], frame_with([(200, 200, RED if f < 10 else BLUE)], noise_seed=f))
               for f in range(20)]
-    gated = _run(frames, TrackerParams(initialization_delay=1, appearance_gate=0.6))
-    plain = _run(frames, TrackerParams(initialization_delay=1))
+    gated = _run(frames, TrackerParams(initialization_delay=1, appearance_gate=0.6, reid_model=None))
+    plain = _run(frames, TrackerParams(initialization_delay=1, reid_model=None))
     assert plain[2] == plain[-1]  # without the gate one track carries on with the second person
     assert gated[2][0] != gated[-1][0]
     assert gated[-1][0] != -1

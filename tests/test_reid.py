@@ -101,3 +101,37 @@ def test_a_track_that_left_through_the_frames_edge_is_not_re_identified(lost_at_
         t = trk.step(f, kp, box, img)
         ids += [int(i) for i in t if i != -1]
     assert (ids[0] == ids[-1]) is same_id, ids
+
+
+def _pets09_people(frame: int, ids: tuple[int, ...]) -> list[np.ndarray]:
+    """BGR crops of ground-truth people of PETS09 S2L1 at a 1-based frame."""
+    from pipeline.source import read_frames
+
+    video = shared_video("pets09_s2l1_cctv.mp4")
+    gt = np.loadtxt(video.with_name("pets09_s2l1_gt.txt"), delimiter=",")
+    for fr in read_frames(str(video), "pets09", None):
+        if fr.frame_idx + 1 == frame:
+            rows = [gt[(gt[:, 0] == frame) & (gt[:, 1] == pid)][0] for pid in ids]
+            return [fr.image[int(y):int(y + h), int(x):int(x + w)].copy() for x, y, w, h in (r[2:6] for r in rows)]
+    raise AssertionError(f"PETS09 has no frame {frame}")
+
+
+@pytest.mark.slow
+def test_the_network_gate_keeps_a_track_from_passing_to_another_walker_in_its_place():
+    """The crowd failure of issue 25: a person leaves (hidden, out of view) and another steps into their place; the
+    keypoints match, so without the gate the track carries on with the second person and votes for both."""
+    import cv2
+
+    a, b = (cv2.resize(c, (60, 240)) for c in _pets09_people(1, (9, 15)))  # two walkers of PETS09's first frame
+    frames = []
+    for f in range(20):
+        img = frame_with([], noise_seed=f)
+        img[85:325, 170:230] = a if f < 10 else b  # in the box of person(200, 200)
+        frames.append((f, person(200, 200)[None], img))
+    ids = {}
+    for gate in (1.0, 0.6):
+        tracker = CameraTracker((640, 360), TrackerParams(initialization_delay=1, appearance_gate=gate))
+        ids[gate] = [int(tracker.step(f, kp, None, img)[0]) for f, kp, img in frames]
+    assert ids[1.0][2] == ids[1.0][-1] != -1  # without the gate: one track for both
+    assert ids[0.6][2] != ids[0.6][-1] != -1  # with it: the second walker gets a track of their own
+    assert len(set(ids[0.6][2:10])) == 1
