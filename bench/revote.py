@@ -64,6 +64,10 @@ GRIDS: dict[str, dict[str, list[Any]]] = {
         "voting.max_rejected_share": [0.5, 0.8],
         "voting.split_min_distance": [1.0, 0.4],
     },
+    "rejected": {  # which rejected crops count against max_rejected_share (issue 25: far, blurred faces)
+        "voting.rejected_min_face_frac": [0.0, 0.5, 0.7, 0.85, 1.0],
+        "voting.max_rejected_share": [0.5, 0.7],
+    },
     "wide": {  # around the pass marks of face-gate.md (0.6 / 0.5) and the voting rules before person-level tuning
         "faces.gate_min_score": [0.0, 0.3, 0.45, 0.6],
         "faces.usable_min_score": [0.1, 0.2, 0.35, 0.5],

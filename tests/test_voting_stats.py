@@ -83,6 +83,23 @@ def test_track_with_mostly_rejected_crops_is_undecided():
         VotingRules(max_rejected_share=1.5)
 
 
+def test_far_rejections_of_a_person_walking_toward_the_camera_do_not_undecide_their_near_faces():
+    # crowd_toward_camera, track 33: rejected 77 times while deep in the blurred crowd (faces of 20-35 px), then 42
+    # faces of about 50 px, all no mask. The rule counts only rejections at the sizes that voted.
+    far, near = [25.0] * 70 + [50.0] * 7, [50.0] * 42
+    scores, accepted = [0.05] * 119, [False] * 77 + [True] * 42
+    every = VotingRules(rejected_min_face_frac=0.0)  # every rejection counts
+    assert _track_px(TrackLedger("cam", every), 33, scores, accepted, far + near).decision == "undecided"
+    rules = VotingRules()
+    d = _track_px(TrackLedger("cam", rules), 33, scores, accepted, far + near)
+    assert (d.decision, d.faces_rejected) == ("no_mask", 77)
+    # A back of a head rejected at the size of the faces that voted still undecides the track.
+    back = _track_px(TrackLedger("cam", rules), 5, [0.03] * 14, [False] * 9 + [True] * 5, [40.0] * 14)
+    assert back.decision == "undecided"
+    with pytest.raises(ValueError, match="rejected_min_face_frac"):
+        VotingRules(rejected_min_face_frac=1.5)
+
+
 def test_short_tracks_are_dropped_and_unknown_scores_raise():
     ledger = TrackLedger("cam", VotingRules(min_frames_tracked=3))
     ledger.observe([1], 0, 0)
