@@ -289,7 +289,8 @@ def person_scaled_voting_distance(
 
     def distance(detection: Any, tracked_object: Any) -> float:
         hist_gate = gate is None and appearance_gate < 1.0 and detection.embedding is not None
-        if hist_gate and _embeddings_of(tracked_object) and appearance_distance(detection, tracked_object) > appearance_gate:
+        if hist_gate and _embeddings_of(tracked_object) and (
+                appearance_distance(detection, tracked_object) > appearance_gate):
             return 1.0
         radius = height_frac * max(detection.data.height_px, 1.0)
         d = np.linalg.norm(detection.points - tracked_object.estimate, axis=1)
