@@ -130,7 +130,6 @@ GRIDS = {
         "reid_model": [None],
         "reid_hit_counter_max": [0, 30, 60, 120],
         "reid_distance_threshold": [0.2, 0.3, 0.4],
-        "appearance_gate": [1.0, 0.6],
     },
     "default": {"conf": [0.15]},
     "reid-net": {  # re-identification on pipeline.reid's network embeddings (needs the frames: --frames)
@@ -141,7 +140,7 @@ GRIDS = {
     },
     "gate-net": {  # the appearance gate on pipeline.reid's network embeddings (needs the frames: --frames)
         "conf": [0.15],
-        "appearance_gate": [1.0, 0.7, 0.6, 0.5],
+        "appearance_gate": [1.0, 0.8, 0.75, 0.7, 0.6, 0.5],
         "appearance_every": [5, 10],
     },
     "idf1": {  # around the defaults, for identity (IDF1) with keypoint NMS
@@ -156,7 +155,6 @@ GRIDS = {
         "reid_hit_counter_max": [0, 20, 40],
         "reid_distance_threshold": [0.1, 0.15],
         "reid_max_move_frac": [0.05, 0.1],
-        "appearance_gate": [1.0, 0.8, 0.9],
     },
     "fine": {
         "conf": [0.15, 0.2, 0.25],

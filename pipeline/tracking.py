@@ -114,10 +114,16 @@ class TrackerParams:
             at 1 frame, threshold 0.3). 0 missed a man who left crowd_toward_camera with his box 0.8 px from the edge:
             a partial detection of someone else took his id (and voted for him) 100 frames later.
         appearance_gate: A detection whose appearance is further than this from a track's is not matched to it,
-            however close its keypoints (a track passing to a neighbour). With ``reid_model``: the cosine distance
-            (0-1) of the network's embedding to the track's last ``GATE_REFERENCES`` checked ones, checked when the
-            track missed a frame and at least every ``appearance_every`` frames (:class:`AppearanceGate`); without:
-            the Bhattacharyya distance of torso histograms to its recent ones, every frame. 1 turns the gate off.
+            however close its keypoints (a track passing to a neighbour): the cosine distance (0-1) of the
+            re-identification network's embedding to the track's last ``GATE_REFERENCES`` checked ones, checked when
+            the track missed a frame and at least every ``appearance_every`` frames (:class:`AppearanceGate`). 1, or
+            no ``reid_model``, turns the gate off.
+            Default 0.75 (with the network): on PETS09 S2L1 (``bench/tune_tracking.py --frames --grid gate-net``)
+            0.6-0.8 kept MOTA 0.855-0.858 and IDF1 0.925-0.927, 0.5 lowered IDF1 to 0.867-0.888; between 0.6 and
+            0.75 on the labelled videos (``bench/decisions.py``), 0.6 split people who turned around (office_2: 2
+            tracks for 1) and 0.75 took crowd_toward_camera from 1.45 to 1.32 tracks per person, the other videos
+            as without (docs/validation.md). A gate on torso histograms lowered IDF1 on PETS09 at every setting
+            tried (0.727-0.888) and was removed.
         appearance_every: With ``reid_model``: a track's match is checked against its appearance at least every this
             many source frames (and always after a missed frame); each check costs one network call per person.
 
@@ -148,7 +154,7 @@ class TrackerParams:
     reid_distance_threshold: float = 0.35
     reid_max_move_frac: float = 0.25
     reid_exit_margin_frac: float = 0.02
-    appearance_gate: float = 1.0
+    appearance_gate: float = 0.75
     appearance_every: int = 10
 
     def __post_init__(self) -> None:
@@ -274,7 +280,7 @@ def reid_distance(max_move_px: float, frame_wh: tuple[int, int] = (0, 0), exit_m
 
 
 def person_scaled_voting_distance(
-    height_frac: float, detection_threshold: float, appearance_gate: float = 1.0, gate: AppearanceGate | None = None,
+    height_frac: float, detection_threshold: float, gate: AppearanceGate | None = None,
 ) -> Callable[[Any, Any], float]:
     """norfair's keypoint-voting distance with the match radius scaled to the person.
 
@@ -282,16 +288,10 @@ def person_scaled_voting_distance(
     matches when both the detection's and the track's last scores exceed ``detection_threshold`` and it lies
     closer than the radius to the track's estimate), but the radius is ``height_frac`` x the detection's person
     height in pixels (``Detection.data.height_px``), so near and far people in one frame are matched alike. A
-    detection that would match but that ``gate`` refuses (:meth:`AppearanceGate.refuses`) does not (distance 1);
-    without ``gate`` and with ``appearance_gate`` < 1, neither does one whose torso histogram is further than that
-    from every recent one of the track.
+    detection that would match but that ``gate`` refuses (:meth:`AppearanceGate.refuses`) does not (distance 1).
     """
 
     def distance(detection: Any, tracked_object: Any) -> float:
-        hist_gate = gate is None and appearance_gate < 1.0 and detection.embedding is not None
-        if hist_gate and _embeddings_of(tracked_object) and (
-                appearance_distance(detection, tracked_object) > appearance_gate):
-            return 1.0
         radius = height_frac * max(detection.data.height_px, 1.0)
         d = np.linalg.norm(detection.points - tracked_object.estimate, axis=1)
         ok = (d < radius) & (detection.scores > detection_threshold)
@@ -502,8 +502,7 @@ class CameraTracker:
         self.gate = (AppearanceGate(p.appearance_gate, p.appearance_every)
                      if self.reid_net is not None and p.appearance_gate < 1.0 else None)
         if p.distance == "keypoints_voting_height":
-            distance = person_scaled_voting_distance(p.keypoint_height_frac, p.detection_threshold, p.appearance_gate,
-                                                     self.gate)
+            distance = person_scaled_voting_distance(p.keypoint_height_frac, p.detection_threshold, self.gate)
             threshold = p.distance_threshold
         elif p.distance == "keypoints_voting":
             distance = create_keypoints_voting_distance(p.keypoint_dist_frac * side, p.detection_threshold)
@@ -522,9 +521,9 @@ class CameraTracker:
             reid_distance_threshold=p.reid_distance_threshold,
             reid_hit_counter_max=p.reid_hit_counter_max or None,
         )
-        # Torso embeddings are computed when the appearance gate or re-identification without a network use them, or
-        # when the host asks (the ledger cuts tracks that followed two people).
-        self.embed = self.reid_net is None and (p.reid_hit_counter_max > 0 or p.appearance_gate < 1.0)
+        # Torso embeddings are computed when re-identification without a network uses them, or when the host asks
+        # (the ledger cuts tracks that followed two people).
+        self.embed = self.reid_net is None and p.reid_hit_counter_max > 0
         # Torso embedding per row of the last step (None in a row: torso not seen); None when none are computed.
         self.last_embeddings: list[FloatArray | None] | None = None
         self._tracker = self._new_tracker()

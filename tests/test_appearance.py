@@ -85,17 +85,6 @@ def test_reid_gives_a_returning_person_their_id_back(colour_after, reid, same_id
     assert (first == last) is same_id
 
 
-def test_appearance_gate_keeps_a_track_from_passing_to_a_differently_dressed_neighbour():
-    # One person leaves at frame 10 as another, dressed differently, steps into the same spot.
-    frames = [(f, person(200, 200)[None], frame_with([(200, 200, RED if f < 10 else BLUE)], noise_seed=f))
-              for f in range(20)]
-    gated = _run(frames, TrackerParams(initialization_delay=1, appearance_gate=0.6, reid_model=None))
-    plain = _run(frames, TrackerParams(initialization_delay=1, reid_model=None))
-    assert plain[2] == plain[-1]  # without the gate one track carries on with the second person
-    assert gated[2][0] != gated[-1][0]
-    assert gated[-1][0] != -1
-
-
 def test_a_track_that_followed_two_people_is_cut_and_each_part_decided():
     from pipeline.voting import TrackLedger, VotingRules
 
