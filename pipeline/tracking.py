@@ -118,7 +118,9 @@ class TrackerParams:
             re-identification network's embedding to the track's last ``GATE_REFERENCES`` checked ones, checked when
             the track missed a frame and at least every ``appearance_every`` frames (:class:`AppearanceGate`). 1, or
             no ``reid_model``, turns the gate off.
-            Default 0.75 (with the network): on PETS09 S2L1 (``bench/tune_tracking.py --frames --grid gate-net``)
+            Off by default: with 0.75 on, tests/test_multinode.py's head camera (PETS09 at 1280 px, three cameras on
+            two cores) stopped publishing before the node loss, in CI and here (not yet understood). Measured at 0.75
+            (with the network): on PETS09 S2L1 (``bench/tune_tracking.py --frames --grid gate-net``)
             0.6-0.8 kept MOTA 0.855-0.858 and IDF1 0.925-0.927, 0.5 lowered IDF1 to 0.867-0.888; between 0.6 and
             0.75 on the labelled videos (``bench/decisions.py``), 0.6 split people who turned around (office_2: 2
             tracks for 1) and 0.75 took crowd_toward_camera from 1.45 to 1.32 tracks per person, the other videos
@@ -154,7 +156,7 @@ class TrackerParams:
     reid_distance_threshold: float = 0.35
     reid_max_move_frac: float = 0.25
     reid_exit_margin_frac: float = 0.02
-    appearance_gate: float = 0.75
+    appearance_gate: float = 1.0
     appearance_every: int = 10
 
     def __post_init__(self) -> None:
