@@ -357,8 +357,8 @@ class AppearanceGate:
             det = obj.last_detection
             if det.data.frame_idx != self.frame_idx or det.data.crop is None:
                 continue
-            if key not in self._refs or self.frame_idx - self._checked.get(key, -self.every) >= self.every or (
-                    det.data.crop.has_embedding()):
+            # A due check computed the embedding (refuses); a track's first match gives its first reference.
+            if key not in self._refs or det.data.crop.has_embedding():
                 refs = self._refs.setdefault(key, [])
                 refs.append(det.data.crop.embedding())
                 del refs[:-self.GATE_REFERENCES]
