@@ -104,17 +104,20 @@ def main() -> int:
             ray.get(filler.ready.remote(), timeout=60)
 
             cameras = ["node-a", "node-b"]
-            # This scenario is about failover, and its deadlines were measured with ONNX Runtime's own spinning
-            # threads, which run a file at 1280 px about 1.6x faster on two idle cores than one thread per CPU of
-            # the actor (the default, which leaves CPU to a fleet's decoders): keep them here.
+            # The sessions keep their default threads (one per CPU of the actor, spinning off). With ONNX Runtime's
+            # own (threads 0: as many as cores, spinning), three pose actors on a 2-core AMD EPYC machine fought so
+            # hard that the head's camera fell from about 3 frames/s to one frame in 26 s, 30 s before the node loss,
+            # and never published again in time. 640-px pose input: this scenario is about failover, not detection,
+            # and three pipelines at 1280 px on two cores took 10 min to finish the video.
             config = args.work / "config.yaml"
             # 2-s statistics windows: the waits below read the cameras' progress from their records, and with the
             # default 60-s windows (aligned to the wall clock) the first record may hold fewer than 40 frames and the
             # next one come minutes later on a busy machine.
             # Relative source paths: the run's working directory is the data folder.
-            config.write_text("pose: {threads: 0}\nstats: {window_s: 2}\n"
+            config.write_text("stats: {window_s: 2}\n"
                               "capture: {cameras_per_actor: 1}\nfleet: {cameras_per_node: 1, watch_poll_s: 1}\n"
-                              "cameras:\n" + "".join(f"  - {{camera_id: {c}, source: {VIDEO}}}\n" for c in cameras))
+                              "cameras:\n" + "".join(f"  - {{camera_id: {c}, source: {VIDEO}, pose_input_px: 640}}\n"
+                                                     for c in cameras))
             cmd = [sys.executable, "-m", "maskwatch.cli", "run", "--address", f"127.0.0.1:{GCS_PORT}",
                    "--kafka-bootstrap", bootstrap, "--target-fps", "5", "--config", str(config), "--json"]
             # No RAY_AUTH_MODE for the run: it finds the head's token (~/.ray/auth_token) and sets the mode itself.
@@ -151,9 +154,10 @@ def main() -> int:
             assert set(placement) == set(cameras), (placement, listed.stderr[-3000:])
             worker_id = next(n["NodeID"] for n in ray.nodes() if n["Alive"] and n["NodeID"] != head_id)
             # A third camera added through the config file; the worker node is lost while it is being started.
-            added = subprocess.run([sys.executable, "-m", "maskwatch.cli", "cameras", "add", ADDED, VIDEO, "--config",
-                                    str(config), "--address", f"127.0.0.1:{GCS_PORT}"], cwd=args.data, env=run_env,
-                                   capture_output=True, text=True, timeout=120)
+            added = subprocess.run([sys.executable, "-m", "maskwatch.cli", "cameras", "add", ADDED, VIDEO, "--set",
+                                    "pose_input_px=640", "--config", str(config), "--address",
+                                    f"127.0.0.1:{GCS_PORT}"], cwd=args.data, env=run_env, capture_output=True,
+                                   text=True, timeout=120)
             assert added.returncode == 0, added.stderr[-3000:]
             before = {c: s[-1].frames_processed for c, s in stats().items() if s}
             raylets = [pid for pid, name in descendants(worker.pid) if name == "raylet"]
