@@ -68,6 +68,10 @@ GRIDS: dict[str, dict[str, list[Any]]] = {
         "voting.rejected_min_face_frac": [0.0, 0.5, 0.7, 0.85, 1.0],
         "voting.max_rejected_share": [0.5, 0.7],
     },
+    "counted": {  # how short a track may be and still count as a person (issue 25: fragments counted twice)
+        "voting.min_frames_tracked": [3, 4, 5, 6, 8],
+        "voting.min_votes": [2, 3],
+    },
     "wide": {  # around the pass marks of face-gate.md (0.6 / 0.5) and the voting rules before person-level tuning
         "faces.gate_min_score": [0.0, 0.3, 0.45, 0.6],
         "faces.usable_min_score": [0.1, 0.2, 0.35, 0.5],
@@ -202,13 +206,14 @@ def settings(grid: dict[str, list[Any]]) -> list[dict[str, Any]]:
     return out
 
 
-def score(results: list[VideoResult], max_wrong: float) -> tuple[float, float]:
-    """The choice's order on a fold: coverage if wrong decisions stay within ``max_wrong`` of decided people."""
+def score(results: list[VideoResult], max_wrong: float) -> tuple[float, float, float]:
+    """The choice's order on a fold: coverage if wrong decisions stay within ``max_wrong`` of decided people; then
+    fewer wrong decisions; then fewer tracks per person (each person counted once)."""
     p = pooled(results)
     decided = max(p.people_decided, 1)
     wrong = p.wrong
     ok = wrong / decided <= max_wrong
-    return (p.coverage or 0.0) if ok else -1.0, -wrong
+    return (p.coverage or 0.0) if ok else -1.0, -wrong, -(p.tracks_per_person or 0.0)
 
 
 def main() -> int:

@@ -79,7 +79,7 @@ def test_metrics_on_a_hand_checked_case():
     assert m.idf1 == pytest.approx(0.75)
     assert (m.precision, m.recall) == pytest.approx((7 / 8, 7 / 8))
     assert (m.gt_ids, m.distinct_track_ids, m.mostly_tracked) == (2, 4, 1)  # B tracked 3/4 < 80%
-    assert m.counted_track_ids == 1  # only id 7 has >= 3 boxes
+    assert m.counted_track_ids == 1  # only id 7 has >= 4 boxes (voting.min_frames_tracked)
     assert evaluate_tracks(TRACKS, GT, min_track_frames=2).counted_track_ids == 2
 
 

@@ -75,8 +75,8 @@ def test_camera_statistics_carry_the_corrected_fraction():
     ledger, w = TrackLedger("cam"), CameraWindows("cam", 60, validation)
     t = 1_700_000_000 * 10**9
     for tid in range(1, 101):
-        for f in range(3):
-            ledger.observe([tid], f + 3 * tid, t)
+        for f in range(ledger.rules.min_frames_tracked):
+            ledger.observe([tid], f + 10 * tid, t)
         ledger.add_scores([tid] * 3, [0.9 if tid <= 30 else 0.1] * 3)
         w.add(ledger.end({tid}), t)
     s = w.close(t)

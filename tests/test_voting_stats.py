@@ -5,6 +5,8 @@ from pipeline.stats import FACE_PX_MAX, CameraWindows, FaceHeights, wilson_inter
 from pipeline.voting import TrackLedger, VotingRules, decide
 from schemas.messages import PersonDecision
 
+COUNTED = VotingRules().min_frames_tracked  # frames a track needs to count as a person
+
 COVERAGE_FIELDS = {f"{p}{f}" for p in ("", "total_")
                    for f in ("people_with_face", "decided", "coverage", "face_px_median", "low_coverage")}
 
@@ -34,7 +36,7 @@ def test_scores_between_thresholds_do_not_vote():
 
 
 def _track(ledger, tid, scores, accepted=None):
-    for i in range(max(3, len(scores))):
+    for i in range(max(COUNTED, len(scores))):
         ledger.observe([tid], i, i * 100_000_000)
     ledger.add_scores([tid] * len(scores), scores, accepted)
     (d,) = ledger.end({tid})
@@ -133,9 +135,8 @@ def test_wilson_interval_edge_cases():
 
 
 def _decision(ledger, tid, score):
-    ledger.observe([tid], 0, 0)
-    ledger.observe([tid], 1, 0)
-    ledger.observe([tid], 2, 0)
+    for i in range(COUNTED):
+        ledger.observe([tid], i, 0)
     ledger.add_scores([tid] * 3, [score] * 3)
     return ledger.end({tid})
 
@@ -238,7 +239,7 @@ def test_a_persons_face_height_is_the_median_of_its_accepted_crops():
 
 
 def _track_px(ledger, tid, scores, accepted, px):
-    for i in range(3):
+    for i in range(COUNTED):
         ledger.observe([tid], i, i * 100_000_000)
     ledger.add_scores([tid] * len(scores), scores, accepted, px)
     (d,) = ledger.end({tid})
@@ -253,7 +254,7 @@ def test_the_camera_pipeline_takes_the_faces_heights_from_the_head_boxes():
     tracked = TrackedFrame(Poses.empty("cam", 0, 0), heads, np.array([2, 0], np.int64), np.zeros((2, 4), np.float32))
     assert tracked.classify_face_px == [40.0, 12.0]
     cam = CameraPipeline("cam", (640, 360), 1.6)
-    for i in range(3):
+    for i in range(COUNTED):
         cam.ledger.observe([1, 2], i, i)
     # mask, face and usable-face scores: track 2's second crop fails the face gate
     scores = np.array([[0.9, 0.9, 0.9], [0.9, 0.9, 0.9], [0.1, 0.9, 0.9], [0.1, 0.1, 0.9]], np.float32)

@@ -18,6 +18,9 @@ import numpy as np
 import numpy.typing as npt
 
 from pipeline.mot import read_mot
+from pipeline.voting import VotingRules
+
+COUNTED_MIN_FRAMES = VotingRules().min_frames_tracked  # a track counts as a person from this many boxes
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,7 +84,8 @@ class TrackingMetrics:
 
 
 def evaluate_tracks(
-    tracks: npt.NDArray[np.float64], gt: npt.NDArray[np.float64], min_iou: float = 0.5, min_track_frames: int = 3
+    tracks: npt.NDArray[np.float64], gt: npt.NDArray[np.float64], min_iou: float = 0.5,
+    min_track_frames: int = COUNTED_MIN_FRAMES,
 ) -> TrackingMetrics:
     """Compare tracks with ground truth, frame by frame.
 
@@ -143,7 +147,8 @@ def evaluate_tracks(
 
 
 def evaluate_files(
-    tracks_path: str | Path, gt_path: str | Path, min_iou: float = 0.5, min_track_frames: int = 3
+    tracks_path: str | Path, gt_path: str | Path, min_iou: float = 0.5,
+    min_track_frames: int = COUNTED_MIN_FRAMES,
 ) -> TrackingMetrics:
     """:func:`evaluate_tracks` on two MOTChallenge files (errors name the file and line)."""
     return evaluate_tracks(read_mot(tracks_path), read_mot(gt_path), min_iou, min_track_frames)
