@@ -38,6 +38,8 @@ os.environ.setdefault("OPENCV_LOG_LEVEL", "ERROR")
 from maskwatch.evaluation.people import VideoResult, evaluate_video, format_table, pooled, read_labels
 from pipeline.config import Config, apply_overrides, load_config, parse_config
 from pipeline.mot import read_mot
+from pipeline.reid import direction_distance
+from pipeline.tracking import gated_by_network
 from pipeline.voting import TrackLedger, VotingRules
 
 CACHE = Path.home() / ".cache" / "maskwatch" / "bench" / "revote"
@@ -71,6 +73,10 @@ GRIDS: dict[str, dict[str, list[Any]]] = {
     "counted": {  # how short a track may be and still count as a person (issue 25: fragments counted twice)
         "voting.min_frames_tracked": [3, 4, 5, 6, 8],
         "voting.min_votes": [2, 3],
+    },
+    "split": {  # cutting a track at an appearance switch (with --set tracking.appearance_gate=0.75: the network's)
+        "voting.split_min_distance": [1.0, 0.5, 0.4, 0.3, 0.2],
+        "voting.split_min_part": [2, 3, 5],
     },
     "wide": {  # around the pass marks of face-gate.md (0.6 / 0.5) and the voting rules before person-level tuning
         "faces.gate_min_score": [0.0, 0.3, 0.45, 0.6],
@@ -182,9 +188,11 @@ def record(name: str, cfg: Config) -> Path:
     return path
 
 
-def replay(events: list[tuple], name: str, gate_min: float, usable_min: float, rules: VotingRules) -> list[dict]:
-    """The decisions of a recording under other gate pass marks and voting rules (as dicts)."""
-    ledger = TrackLedger(name, rules)
+def replay(events: list[tuple], name: str, gate_min: float, usable_min: float, rules: VotingRules,
+           embedding_distance: Any = None) -> list[dict]:
+    """The decisions of a recording under other gate pass marks and voting rules (as dicts); ``embedding_distance``
+    compares the recorded embeddings (:meth:`pipeline.tracking.CameraTracker.emit_embeddings`)."""
+    ledger = TrackLedger(name, rules, embedding_distance)
     for ev in events:
         if ev[0] == "seen":
             ledger.observe(ev[1], ev[2], ev[3], ev[4])
@@ -233,6 +241,8 @@ def main() -> int:
     recs = {n: pickle.loads((record(n, cfg) / "events.pkl").read_bytes()) for n in names}
     tracks = {n: read_mot(record(n, cfg) / "tracks.txt") for n in names}
     labels = {n: read_labels(LABELS / f"{n}.csv") for n in names}
+    # The recorded embeddings: the re-identification network's where the appearance gate computed them.
+    distance = direction_distance if gated_by_network(cfg.tracking) else None
 
     def run(s: dict[str, Any]) -> list[VideoResult]:
         faces = {k.split(".", 1)[1]: v for k, v in s.items() if k.startswith("faces.")}
@@ -240,7 +250,8 @@ def main() -> int:
         rules = replace(cfg.voting, **voting)
         gate = faces.get("gate_min_score", cfg.faces.gate_min_score)
         usable = faces.get("usable_min_score", cfg.faces.usable_min_score)
-        return [evaluate_video(labels[n], tracks[n], replay(recs[n], n, gate, usable, rules)) for n in names]
+        return [evaluate_video(labels[n], tracks[n], replay(recs[n], n, gate, usable, rules, distance))
+                for n in names]
 
     grid = settings(GRIDS[args.grid])
     results = {i: run(s) for i, s in enumerate(grid)}

@@ -10,6 +10,8 @@ Bhattacharyya distance (0 = the same colours, 1 = none in common), OpenCV's ``HI
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import cv2
 import numpy as np
 import numpy.typing as npt
@@ -90,7 +92,8 @@ def histogram_distance(a: npt.NDArray[np.float32] | None, b: npt.NDArray[np.floa
 
 
 def find_switch(
-    embeddings: list[npt.NDArray[np.float32]], min_part: int = 3, min_distance: float = 0.4
+    embeddings: list[npt.NDArray[np.float32]], min_part: int = 3, min_distance: float = 0.4,
+    distance: Callable[[npt.NDArray[np.float32], npt.NDArray[np.float32]], float] | None = None,
 ) -> int | None:
     """Where a track's appearance changes from one person to another, if it does.
 
@@ -101,9 +104,12 @@ def find_switch(
     person to the next; it does not alternate).
 
     Args:
-        embeddings: The track's torso embeddings in frame order (frames without one left out).
+        embeddings: The track's embeddings in frame order (frames without one left out): torso histograms, or
+            the re-identification network's (:mod:`pipeline.reid`).
         min_part: Fewest embeddings on each side of a switch.
-        min_distance: Smallest Bhattacharyya distance of the two parts' mean histograms.
+        min_distance: Smallest distance of the two parts' means.
+        distance: Distance of two embeddings or means of them, 0-1 (None: :func:`histogram_distance`, for torso
+            histograms; :func:`pipeline.reid.direction_distance` for the network's).
 
     Returns:
         The index of the first embedding of the second person, or None.
@@ -111,17 +117,17 @@ def find_switch(
     n = len(embeddings)
     if n < 2 * min_part:
         return None
+    dist = distance or histogram_distance
     e = np.asarray(embeddings, np.float32)
     csum = np.cumsum(e, axis=0)
     best, best_k = 0.0, None
     for k in range(min_part, n - min_part + 1):
         left, right = csum[k - 1] / k, (csum[-1] - csum[k - 1]) / (n - k)
-        d = histogram_distance(left, right)
+        d = dist(left, right)
         if d > best:
             best, best_k = d, k
     if best_k is None or best < min_distance:
         return None
     left, right = e[:best_k].mean(axis=0), e[best_k:].mean(axis=0)
-    spread = max(np.mean([histogram_distance(x, left) for x in e[:best_k]]),
-                 np.mean([histogram_distance(x, right) for x in e[best_k:]]))
+    spread = max(np.mean([dist(x, left) for x in e[:best_k]]), np.mean([dist(x, right) for x in e[best_k:]]))
     return best_k if best > 2.0 * spread else None

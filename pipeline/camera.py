@@ -98,7 +98,8 @@ class CameraPipeline:
         self.faces = faces or FaceRules()
         self.tracker = CameraTracker(frame_wh, tracker)
         self.ledger = TrackLedger(camera_id, voting)
-        self.tracker.embed |= self.ledger.rules.splits  # cutting tracks in two needs the torso embeddings
+        if self.ledger.rules.splits:  # cutting tracks in two needs their embeddings
+            self.ledger.embedding_distance = self.tracker.emit_embeddings()
         self.windows = CameraWindows(camera_id, window_s, validation, district, min_coverage, counters)
         self.counters = self.windows.counters
         self.pose_latency_s: float | None = None  # decode to pose result of the latest frame (metrics), seconds

@@ -131,6 +131,16 @@ def cosine_distance(a: npt.NDArray[np.float32] | None, b: npt.NDArray[np.float32
     return float(min(1.0, max(0.0, 1.0 - float(np.dot(a, b)))))
 
 
+def direction_distance(a: npt.NDArray[np.float32], b: npt.NDArray[np.float32]) -> float:
+    """``1 - cos`` of the angle between two vectors of any length, clipped to [0, 1]: for means of unit-length
+    embeddings (:func:`pipeline.appearance.find_switch` compares the means of a track's two parts); 1 when either is
+    zero."""
+    na, nb = float(np.linalg.norm(a)), float(np.linalg.norm(b))
+    if na == 0.0 or nb == 0.0:
+        return 1.0
+    return float(min(1.0, max(0.0, 1.0 - float(np.dot(a, b)) / (na * nb))))
+
+
 @functools.lru_cache(maxsize=4)
 def load_reid_net(model_xml: Path | str = REID_MODEL) -> ReidNet:
     """One :class:`ReidNet` per model file and process, shared by its cameras."""

@@ -49,7 +49,7 @@ from norfair.camera_motion import CoordinatesTransformation, MotionEstimator
 from norfair.distances import create_keypoints_voting_distance
 
 from pipeline.appearance import histogram_distance, torso_embeddings
-from pipeline.reid import REID_MODEL, ReidNet, cosine_distance, load_reid_net, person_crop
+from pipeline.reid import REID_MODEL, ReidNet, cosine_distance, direction_distance, load_reid_net, person_crop
 from schemas.pose import NO_TRACK
 
 FloatArray = npt.NDArray[np.float32]
@@ -117,15 +117,17 @@ class TrackerParams:
             however close its keypoints (a track passing to a neighbour): the cosine distance (0-1) of the
             re-identification network's embedding to the track's last ``GATE_REFERENCES`` checked ones, checked when
             the track missed a frame and at least every ``appearance_every`` frames (:class:`AppearanceGate`). 1, or
-            no ``reid_model``, turns the gate off.
-            Off by default for now: tests/test_multinode.py failed with it on, and then failed the same way without
-            it on a slower host (docs/validation.md); to be turned on once that is settled. Measured at 0.75
-            (with the network): on PETS09 S2L1 (``bench/tune_tracking.py --frames --grid gate-net``)
-            0.6-0.8 kept MOTA 0.855-0.858 and IDF1 0.925-0.927, 0.5 lowered IDF1 to 0.867-0.888; between 0.6 and
-            0.75 on the labelled videos (``bench/decisions.py``), 0.6 split people who turned around (office_2: 2
-            tracks for 1) and 0.75 took crowd_toward_camera from 1.45 to 1.32 tracks per person, the other videos
-            as without (docs/validation.md). A gate on torso histograms lowered IDF1 on PETS09 at every setting
-            tried (0.727-0.888) and was removed.
+            no ``reid_model``, turns the gate off. Default 0.75: with ``voting.min_frames_tracked`` 4, pooled
+            tracks per person on the 13 labelled videos 1.15 -> 1.13 and people found 107 -> 109, decisions the
+            same (``bench/revote.py --grid counted --set tracking.appearance_gate=0.75``; held out by video 1.14 ->
+            1.12). It costs the network's calls: a check per matched person every ``appearance_every`` frames.
+            (It was off for a while: tests/test_multinode.py failed with it on, and then without it too; the cause
+            was that test's spinning inference threads.) Measured at 0.75: on PETS09 S2L1
+            (``bench/tune_tracking.py --frames --grid gate-net``) 0.6-0.8 kept MOTA 0.855-0.858 and IDF1 0.925-0.927,
+            0.5 lowered IDF1 to 0.867-0.888; between 0.6 and 0.75 on the labelled videos (``bench/decisions.py``), 0.6
+            split people who turned around (office_2: 2 tracks for 1) and 0.75 took crowd_toward_camera from 1.45 to
+            1.32 tracks per person, the other videos as without (docs/validation.md). A gate on torso histograms lowered
+            IDF1 on PETS09 at every setting tried (0.727-0.888) and was removed.
         appearance_every: With ``reid_model``: a track's match is checked against its appearance at least every this
             many source frames (and always after a missed frame); each check costs one network call per person.
 
@@ -156,7 +158,7 @@ class TrackerParams:
     reid_distance_threshold: float = 0.35
     reid_max_move_frac: float = 0.25
     reid_exit_margin_frac: float = 0.02
-    appearance_gate: float = 1.0
+    appearance_gate: float = 0.75
     appearance_every: int = 10
 
     def __post_init__(self) -> None:
@@ -485,6 +487,13 @@ class ShotCuts:
         return cut
 
 
+def gated_by_network(p: TrackerParams) -> bool:
+    """Whether a tracker of these settings checks its matches with the re-identification network
+    (:class:`AppearanceGate`), which then also gives the embeddings that cut tracks in two
+    (:meth:`CameraTracker.emit_embeddings`)."""
+    return p.reid_model is not None and p.appearance_gate < 1.0
+
+
 class CameraTracker:
     """Tracks the people of one camera across frames.
 
@@ -501,8 +510,7 @@ class CameraTracker:
         side = float(max(frame_wh))
         use_net = p.reid_model is not None and (p.reid_hit_counter_max > 0 or p.appearance_gate < 1.0)
         self.reid_net = load_reid_net(p.reid_model) if use_net else None
-        self.gate = (AppearanceGate(p.appearance_gate, p.appearance_every)
-                     if self.reid_net is not None and p.appearance_gate < 1.0 else None)
+        self.gate = AppearanceGate(p.appearance_gate, p.appearance_every) if gated_by_network(p) else None
         if p.distance == "keypoints_voting_height":
             distance = person_scaled_voting_distance(p.keypoint_height_frac, p.detection_threshold, self.gate)
             threshold = p.distance_threshold
@@ -524,9 +532,10 @@ class CameraTracker:
             reid_hit_counter_max=p.reid_hit_counter_max or None,
         )
         # Torso embeddings are computed when re-identification without a network uses them, or when the host asks
-        # (the ledger cuts tracks that followed two people).
+        # for embeddings without the gate (emit_embeddings).
         self.embed = self.reid_net is None and p.reid_hit_counter_max > 0
-        # Torso embedding per row of the last step (None in a row: torso not seen); None when none are computed.
+        self._net_embeddings = False  # emit_embeddings with the gate: the network's embeddings of the last step
+        # Embedding per row of the last step (None in a row: none computed); None when none are computed.
         self.last_embeddings: list[FloatArray | None] | None = None
         self._tracker = self._new_tracker()
         self._id_offset = 0  # ids of trackers before the last cut, so that ids keep increasing
@@ -534,6 +543,19 @@ class CameraTracker:
         self.motion = CameraMotion(frame_wh, p.camera_motion, p.motion_px, p.moving_frac)
         self.cuts = ShotCuts(p.cut_distance, p.cut_ratio) if p.cut_distance < 1.0 else None
         self.cuts_seen = 0
+
+    def emit_embeddings(self) -> Callable[[FloatArray, FloatArray], float]:
+        """From now on, :attr:`last_embeddings` holds an embedding per row of each step, for cutting tracks that
+        followed two people (:class:`pipeline.voting.TrackLedger`); returns the distance that compares them (and
+        means of them). With the appearance gate these are the re-identification network's embeddings it computed
+        (a matched track's at least every ``appearance_every`` frames; no extra network call) and
+        :func:`pipeline.reid.direction_distance`; else torso colour histograms of every person and
+        :func:`pipeline.appearance.histogram_distance`."""
+        if self.gate is not None:
+            self._net_embeddings = True
+            return direction_distance
+        self.embed = True
+        return histogram_distance
 
     def _cut(self) -> None:
         """A new shot: every track ends; the next ids continue after the highest one given so far."""
@@ -589,6 +611,9 @@ class CameraTracker:
         tracked = self._tracker.update(detections=dets, period=period, coord_transformations=transform)
         if self.gate is not None:
             self.gate.remember(self._tracker.tracked_objects)
+        if self._net_embeddings:
+            self.last_embeddings = [d.data.crop.embedding() if d.data.crop is not None and d.data.crop.has_embedding()
+                                    else None for d in dets]
         row_of = {id(d): i for i, d in enumerate(dets)}  # coasting tracks keep an older detection
         track_id = np.full(len(dets), NO_TRACK, np.int64)
         for obj in tracked:

@@ -21,7 +21,7 @@ Two additions of our own for what the pipeline sees on real crowds:
 from __future__ import annotations
 
 import statistics
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -29,6 +29,8 @@ import numpy.typing as npt
 
 from pipeline.appearance import find_switch
 from schemas.messages import Decision, EndedBy, PersonDecision
+
+FloatArray = npt.NDArray[np.float32]
 
 MAX_EMBEDDINGS = 512
 """Torso embeddings kept per track for finding a switch; beyond this every other one is dropped."""
@@ -60,11 +62,12 @@ class VotingRules:
             ``bench/revote.py --grid rejected --max-wrong 0`` (0, 0.5, 0.7, 0.85, 1 x share 0.5, 0.7): on the 13
             labelled videos coverage 0.47 -> 0.52, no wrong decision; cross-validated by video, 0.53 with one
             decision on a back of a head (docs/validation.md).
-        split_min_distance: A track whose torso colours fall into two groups, one after the other, further apart
-            than this (Bhattacharyya distance of their mean histograms, 0-1; :func:`pipeline.appearance.find_switch`)
-            followed two people: it is cut in two at the switch and each part is decided on its own votes. 1 turns
-            the cut off.
-        split_min_part: Fewest frames with a torso embedding on each side of such a cut.
+        split_min_distance: A track whose appearance falls into two groups, one after the other, further apart
+            than this (0-1; :func:`pipeline.appearance.find_switch`) followed two people: it is cut in two at the
+            switch and each part is decided on its own votes. The embeddings are the re-identification network's
+            where ``tracking.appearance_gate`` computes them (cosine distance of the parts' means), else torso
+            colour histograms (Bhattacharyya distance). 1 turns the cut off.
+        split_min_part: Fewest frames with an embedding on each side of such a cut.
 
     ``mask_threshold`` 0.6 and ``min_agreement`` 0.6 (and the face rules' pass marks) were chosen on person-level
     results with ``bench/revote.py``: of the settings with no wrong decision on any labelled shared video, the one
@@ -213,11 +216,15 @@ class TrackLedger:
     Args:
         camera_id: Camera.
         rules: Voting thresholds.
+        embedding_distance: How ``rules.splits`` compares the embeddings :meth:`observe` gets, 0-1 (None: torso
+            histograms' Bhattacharyya distance; :func:`pipeline.reid.direction_distance` for the network's).
     """
 
-    def __init__(self, camera_id: str, rules: VotingRules | None = None) -> None:
+    def __init__(self, camera_id: str, rules: VotingRules | None = None,
+                 embedding_distance: Callable[[FloatArray, FloatArray], float] | None = None) -> None:
         self.camera_id = camera_id
         self.rules = rules or VotingRules()
+        self.embedding_distance = embedding_distance
         self._tracks: dict[int, TrackVotes] = {}
         # With rules.splits: per track, what was observed and scored (replayed into two parts at a switch), and its
         # torso embeddings with their frame_idx.
@@ -232,8 +239,9 @@ class TrackLedger:
             track_ids: The tracks.
             frame_idx: The frame.
             capture_time_ns: Its capture time, UTC epoch ns.
-            embeddings: Each track's torso embedding in this frame (:func:`pipeline.appearance.torso_embeddings`;
-                None where not seen), for cutting tracks that followed two people (``rules.splits``).
+            embeddings: Each track's embedding in this frame (a torso histogram of
+                :func:`pipeline.appearance.torso_embeddings` or the re-identification network's; None where not
+                computed), for cutting tracks that followed two people (``rules.splits``).
         """
         for i, tid in enumerate(track_ids):
             tv = self._tracks.get(tid)
@@ -305,7 +313,8 @@ class TrackLedger:
         span and ``decision_id``)."""
         events = self._events.pop(tid, [])
         frames, embs = self._embeddings.pop(tid, ([], []))
-        k = find_switch(embs, self.rules.split_min_part, self.rules.split_min_distance) if self.rules.splits else None
+        k = (find_switch(embs, self.rules.split_min_part, self.rules.split_min_distance, self.embedding_distance)
+             if self.rules.splits else None)
         if k is None:
             return [tv]
         cut = frames[k]

@@ -135,3 +135,42 @@ def test_the_network_gate_keeps_a_track_from_passing_to_another_walker_in_its_pl
     assert ids[1.0][2] == ids[1.0][-1] != -1  # without the gate: one track for both
     assert ids[0.6][2] != ids[0.6][-1] != -1  # with it: the second walker gets a track of their own
     assert len(set(ids[0.6][2:10])) == 1
+
+
+@pytest.mark.slow
+def test_a_track_the_gate_let_pass_to_another_walker_is_cut_there_on_the_networks_embeddings():
+    """Where the gate lets a track pass to someone else (people who look alike to it), the track's network embeddings
+    still fall into two groups: the ledger cuts it at the switch and each walker is decided on their own faces."""
+    import cv2
+
+    from pipeline.reid import direction_distance
+    from pipeline.voting import TrackLedger, VotingRules
+
+    a, b = (cv2.resize(c, (60, 240)) for c in _pets09_people(1, (9, 15)))
+    # A gate that refuses (almost) nothing: the track carries on with the second walker.
+    tracker = CameraTracker((640, 360), TrackerParams(initialization_delay=1, appearance_gate=0.9999,
+                                                       appearance_every=1))
+    distance = tracker.emit_embeddings()
+    assert distance is direction_distance
+    ledger = TrackLedger("cam", VotingRules(split_min_distance=0.3, split_min_part=3), distance)
+    for f in range(20):
+        img = frame_with([], noise_seed=f)
+        img[85:325, 170:230] = a if f < 10 else b
+        ids = tracker.step(f, person(200, 200)[None], None, img)
+        seen = [i for i in range(len(ids)) if ids[i] != -1]
+        ledger.observe([int(ids[i]) for i in seen], f, f * 100_000_000, [tracker.last_embeddings[i] for i in seen])
+        if seen:
+            ledger.add_scores([int(ids[seen[0]])], [0.95 if f < 10 else 0.05], [True], [40.0])
+    first, second = ledger.end()
+    assert first.track_id == second.track_id  # one track, cut in two
+    assert (first.decision, first.last_frame_idx, second.decision, second.first_frame_idx) == ("mask", 9, "no_mask", 10)
+
+
+def test_direction_distance_compares_means_of_unit_embeddings():
+    from pipeline.reid import direction_distance
+
+    x, y = np.array([1.0, 0.0], np.float32), np.array([0.0, 1.0], np.float32)
+    assert direction_distance(3 * x, x) == pytest.approx(0.0)  # length does not matter
+    assert direction_distance(x, y) == pytest.approx(1.0)
+    assert direction_distance((x + y) / 2, x) == pytest.approx(1 - np.sqrt(0.5))
+    assert direction_distance(np.zeros(2, np.float32), x) == 1.0
