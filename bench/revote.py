@@ -75,8 +75,8 @@ GRIDS: dict[str, dict[str, list[Any]]] = {
         "voting.min_votes": [2, 3],
     },
     "split": {  # cutting a track at an appearance switch (with --set tracking.appearance_gate=0.75: the network's)
-        "voting.split_min_distance": [1.0, 0.5, 0.4, 0.3, 0.2],
-        "voting.split_min_part": [2, 3, 5],
+        "voting.split_min_distance": [1.0, 0.7, 0.6, 0.5, 0.4, 0.3],
+        "voting.split_min_part": [2, 3, 5, 8, 12],
     },
     "wide": {  # around the pass marks of face-gate.md (0.6 / 0.5) and the voting rules before person-level tuning
         "faces.gate_min_score": [0.0, 0.3, 0.45, 0.6],
