@@ -131,7 +131,7 @@ class TrackerParams:
         appearance_every: With ``reid_model``: a track's match is checked against its appearance at least every this
             many source frames (and always after a missed frame); each check costs one network call per person.
 
-    The defaults were tuned with ``bench/tune_tracking.py`` on PETS09 S2L1 (MOTA 0.857, IDF1 0.926, 20 ids for 19
+    The defaults were tuned with ``bench/tune_tracking.py`` on PETS09 S2L1 (MOTA 0.858, IDF1 0.927, 19 ids for 19
     people) and checked on the close street videos, where a radius tied to the frame fragments tracks of near
     people. ``camera_motion`` is off by default: on the two hand-held crowd videos ``auto`` over-counted people (40
     vs 32, 14 vs 11; docs/validation.md); on fixed cameras it changes nothing.
