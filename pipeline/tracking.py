@@ -27,6 +27,10 @@ it is compared with (:class:`PersonCrop`), so it costs little. A track whose per
 not a candidate: on PETS09 S2L1 people leave and others enter at the same edges, and re-identifying them merged two
 people (IDF1 0.892 -> 0.867); with the edge rule IDF1 rose to 0.926 (docs/validation.md, "Re-identification").
 
+The opposite failure, a track that passes to the neighbour who steps into its person's place, is what
+:class:`AppearanceGate` stops: the same network checks a track's match after a miss and every ``appearance_every``
+frames, and refuses one that no longer looks like the track (``appearance_gate``, on by default).
+
 Camera-motion compensation is off by default: on the two hand-held crowd videos of ``../shared/data``
 (``queue_hk_masked``, ``queue_dark_masks``), where people fill most of the frame, ``auto`` counted more people than
 ``off`` (docs/validation.md, "Camera motion").
