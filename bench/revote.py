@@ -78,6 +78,10 @@ GRIDS: dict[str, dict[str, list[Any]]] = {
         "voting.split_min_distance": [1.0, 0.7, 0.6, 0.5, 0.4, 0.3],
         "voting.split_min_part": [2, 3, 5, 8, 12],
     },
+    "weight": {  # votes weighted by what a crop is worth (issue 25) instead of counted
+        "voting.vote_weight": ["count", "confidence", "face_px", "face_px_confidence"],
+        "voting.min_agreement": [0.6, 0.67, 0.75],
+    },
     "wide": {  # around the pass marks of face-gate.md (0.6 / 0.5) and the voting rules before person-level tuning
         "faces.gate_min_score": [0.0, 0.3, 0.45, 0.6],
         "faces.usable_min_score": [0.1, 0.2, 0.35, 0.5],

@@ -23,6 +23,7 @@ from __future__ import annotations
 import statistics
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import Literal, get_args
 
 import numpy as np
 import numpy.typing as npt
@@ -31,6 +32,7 @@ from pipeline.appearance import find_switch
 from schemas.messages import Decision, EndedBy, PersonDecision
 
 FloatArray = npt.NDArray[np.float32]
+VoteWeight = Literal["count", "confidence", "face_px", "face_px_confidence"]
 
 MAX_EMBEDDINGS = 512
 """Torso embeddings kept per track for finding a switch; beyond this every other one is dropped."""
@@ -68,6 +70,9 @@ class VotingRules:
             where ``tracking.appearance_gate`` computes them (cosine distance of the parts' means), else torso
             colour histograms (Bhattacharyya distance). 1 turns the cut off.
         split_min_part: Fewest frames with an embedding on each side of such a cut.
+        vote_weight: What a vote is worth in the majority and ``min_agreement``: ``count`` (each vote 1),
+            ``confidence`` (the classifier's, ``|2 score - 1|``), ``face_px`` (the face's head-box height: a near face
+            outweighs a far, blurred one) or ``face_px_confidence`` (their product). ``min_votes`` still counts votes.
 
     ``mask_threshold`` 0.6 and ``min_agreement`` 0.6 (and the face rules' pass marks) were chosen on person-level
     results with ``bench/revote.py``: of the settings with no wrong decision on any labelled shared video, the one
@@ -85,6 +90,7 @@ class VotingRules:
     rejected_min_face_frac: float = 0.85
     split_min_distance: float = 1.0
     split_min_part: int = 5
+    vote_weight: VoteWeight = "count"
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.no_mask_threshold <= self.mask_threshold <= 1.0:
@@ -105,6 +111,9 @@ class VotingRules:
         if not 0.0 <= self.rejected_min_face_frac <= 1.0:
             msg = f"rejected_min_face_frac must be in [0, 1], got {self.rejected_min_face_frac}"
             raise ValueError(msg)
+        if self.vote_weight not in get_args(VoteWeight):
+            msg = f"vote_weight must be one of {get_args(VoteWeight)}, got {self.vote_weight!r}"
+            raise ValueError(msg)
         if not 0.0 < self.split_min_distance <= 1.0 or self.split_min_part < 1:
             msg = (f"split_min_distance must be in (0, 1] and split_min_part >= 1, got {self.split_min_distance} "
                    f"and {self.split_min_part}")
@@ -116,7 +125,7 @@ class VotingRules:
         return self.split_min_distance < 1.0
 
 
-def decide(votes_mask: int, votes_no_mask: int, min_votes: int, min_agreement: float = 0.5) -> Decision:
+def decide(votes_mask: float, votes_no_mask: float, min_votes: float, min_agreement: float = 0.5) -> Decision:
     """Majority decision of a track's votes.
 
     ``undecided`` below ``min_votes`` votes, on a tie, or when the majority holds less than ``min_agreement`` of
@@ -130,6 +139,17 @@ def decide(votes_mask: int, votes_no_mask: int, min_votes: int, min_agreement: f
     if n < min_votes or votes_mask == votes_no_mask or max(votes_mask, votes_no_mask) < min_agreement * n:
         return "undecided"
     return "mask" if votes_mask > votes_no_mask else "no_mask"
+
+
+def vote_weight(score: float, face_px: float | None, weight: VoteWeight) -> float:
+    """What one vote is worth under ``weight`` (:attr:`VotingRules.vote_weight`): the classifier's confidence
+    ``|2 score - 1|`` (0-1), the face's head-box height in pixels (1 when not known), their product, or 1."""
+    w = 1.0
+    if weight in ("confidence", "face_px_confidence"):
+        w *= abs(2.0 * float(score) - 1.0)
+    if weight in ("face_px", "face_px_confidence") and face_px is not None:
+        w *= float(face_px)
+    return w
 
 
 @dataclass(slots=True)
@@ -150,6 +170,8 @@ class TrackVotes:
     faces_rejected: int = 0
     face_px: list[float] = field(default_factory=list)
     rejected_px: list[float] = field(default_factory=list)  # head-box heights of rejected crops that came with one
+    weight_mask: float = 0.0  # the votes' weights (rules.vote_weight)
+    weight_no_mask: float = 0.0
 
     def add_score(self, score: float, rules: VotingRules, face_px: float | None = None) -> None:
         """Record one classifier score (0-1) of a face that passed the gate, and its vote, if any; ``face_px`` is the
@@ -160,8 +182,10 @@ class TrackVotes:
             self.face_px.append(float(face_px))
         if score > rules.mask_threshold:
             self.votes_mask += 1
+            self.weight_mask += vote_weight(score, face_px, rules.vote_weight)
         elif score < rules.no_mask_threshold:
             self.votes_no_mask += 1
+            self.weight_no_mask += vote_weight(score, face_px, rules.vote_weight)
 
     def add_rejected(self, face_px: float | None = None) -> None:
         """Record a crop the face gate rejected (``face_px``: its head-box height, pixels; None: not known)."""
@@ -186,7 +210,10 @@ class TrackVotes:
 
     def to_decision(self, camera_id: str, rules: VotingRules, ended_by: EndedBy = "tracker") -> PersonDecision:
         """The final record for this track (``undecided`` also when its crops were mostly rejected)."""
-        decision = decide(self.votes_mask, self.votes_no_mask, rules.min_votes, rules.min_agreement)
+        if rules.vote_weight == "count" or self.votes_mask + self.votes_no_mask < rules.min_votes:
+            decision = decide(self.votes_mask, self.votes_no_mask, rules.min_votes, rules.min_agreement)
+        else:
+            decision = decide(self.weight_mask, self.weight_no_mask, 0, rules.min_agreement)
         rejected = self.rejected_counted(rules)
         if rejected > rules.max_rejected_share * (self.faces_classified + rejected):
             decision = "undecided"

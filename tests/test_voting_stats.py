@@ -365,3 +365,21 @@ def test_the_stats_table_shows_coverage_and_flags_low_coverage():
     assert row["weak"].index("100% [") < row["weak"].index("25% (3/12)")  # next to the fraction it qualifies
     assert lines[-1] == COVERAGE_NOTE  # and what it means, under the table
     assert COVERAGE_NOTE not in format_table({"strong": strong.close(2)})
+
+
+def test_weighted_votes_let_a_near_confident_face_outweigh_two_far_doubtful_ones():
+    # One near face (60 px) scored 0.95, two far ones (20 px) scored 0.25: by count no mask wins 2 to 1.
+    scores, accepted, px = [0.95, 0.25, 0.25], [True] * 3, [60.0, 20.0, 20.0]
+    decisions = {}
+    for weight in ("count", "confidence", "face_px", "face_px_confidence"):
+        d = _track_px(TrackLedger("cam", VotingRules(vote_weight=weight)), 1, scores, accepted, px)
+        decisions[weight] = d.decision
+        assert (d.votes_mask, d.votes_no_mask) == (1, 2)  # the records still count votes
+    # confidence: 0.9 against 2 x 0.5 -> no majority of 0.6; face_px: 60 against 40; product: 54 against 20.
+    assert decisions == {"count": "no_mask", "confidence": "undecided", "face_px": "mask",
+                         "face_px_confidence": "mask"}
+    with pytest.raises(ValueError, match="vote_weight must be one of"):
+        VotingRules(vote_weight="loudness")  # type: ignore[arg-type]
+    # min_votes still counts votes, whatever they weigh.
+    one = _track_px(TrackLedger("cam", VotingRules(vote_weight="face_px", min_votes=2)), 2, [0.95], [True], [90.0])
+    assert one.decision == "undecided"
