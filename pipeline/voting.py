@@ -35,7 +35,7 @@ FloatArray = npt.NDArray[np.float32]
 VoteWeight = Literal["count", "confidence", "face_px", "face_px_confidence"]
 
 MAX_EMBEDDINGS = 512
-"""Torso embeddings kept per track for finding a switch; beyond this every other one is dropped."""
+"""Embeddings kept per track for finding a switch; beyond this every other one is dropped."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -254,7 +254,7 @@ class TrackLedger:
         self.embedding_distance = embedding_distance
         self._tracks: dict[int, TrackVotes] = {}
         # With rules.splits: per track, what was observed and scored (replayed into two parts at a switch), and its
-        # torso embeddings with their frame_idx.
+        # embeddings with their frame_idx.
         self._events: dict[int, list[tuple]] = {}
         self._embeddings: dict[int, tuple[list[int], list[npt.NDArray[np.float32]]]] = {}
 
