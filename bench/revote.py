@@ -38,8 +38,7 @@ os.environ.setdefault("OPENCV_LOG_LEVEL", "ERROR")
 from maskwatch.evaluation.people import VideoResult, evaluate_video, format_table, pooled, read_labels
 from pipeline.config import Config, apply_overrides, load_config, parse_config
 from pipeline.mot import read_mot
-from pipeline.reid import direction_distance
-from pipeline.tracking import gated_by_network
+from pipeline.tracking import embedding_distance
 from pipeline.voting import TrackLedger, VotingRules
 
 CACHE = Path.home() / ".cache" / "maskwatch" / "bench" / "revote"
@@ -193,10 +192,10 @@ def record(name: str, cfg: Config) -> Path:
 
 
 def replay(events: list[tuple], name: str, gate_min: float, usable_min: float, rules: VotingRules,
-           embedding_distance: Any = None) -> list[dict]:
-    """The decisions of a recording under other gate pass marks and voting rules (as dicts); ``embedding_distance``
-    compares the recorded embeddings (:meth:`pipeline.tracking.CameraTracker.emit_embeddings`)."""
-    ledger = TrackLedger(name, rules, embedding_distance)
+           distance: Any = None) -> list[dict]:
+    """The decisions of a recording under other gate pass marks and voting rules (as dicts); ``distance`` compares
+    the recorded embeddings (:func:`pipeline.tracking.embedding_distance`)."""
+    ledger = TrackLedger(name, rules, distance)
     for ev in events:
         if ev[0] == "seen":
             ledger.observe(ev[1], ev[2], ev[3], ev[4])
@@ -245,8 +244,7 @@ def main() -> int:
     recs = {n: pickle.loads((record(n, cfg) / "events.pkl").read_bytes()) for n in names}
     tracks = {n: read_mot(record(n, cfg) / "tracks.txt") for n in names}
     labels = {n: read_labels(LABELS / f"{n}.csv") for n in names}
-    # The recorded embeddings: the re-identification network's where the appearance gate computed them.
-    distance = direction_distance if gated_by_network(cfg.tracking) else None
+    distance = embedding_distance(cfg.tracking)  # compares the recorded embeddings, as the tracker's ledger does
 
     def run(s: dict[str, Any]) -> list[VideoResult]:
         faces = {k.split(".", 1)[1]: v for k, v in s.items() if k.startswith("faces.")}

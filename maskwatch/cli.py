@@ -265,24 +265,30 @@ def dashboard(kafka_bootstrap: str | None, config_path: str | None, host: str, p
     serve(kafka, host, port)
 
 
+def _counted_min_frames() -> int:
+    """``voting.min_frames_tracked``'s default (the evaluation module is imported only when eval-tracking runs)."""
+    from maskwatch.evaluation.tracking import COUNTED_MIN_FRAMES
+
+    return COUNTED_MIN_FRAMES
+
+
 @main.command("eval-tracking")
 @click.option("--tracks", "tracks_path", required=True, type=click.Path(dir_okay=False),
               help="MOTChallenge tracks (maskwatch run --tracks-out).")
 @click.option("--gt", "gt_path", required=True, type=click.Path(dir_okay=False),
               help="MOTChallenge ground truth (frame,id,x,y,w,h,conf,...).")
 @click.option("--min-iou", default=0.5, show_default=True, help="Box match threshold (intersection over union).")
-@click.option("--min-track-frames", type=int, default=None,
-              help="Tracks with fewer boxes are not counted as people (default: voting.min_frames_tracked's).")
+@click.option("--min-track-frames", type=int, default=_counted_min_frames,
+              show_default="voting.min_frames_tracked's",
+              help="Tracks with fewer boxes are not counted as people.")
 @click.option("--json", "as_json", is_flag=True, help="Print the metrics as JSON.")
-def eval_tracking(tracks_path: str, gt_path: str, min_iou: float, min_track_frames: int | None,
-                  as_json: bool) -> None:
+def eval_tracking(tracks_path: str, gt_path: str, min_iou: float, min_track_frames: int, as_json: bool) -> None:
     """MOTA, IDF1, ID switches, precision, recall and distinct track ids vs ground truth (py-motmetrics)."""
     from maskwatch.evaluation.tracking import evaluate_files
     from schemas.errors import ConfigError
 
     try:
-        metrics = (evaluate_files(tracks_path, gt_path, min_iou) if min_track_frames is None
-                   else evaluate_files(tracks_path, gt_path, min_iou, min_track_frames))
+        metrics = evaluate_files(tracks_path, gt_path, min_iou, min_track_frames)
     except (OSError, ValueError) as exc:
         raise ConfigError(str(exc)) from exc
     click.echo(json.dumps(metrics.to_dict(), indent=1) if as_json else metrics.format())

@@ -498,6 +498,14 @@ def gated_by_network(p: TrackerParams) -> bool:
     return p.reid_model is not None and p.appearance_gate < 1.0
 
 
+def embedding_distance(p: TrackerParams) -> Callable[[FloatArray, FloatArray], float]:
+    """How the embeddings that a tracker of these settings gives for cutting tracks in two
+    (:meth:`CameraTracker.emit_embeddings`) are compared, means of them too: the network's with
+    :func:`pipeline.reid.direction_distance` where :func:`gated_by_network`, else torso colour histograms with
+    :func:`pipeline.appearance.histogram_distance`."""
+    return direction_distance if gated_by_network(p) else histogram_distance
+
+
 class CameraTracker:
     """Tracks the people of one camera across frames.
 
@@ -554,12 +562,12 @@ class CameraTracker:
         means of them). With the appearance gate these are the re-identification network's embeddings it computed
         (a matched track's at least every ``appearance_every`` frames; no extra network call) and
         :func:`pipeline.reid.direction_distance`; else torso colour histograms of every person and
-        :func:`pipeline.appearance.histogram_distance`."""
+        :func:`pipeline.appearance.histogram_distance` (:func:`embedding_distance`)."""
         if self.gate is not None:
             self._net_embeddings = True
-            return direction_distance
-        self.embed = True
-        return histogram_distance
+        else:
+            self.embed = True
+        return embedding_distance(self._params)
 
     def _cut(self) -> None:
         """A new shot: every track ends; the next ids continue after the highest one given so far."""

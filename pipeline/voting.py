@@ -210,10 +210,9 @@ class TrackVotes:
 
     def to_decision(self, camera_id: str, rules: VotingRules, ended_by: EndedBy = "tracker") -> PersonDecision:
         """The final record for this track (``undecided`` also when its crops were mostly rejected)."""
-        if rules.vote_weight == "count" or self.votes_mask + self.votes_no_mask < rules.min_votes:
-            decision = decide(self.votes_mask, self.votes_no_mask, rules.min_votes, rules.min_agreement)
-        else:
-            decision = decide(self.weight_mask, self.weight_no_mask, 0, rules.min_agreement)
+        # min_votes counts votes; the majority and min_agreement weigh them (each weighs 1 under "count").
+        decision = ("undecided" if self.votes_mask + self.votes_no_mask < rules.min_votes
+                    else decide(self.weight_mask, self.weight_no_mask, 0, rules.min_agreement))
         rejected = self.rejected_counted(rules)
         if rejected > rules.max_rejected_share * (self.faces_classified + rejected):
             decision = "undecided"
