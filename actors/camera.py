@@ -48,8 +48,8 @@ from schemas.pose import Poses
 
 logger = logging.getLogger(__name__)
 MAX_PENDING_WRITES = 256
-# Pose calls a shard keeps in flight per pose actor; frames that come meanwhile wait and go together in the next.
-POSE_CALLS_IN_FLIGHT = 2
+# Calls a shard keeps in flight per pose (classify) actor; frames that come meanwhile wait and go together in the next.
+MODEL_CALLS_IN_FLIGHT = 2
 START_WAIT_S = 60.0  # how long start_camera() waits for the shard's run() to begin
 FPS_WINDOW_S = 10.0  # cameras() reports each camera's frames/s over about this many seconds
 # How long run() waits for its model actors' first answer (they load their models; a fresh node measures its runtimes)
@@ -111,7 +111,7 @@ class CameraShardActor:
             tag_keys=("camera_id", "district", "decision"))
         self._stage_cpu = Counter(
             "maskwatch_stage_cpu_seconds", "CPU seconds of a camera's own stages in its shard (decode, letterbox, "
-            "tracking, crop, voting, records; thread time)", tag_keys=("camera_id", "stage"))
+            "tracking, reid_network, crop, voting, emit; thread time)", tag_keys=("camera_id", "stage"))
         self._stage_reported: dict[tuple[str, str], float] = defaultdict(float)
         self._cross_metric = Counter(
             "maskwatch_frames_cross_node", "Frames a camera shard sent to a pose actor on another node (0 when each "
@@ -151,13 +151,16 @@ class CameraShardActor:
             self._state.set(float(state == c.camera_state), {"camera_id": cam.camera_id, "state": state})
 
     @staticmethod
-    def _pose_call(pose: ActorHandle) -> Callable[[list[tuple[Any, ...]]], Awaitable[list[Any]]]:
-        """``items`` (image, letterbox, camera_id, frame_idx, pts_ns) -> one ``PoseActor.infer_many`` call."""
+    def _calls_of(method: Any, max_items: int) -> MicroBatcher[tuple[Any, ...], Any]:
+        """Frames for one model actor's ``*_many`` method (``PoseActor.infer_many``, ``ClassifyActor.predict_many``)
+        that wait while :data:`MODEL_CALLS_IN_FLIGHT` of its calls are out go together in the next call: each item
+        is one frame's arguments, and the call takes a list per argument. Ray's per-call cost (about a fifth of a
+        shard's CPU) is paid once per call. With a call slot free a frame goes at once: no wait is added."""
 
         async def call(items: list[tuple[Any, ...]]) -> list[Any]:
-            return await pose.infer_many.remote(*(list(column) for column in zip(*items, strict=True)))
+            return await method.remote(*(list(column) for column in zip(*items, strict=True)))
 
-        return call
+        return MicroBatcher(call, max_items, 0.0, MODEL_CALLS_IN_FLIGHT)
 
     async def run(
         self,
@@ -181,13 +184,9 @@ class CameraShardActor:
         """
         self._pose, self._classify, self._sink = pose_actors, classify_actors, sink
         self._specs = self._specs if specs is None else specs
-        # Frames of this shard's cameras that wait for a pose actor while its calls are in flight go in one call
-        # (Ray's per-call cost, about a fifth of a shard's CPU, is paid once per batch). With a call slot free a
-        # frame goes at once: no wait is added.
-        self._pose_batchers = [
-            MicroBatcher(self._pose_call(p), self._cfg.pose.max_batch_size, 0.0, POSE_CALLS_IN_FLIGHT)
-            for p in pose_actors
-        ]
+        self._pose_calls = [self._calls_of(p.infer_many, self._cfg.pose.max_batch_size) for p in pose_actors]
+        self._classify_calls = [self._calls_of(c.predict_many, self._cfg.classify.max_batch_size)
+                                for c in classify_actors]
         pose_nodes = await self._model_nodes(pose_actors, classify_actors, restore)
         self._pose_remote = [node != self._node_id for node in pose_nodes]
         self._running.set()
@@ -355,9 +354,9 @@ class CameraShardActor:
         """The camera's models (the pose and classify actors chosen by a stable hash of its ``camera_id``), its sink
         and this shard's metrics."""
         cfg, key = self._cfg, zlib.crc32(spec.camera_id.encode())
-        pose = self._pose_batchers[key % len(self._pose_batchers)]
+        pose = self._pose_calls[key % len(self._pose_calls)]
         cross_node = self._pose_remote[key % len(self._pose_remote)]
-        classify = self._classify[key % len(self._classify)]
+        classify = self._classify_calls[key % len(self._classify_calls)]
         topics = (cfg.kafka.decisions_topic, cfg.kafka.stats_topic)
 
         async def infer_pose(image: npt.NDArray[np.uint8], lb: Letterbox, cid: str, fidx: int, pts: int) -> Poses:
@@ -370,7 +369,10 @@ class CameraShardActor:
             return Poses.from_arrow(batch, cid, fidx, pts)
 
         async def predict(crops: npt.NDArray[np.uint8]) -> npt.NDArray[np.float32]:
-            return await classify.predict.remote(crops)
+            scores = await classify.submit((crops,))
+            if isinstance(scores, BaseException):  # this frame's own failure (predict_many)
+                raise scores
+            return scores
 
         async def emit(messages: list[Message]) -> None:
             # The camera does not wait for the sink (a broker outage must not stall it): writes go out in order

@@ -49,7 +49,13 @@ class ClassifyActor:
         """`(K, 3)` float32 mask, face and usable-face scores for one frame's crops (:meth:`CropScorer.score`)."""
         if len(crops) == 0:
             return np.zeros((0, SCORE_COLUMNS), np.float32)
-        return await self._batcher.submit(crops)
+        return await self._batcher.submit(crops, key=crops.shape[1:])  # one batch never mixes crop sizes
+
+    async def predict_many(self, crops: list[npt.NDArray[np.uint8]]) -> list[npt.NDArray[np.float32] | Exception]:
+        """:meth:`predict` for several frames' crops sent in one call (a camera shard's frames of one moment): one
+        Ray call and one object for all of them; the model batches them with every other caller's as usual. A frame
+        that fails gives its exception in its place, so that only its camera sees it."""
+        return list(await asyncio.gather(*(self.predict(c) for c in crops), return_exceptions=True))
 
     def node_id(self) -> str:
         """Ray's id (hex) of the node this actor runs on (a camera shard's first call: the actor answers)."""

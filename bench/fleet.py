@@ -12,9 +12,9 @@ file), stopped by SIGINT as a user stops it. After the warm-up it reports:
   Prometheus' ``histogram_quantile`` does);
 - CPU seconds per processed frame by process (/proc): camera shards, the pose and classify actors, the sink, each
   of Ray's own processes (raylet, GCS, agents), the driver; and within the shards, by stage, from the counter
-  ``maskwatch_stage_cpu_seconds`` (thread CPU time of decode, letterbox, tracking, crop, voting, records; a live
-  camera decodes every frame of its stream, so decode counts the frames the sampler skipped); the shards' rest is
-  Ray calls, asyncio and metrics;
+  ``maskwatch_stage_cpu_seconds`` (thread CPU time of decode, letterbox, tracking, reid_network, crop, voting,
+  emit; a live camera decodes every frame of its stream, so decode counts the frames the sampler skipped); the
+  shards' rest is Ray calls, asyncio and metrics;
 - resident memory (RSS) of every process each minute, summed by role, and with ``--soak-minutes`` the slope of the
   total after the warm-up (MB per minute, least squares).
 

@@ -16,9 +16,10 @@ Printed, each from this one run on the same letterboxed frames of the video:
   time (Ray and model start-up excluded; the time including them is printed too);
 - CPU per processed frame (core-ms): by process (camera shards, the pose and classify actors since they were ready;
   the sink, the driver and Ray's own processes over the cameras' steady window), the model calls' share (process
-  CPU during calls), what is spent outside model calls, and the camera stages (decode, letterbox, tracking, crop,
-  voting, records; thread time) with the shards' rest (Ray calls, serialisation, asyncio, metrics). And the pose
-  actor's CPU per frame over its model call time per frame.
+  CPU during calls; the re-identification network's calls inside the shards' tracking are model calls too), what
+  is spent outside model calls, and the camera stages (decode, letterbox, tracking, crop, voting, emit; thread time)
+  with the shards' rest (Ray calls, serialisation, asyncio, metrics). And the pose actor's CPU per frame over its
+  model call time per frame.
 
 Ratios measured in one run are what matter on a CPU-only machine; absolute figures only mean something on the machine
 they were measured on.
@@ -198,15 +199,17 @@ def main() -> None:
     by_role["camera shards"] = sum(c["shard_cpu_s"] for c in result.cameras)
     by_role["pose actor"] = sum(p["process_cpu_s"] for p in pose)
     by_role["classify actor"] = sum(p["process_cpu_s"] for p in cls)
-    model_cpu = {"pose": sum(p["model_cpu_s"] for p in pose), "classify": sum(p["model_cpu_s"] for p in cls)}
-    pose_wall = sum(p["model_wall_s"] for p in pose)
-    total_cpu = sum(by_role.values())
-    outside = total_cpu - sum(model_cpu.values())
     stages: dict[str, float] = defaultdict(float)
     for c in result.cameras:
         for k, v in c["stage_cpu_s"].items():
             stages[k] += v
-    stages["shards' rest (Ray calls, serialisation, asyncio)"] = by_role["camera shards"] - sum(stages.values())
+    model_cpu = {"pose": sum(p["model_cpu_s"] for p in pose), "classify": sum(p["model_cpu_s"] for p in cls),
+                 "reid network": stages.pop("reid_network", 0.0)}  # the shards' own model: counted in their CPU
+    pose_wall = sum(p["model_wall_s"] for p in pose)
+    total_cpu = sum(by_role.values())
+    outside = total_cpu - sum(model_cpu.values())
+    stages["shards' rest (Ray calls, serialisation, asyncio)"] = (by_role["camera shards"] - sum(stages.values())
+                                                                  - model_cpu["reid network"])
 
     def ms(x: float) -> float:
         return round(1000.0 * x / max(processed, 1), 2)
@@ -231,7 +234,8 @@ def main() -> None:
     print("CPU per processed frame, core-ms:")
     print("  by process: " + ", ".join(f"{k} {ms(v)}" for k, v in sorted(by_role.items()) if ms(v) >= 0.01))
     print(f"  model calls: pose {ms(model_cpu['pose'])} (wall {ms(pose_wall)}), classify + face gate "
-          f"{ms(model_cpu['classify'])}; everything else: {ms(outside)} (of {ms(total_cpu)})")
+          f"{ms(model_cpu['classify'])}, re-identification network {ms(model_cpu['reid network'])}; everything "
+          f"else: {ms(outside)} (of {ms(total_cpu)})")
     print("  camera stages: " + ", ".join(f"{k} {ms(v)}" for k, v in stages.items()))
     print(f"pose actor CPU per frame / its model call time: {by_role['pose actor'] / max(pose_wall, 1e-9):.2f}")
     print(f"people decided: {sum(c['people'] for c in result.cameras)}; faces classified: "

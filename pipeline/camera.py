@@ -24,11 +24,12 @@ from schemas.pose import NO_TRACK, Poses
 
 FloatArray = npt.NDArray[np.float32]
 
-STAGES = ("decode", "letterbox", "tracking", "crop", "voting", "emit")
+STAGES = ("decode", "letterbox", "tracking", "reid_network", "crop", "voting", "emit")
 """Stages of a camera's own work whose CPU time the host counts in :attr:`CameraPipeline.stage_cpu_s`: decode
 (reading and decoding the stream, sampled-out frames included), letterbox (the pose input), tracking (tracker, head
-boxes, face rules), crop (cutting the classifier's crops), voting (scores into votes, decisions, windows), emit
-(encoding the decisions and statistics and handing them to the sink)."""
+boxes, face rules), reid_network (the re-identification network's calls during tracking: a model call), crop
+(cutting the classifier's crops), voting (scores into votes, decisions, windows), emit (encoding the decisions and
+statistics and handing them to the sink)."""
 
 
 @dataclass(frozen=True, slots=True)

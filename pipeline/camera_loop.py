@@ -466,6 +466,9 @@ class CameraLoop:
         now_ns = run.clock(frame)
         with _cpu(cam, "tracking"):
             tracked = cam.track(poses, now_ns, frame.image)
+        network_s = cam.tracker.take_network_cpu_s()  # a model call inside tracking: counted apart
+        cam.stage_cpu_s["tracking"] -= network_s
+        cam.stage_cpu_s["reid_network"] += network_s
         run.counters.last_frame_idx = frame.frame_idx  # tracked: a restart resumes after it
         run.outputs.write_tracks(tracked)
         if len(tracked.classify_rows):

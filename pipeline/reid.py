@@ -21,6 +21,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import threading
+import time
 from pathlib import Path
 
 import cv2
@@ -81,7 +82,12 @@ class ReidNet:
             raise ModelError(msg)
         model.reshape([-1, 3, *INPUT_HW])  # any number of crops per call
         self._compiled = ov.Core().compile_model(model, "CPU", {"INFERENCE_NUM_THREADS": str(threads)})
-        self._local = threading.local()  # one infer request per thread
+        self._local = threading.local()  # per thread: one infer request, and the CPU its calls took
+
+    def thread_cpu_s(self) -> float:
+        """CPU seconds the calling thread spent in :meth:`embed` so far (thread time; OpenVINO runs a one-thread
+        network in the calling thread). The camera loop counts it as a model call, apart from tracking."""
+        return getattr(self._local, "cpu_s", 0.0)
 
     def embed(self, frame_bgr: npt.NDArray[np.uint8], bbox_xyxy: npt.NDArray[np.float32],
               ) -> npt.NDArray[np.float32]:
@@ -98,6 +104,7 @@ class ReidNet:
         boxes = np.asarray(bbox_xyxy, np.float32).reshape(-1, 4)
         if not len(boxes):
             return np.zeros((0, EMBEDDING_DIM), np.float32)
+        t0 = time.thread_time()
         batch = np.empty((len(boxes), 3, *INPUT_HW), np.float32)
         for i, box in enumerate(boxes):
             crop = cv2.resize(person_crop(frame_bgr, box), (INPUT_HW[1], INPUT_HW[0]), interpolation=cv2.INTER_LINEAR)
@@ -106,6 +113,7 @@ class ReidNet:
         if request is None:
             request = self._local.request = self._compiled.create_infer_request()
         out = np.array(request.infer([batch])[0], np.float32).reshape(len(boxes), EMBEDDING_DIM)
+        self._local.cpu_s = self.thread_cpu_s() + time.thread_time() - t0
         return out / np.maximum(np.linalg.norm(out, axis=1, keepdims=True), 1e-9)
 
 

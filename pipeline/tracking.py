@@ -555,6 +555,7 @@ class CameraTracker:
         self.motion = CameraMotion(frame_wh, p.camera_motion, p.motion_px, p.moving_frac)
         self.cuts = ShotCuts(p.cut_distance, p.cut_ratio) if p.cut_distance < 1.0 else None
         self.cuts_seen = 0
+        self._network_cpu_s = 0.0  # CPU seconds of the re-identification network's calls in step(), not yet taken
 
     def emit_embeddings(self) -> Callable[[FloatArray, FloatArray], float]:
         """From now on, :attr:`last_embeddings` holds an embedding per row of each step, for cutting tracks that
@@ -568,6 +569,12 @@ class CameraTracker:
         else:
             self.embed = True
         return embedding_distance(self._params)
+
+    def take_network_cpu_s(self) -> float:
+        """CPU seconds (thread time) that :meth:`step` spent in the re-identification network's calls since the last
+        call: a model call, which the camera loop counts apart from tracking."""
+        taken, self._network_cpu_s = self._network_cpu_s, 0.0
+        return taken
 
     def _cut(self) -> None:
         """A new shot: every track ends; the next ids continue after the highest one given so far."""
@@ -611,6 +618,7 @@ class CameraTracker:
             raise ValueError(msg)
         period = 1 if self._last_frame_idx is None else frame_idx - self._last_frame_idx
         self._last_frame_idx = frame_idx
+        net_cpu0 = self.reid_net.thread_cpu_s() if self.reid_net is not None else 0.0
         dets, boxes = self._detections(frame_idx, kp, bbox_xyxy, frame_bgr)
         transform = None
         if frame_bgr is not None:
@@ -626,6 +634,8 @@ class CameraTracker:
         if self._net_embeddings:
             self.last_embeddings = [d.data.crop.embedding() if d.data.crop is not None and d.data.crop.has_embedding()
                                     else None for d in dets]
+        if self.reid_net is not None:
+            self._network_cpu_s += self.reid_net.thread_cpu_s() - net_cpu0
         row_of = {id(d): i for i, d in enumerate(dets)}  # coasting tracks keep an older detection
         track_id = np.full(len(dets), NO_TRACK, np.int64)
         for obj in tracked:

@@ -86,6 +86,13 @@ def test_classify_actor_concatenates_requests_and_splits_back(ray_local):
     for r, g in zip(requests, got, strict=True):
         np.testing.assert_allclose(g[:, [0, 2]], model.predict_scores(r), atol=1e-5)
         np.testing.assert_array_equal(g[:, 1], gate.face_scores(r))
+    # Several frames' crops in one call (a shard's frames of one moment): the same scores; a frame whose crops are
+    # not the classifier's size fails alone.
+    bad = rng.integers(0, 255, (2, s + 1, s + 1, 3), dtype=np.uint8)
+    many = ray.get(actor.predict_many.remote([*requests, bad]))
+    for one, g in zip(many, got, strict=False):
+        np.testing.assert_allclose(one, g, atol=1e-5)
+    assert isinstance(many[-1], Exception)
     info = ray.get(actor.info.remote())
     assert max(info["batch_sizes"]) >= 2
     assert info["crop_margin"] == model.crop_margin

@@ -67,6 +67,27 @@ def test_embeddings_are_unit_length_one_per_box_and_none_for_no_box():
     assert cosine_distance(e[0], None) == 1.0
 
 
+def test_the_networks_cpu_is_counted_per_thread_and_taken_apart_from_tracking():
+    """bench/pipeline_fps.py and the stage counter count the network as a model call, not as tracking."""
+    import threading
+
+    net = ReidNet()
+    img = np.random.default_rng(0).integers(0, 256, (360, 640, 3), np.uint8)
+    before = net.thread_cpu_s()
+    net.embed(img, np.array([[10, 10, 60, 150]], np.float32))
+    assert net.thread_cpu_s() > before
+    seen = []
+    other = threading.Thread(target=lambda: seen.append(net.thread_cpu_s()))
+    other.start()
+    other.join()
+    assert seen == [0.0]  # another thread's calls are not this one's
+    tracker = CameraTracker((640, 360), TrackerParams(initialization_delay=1, appearance_gate=0.6))
+    for f in range(3):  # a track's first match gives the gate its first reference: one network call
+        tracker.step(f, person(200, 200)[None], None, frame_with([(200, 200, RED)], noise_seed=f))
+    assert tracker.take_network_cpu_s() > 0.0
+    assert tracker.take_network_cpu_s() == 0.0
+
+
 def test_a_changed_bundled_file_or_a_wrong_model_is_refused_naming_it(tmp_path):
     for f in (REID_MODEL, REID_MODEL.with_suffix(".bin")):
         shutil.copy(f, tmp_path / f.name)
