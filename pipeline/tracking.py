@@ -220,8 +220,11 @@ class PersonCrop:
         crop = person_crop(frame_bgr, bbox_xyxy)
         if crop.shape[0] > self.MAX_HEIGHT_PX:
             scale = self.MAX_HEIGHT_PX / crop.shape[0]
+            # Down to half the size, bilinear is within a grey level or two of area averaging and 4-5x faster on
+            # such crops (OpenCV's area resize at a fractional scale: ~0.3 ms a crop, a tenth of a camera's
+            # tracking); a larger downscale averages, as bilinear would alias.
             crop = cv2.resize(crop, (max(2, round(crop.shape[1] * scale)), self.MAX_HEIGHT_PX),
-                              interpolation=cv2.INTER_AREA)
+                              interpolation=cv2.INTER_LINEAR if scale >= 0.5 else cv2.INTER_AREA)
         self._crop: npt.NDArray[np.uint8] | None = crop.copy()
         self._embedding: FloatArray | None = None
         self._net = net
