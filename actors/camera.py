@@ -12,9 +12,8 @@ import asyncio
 import logging
 import os
 import time
-import zlib
 from collections import defaultdict, deque
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict
 from typing import Any, get_args
@@ -85,6 +84,7 @@ class CameraShardActor:
         workers = max(len(specs), cfg.capture.cameras_per_actor) + 2
         self._executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="capture")
         self._cameras: dict[str, tuple[CameraStop, asyncio.Task[CameraSummary]]] = {}
+        self._models_of: dict[str, tuple[int, int]] = {}  # camera_id -> (pose, classify) actor index (_least_used)
         self._summaries: dict[str, CameraSummary] = {}
         self._counters: dict[str, CameraCounters] = {}  # each camera's, once its first frame was processed
         self._last_stats: dict[str, CameraStats] = {}  # each camera's last statistics record sent to the sink
@@ -175,8 +175,8 @@ class CameraShardActor:
 
         With Kafka, each live camera continues from its last record in the compacted statistics topic (a job that
         restarts keeps its totals); with ``restore`` (this shard's process was restarted) file cameras do too,
-        resuming after their last published frame. Each camera calls the pose and classify actors chosen by a
-        stable hash of its ``camera_id``, and writes to ``sink``.
+        resuming after their last published frame. Each camera calls the pose and classify actors that this shard's
+        other cameras use least (:meth:`_least_used`), and writes to ``sink``.
 
         Args:
             specs: The cameras to run (None: the constructor's); the fleet passes the shard's current cameras.
@@ -350,13 +350,25 @@ class CameraShardActor:
         for stop, _ in self._cameras.values():
             stop.set()
 
+    def _least_used(self, camera_id: str, which: int, n: int) -> int:
+        """Index (of ``n``) of the pose (``which`` 0) or classify (1) actor that this shard's other running cameras
+        use least, the lowest on a tie: a pool's actors share the shard's cameras evenly. (A hash of the
+        ``camera_id`` gave one of two pose actors all four cameras of bench/pipeline_fps.py.)"""
+        used = [0] * n
+        for cid, models in self._models_of.items():
+            if cid != camera_id and self._is_running(cid):
+                used[models[which]] += 1
+        return used.index(min(used))
+
     def _host(self, spec: CameraSpec) -> CameraHost:
-        """The camera's models (the pose and classify actors chosen by a stable hash of its ``camera_id``), its sink
-        and this shard's metrics."""
-        cfg, key = self._cfg, zlib.crc32(spec.camera_id.encode())
-        pose = self._pose_calls[key % len(self._pose_calls)]
-        cross_node = self._pose_remote[key % len(self._pose_remote)]
-        classify = self._classify_calls[key % len(self._classify_calls)]
+        """The camera's models (the pose and classify actors this shard's other cameras use least), its sink and this
+        shard's metrics."""
+        cfg = self._cfg
+        pose_i, classify_i = self._models_of[spec.camera_id] = (
+            self._least_used(spec.camera_id, 0, len(self._pose_calls)),
+            self._least_used(spec.camera_id, 1, len(self._classify_calls)))
+        pose, cross_node = self._pose_calls[pose_i], self._pose_remote[pose_i]
+        classify = self._classify_calls[classify_i]
         topics = (cfg.kafka.decisions_topic, cfg.kafka.stats_topic)
 
         async def infer_pose(image: npt.NDArray[np.uint8], lb: Letterbox, cid: str, fidx: int, pts: int) -> Poses:

@@ -5,8 +5,8 @@ A node pipeline is one placement group of one bundle that holds its pose and cla
 ``fleet.cameras_per_node`` cameras' shards (``capture.cameras_per_actor`` cameras a shard). A bundle is never split
 over nodes, so a shard's frames go to a pose actor in its own node's object store and never over the network
 (DeepStream and Savant decode and infer on one node for the same reason). Ray reschedules the bundle, with its
-actors, on another node when its node is lost. Within a pipeline each camera calls the pose and classify actor chosen
-by a stable hash of its ``camera_id``.
+actors, on another node when its node is lost. Within a pipeline each camera calls the pose and classify actor that
+its shard's other cameras use least.
 """
 
 from __future__ import annotations

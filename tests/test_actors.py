@@ -103,7 +103,8 @@ def test_classify_actor_concatenates_requests_and_splits_back(ray_local):
 def test_a_camera_starts_and_is_removed_inside_a_running_shard_without_touching_its_neighbour(ray_local, tmp_path):
     """A shard runs one camera; a second is started in it while the first runs, then the first is removed alone: its
     open tracks are decided with ``ended_by="shutdown"``, its final record says ``removed`` and it leaves the shard's
-    cameras, while the second reads its file to the end. (The fleet's live config changes rest on this.)"""
+    cameras, while the second reads its file to the end. (The fleet's live config changes rest on this.) With two
+    pose actors, each camera gets its own."""
     import ray
 
     from cluster.driver import resolve_cameras
@@ -116,7 +117,7 @@ def test_a_camera_starts_and_is_removed_inside_a_running_shard_without_touching_
     long_video, short_video = shared_video("pets09_s2l1_cctv.mp4"), shared_video("single_masked.mp4")
     cfg = parse_config({"cameras": [{"camera_id": "long", "source": str(long_video), "target_fps": 5},
                                     {"camera_id": "short", "source": str(short_video), "target_fps": 5}],
-                        "pose": {"threads": 0}})
+                        "pose": {"threads": 0, "num_actors": 2}})
     first, second = resolve_cameras(cfg)
     clf = MaskClassifier(cfg.classify.model_path, "cpu")
     out = tmp_path / "out.jsonl"
@@ -153,5 +154,10 @@ def test_a_camera_starts_and_is_removed_inside_a_running_shard_without_touching_
              if r.key == "long" and r.topic == cfg.kafka.decisions_topic}
     assert "shutdown" in ended, "people in view of the removed camera were decided, not dropped"
     assert summaries["short"]["frames_cross_node"] == 0
+    # One pose actor per camera: the first camera took the first; the second, started beside it, the other (the
+    # first's count may hold a frame or two still in flight when it stopped).
+    long_frames, short_frames_posed = (ray.get(p.info.remote())["items"] for p in pipeline.pose)
+    assert short_frames_posed == short_frames
+    assert stopped["frames_processed"] <= long_frames <= stopped["frames_processed"] + 2
     pipeline.remove()
     ray.kill(sink)
