@@ -13,7 +13,6 @@ import logging
 import os
 import time
 from collections import defaultdict, deque
-from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict
 from typing import Any, get_args
