@@ -283,6 +283,7 @@ class CameraShardActor:
         if removed:
             del self._cameras[camera_id]
             self._counters.pop(camera_id, None)
+            self._models_of.pop(camera_id, None)
             self._specs = [s for s in self._specs if s.camera_id != camera_id]
         return asdict(summary)
 
