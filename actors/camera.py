@@ -13,6 +13,7 @@ import logging
 import os
 import time
 from collections import defaultdict, deque
+from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict
 from typing import Any, get_args
@@ -74,8 +75,6 @@ class CameraShardActor:
     def __init__(self, cfg: Config, specs: list[CameraSpec], crop_margin: float, classifier_input_px: int) -> None:
         self._cfg = cfg
         self._specs = specs
-        self._pose: list[ActorHandle] = []
-        self._classify: list[ActorHandle] = []
         self._sink: ActorHandle | None = None
         self._crop_margin = crop_margin
         self._input_px = classifier_input_px
@@ -150,16 +149,25 @@ class CameraShardActor:
             self._state.set(float(state == c.camera_state), {"camera_id": cam.camera_id, "state": state})
 
     @staticmethod
-    def _calls_of(method: Any, max_items: int) -> MicroBatcher[tuple[Any, ...], Any]:
-        """Frames for one model actor's ``*_many`` method (``PoseActor.infer_many``, ``ClassifyActor.predict_many``)
-        that wait while :data:`MODEL_CALLS_IN_FLIGHT` of its calls are out go together in the next call: each item
-        is one frame's arguments, and the call takes a list per argument. Ray's per-call cost (about a fifth of a
-        shard's CPU) is paid once per call. With a call slot free a frame goes at once: no wait is added."""
+    def _calls_of(method: Any, max_items: int) -> Callable[..., Awaitable[Any]]:
+        """One frame's call of a model actor's ``*_many`` method (``PoseActor.infer_many``,
+        ``ClassifyActor.predict_many``), with the frame's arguments. Frames that wait while
+        :data:`MODEL_CALLS_IN_FLIGHT` of its calls are out go together in the next call, which takes a list per
+        argument: Ray's per-call cost (about a fifth of a shard's CPU) is paid once per call. With a call slot free a
+        frame goes at once: no wait is added. A frame's own failure is raised to its caller alone."""
 
         async def call(items: list[tuple[Any, ...]]) -> list[Any]:
             return await method.remote(*(list(column) for column in zip(*items, strict=True)))
 
-        return MicroBatcher(call, max_items, 0.0, MODEL_CALLS_IN_FLIGHT)
+        batcher: MicroBatcher[tuple[Any, ...], Any] = MicroBatcher(call, max_items, 0.0, MODEL_CALLS_IN_FLIGHT)
+
+        async def one(*args: Any) -> Any:
+            out = await batcher.submit(args)
+            if isinstance(out, BaseException):  # this frame's own failure, not its neighbours'
+                raise out
+            return out
+
+        return one
 
     async def run(
         self,
@@ -181,7 +189,7 @@ class CameraShardActor:
             specs: The cameras to run (None: the constructor's); the fleet passes the shard's current cameras.
             until_stopped: Return only after :meth:`stop`, not when the last camera ended (a fleet adds cameras).
         """
-        self._pose, self._classify, self._sink = pose_actors, classify_actors, sink
+        self._sink = sink
         self._specs = self._specs if specs is None else specs
         self._pose_calls = [self._calls_of(p.infer_many, self._cfg.pose.max_batch_size) for p in pose_actors]
         self._classify_calls = [self._calls_of(c.predict_many, self._cfg.classify.max_batch_size)
@@ -375,16 +383,7 @@ class CameraShardActor:
             if cross_node:
                 self._cross_node[cid] += 1
                 self._cross_metric.inc(1, {"camera_id": cid})
-            batch = await pose.submit((image, lb, cid, fidx, pts))
-            if isinstance(batch, BaseException):  # this frame's own failure (infer_many), not its neighbours'
-                raise batch
-            return Poses.from_arrow(batch, cid, fidx, pts)
-
-        async def predict(crops: npt.NDArray[np.uint8]) -> npt.NDArray[np.float32]:
-            scores = await classify.submit((crops,))
-            if isinstance(scores, BaseException):  # this frame's own failure (predict_many)
-                raise scores
-            return scores
+            return Poses.from_arrow(await pose(image, lb, cid, fidx, pts), cid, fidx, pts)
 
         async def emit(messages: list[Message]) -> None:
             # The camera does not wait for the sink (a broker outage must not stall it): writes go out in order
@@ -400,4 +399,4 @@ class CameraShardActor:
                 await self._pending_writes.popleft()
 
         make_cam = make_camera_pipeline(cfg, spec, self._crop_margin)
-        return CameraHost(make_cam, self._input_px, infer_pose, predict, emit, self._executor, self._observe)
+        return CameraHost(make_cam, self._input_px, infer_pose, classify, emit, self._executor, self._observe)
