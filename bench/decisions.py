@@ -9,7 +9,9 @@ Prints, per video and pooled, the camera's own counts (people, mask, no_mask, un
 rejected by the face gate) and then the person-level table of ``maskwatch eval-people``
 (:mod:`maskwatch.evaluation.people`): people labelled, with a face, found, tracks per person, unmatched tracks,
 people decided, coverage, sensitivity and specificity with Wilson 95% intervals, wrong decisions, and the published
-next to the labelled mask fraction.
+next to the labelled mask fraction. Last, identity on the labelled frames
+(:func:`maskwatch.evaluation.people.identity_metrics`): every track against the labelled people, MOTA, IDF1 and ID
+switches per video. The person table hides a track that follows two people one after the other; IDF1 shows it.
 
 ``--set key=value`` overrides one config setting (dotted path, YAML value), so that settings can be chosen on some
 videos and reported on others (name the videos). ``--reuse DIR`` scores the outputs of an earlier ``--out DIR``
@@ -29,8 +31,17 @@ from pathlib import Path
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 os.environ.setdefault("OPENCV_LOG_LEVEL", "ERROR")
 
-from maskwatch.evaluation.people import evaluate_files, format_table, read_decisions, results_json
+from maskwatch.evaluation.people import (
+    evaluate_files,
+    format_identity,
+    format_table,
+    identity_metrics,
+    read_decisions,
+    read_labels,
+    results_json,
+)
 from pipeline.config import CameraConfig, apply_overrides, load_config, parse_config
+from pipeline.mot import read_mot
 
 ROOT = Path(__file__).resolve().parents[1]
 VIDEOS = ROOT.parent / "shared" / "data" / "videos"
@@ -82,10 +93,14 @@ def main() -> int:
     decisions = read_decisions(records)
     results = [evaluate_files(LABELS / f"{n}.csv", out / f"{n}.tracks.txt",
                               [d for d in decisions if d["camera_id"] == n]) for n in names]
+    identity = {n: identity_metrics(read_labels(LABELS / f"{n}.csv"), read_mot(out / f"{n}.tracks.txt"))
+                for n in names}
     if args.json:
-        print(json.dumps(results_json(results), indent=1))
+        print(json.dumps(results_json(results, identity), indent=1))
     else:
         print(format_table(results))
+        print()
+        print(format_identity(identity))
     print(f"outputs: {out}", file=sys.stderr)
     return 0
 

@@ -6,7 +6,7 @@ import pytest
 from click.testing import CliRunner
 
 from maskwatch.cli import main
-from maskwatch.evaluation.people import LABEL_COLUMNS, evaluate_video, format_table, read_labels
+from maskwatch.evaluation.people import LABEL_COLUMNS, evaluate_video, format_table, identity_metrics, read_labels
 
 ROOT = Path(__file__).resolve().parents[1]
 VIDEOS = ROOT.parent / "shared" / "data" / "videos"
@@ -77,6 +77,15 @@ def test_one_track_over_two_people_belongs_to_the_one_it_followed_longest(tmp_pa
     assert res.mixed_tracks == 1
     assert res.per_person[1]["tracks"] == 1
     assert res.per_person[2]["tracks"] == 0
+    # On the labelled frames (0, 30, 60, 90; 10 labelled boxes), track 1 has 4 boxes: person 1's at 0-60 and
+    # person 2's at 90. No person changes track (0 switches), but the track's identity holds for 3 boxes only:
+    # IDF1 = 2 x 3 / (10 + 4).
+    m = identity_metrics(labels, np.array(track_rows(1, range(0, 91, 3), box), float))
+    assert (m.frames, m.gt_boxes, m.track_boxes, m.id_switches) == (4, 10, 4, 0)
+    assert m.idf1 == pytest.approx(6 / 14)
+    # A second track taking person 1 over from frame 45 is one switch.
+    two = track_rows(1, range(0, 45, 3), person1) + track_rows(2, range(45, 91, 3), person1)
+    assert identity_metrics(labels, np.array(two, float)).id_switches == 1
 
 
 def test_a_person_whose_mask_goes_on_is_mixed_and_either_decision_is_not_wrong(tmp_path):
@@ -113,9 +122,11 @@ def test_cli_prints_the_table_and_json(tmp_path):
     assert r.exit_code == 0, r.output
     assert "coverage" in r.output.splitlines()[0]
     assert r.output.splitlines()[1].startswith("cam ")
+    assert "IDF1" in r.output.splitlines()[3]
     r = CliRunner().invoke(main, [*args, "--json"])
     out = json.loads(r.output)
     assert out["cam"]["coverage"] == 0.5
+    assert out["cam"]["identity"]["idf1"] == pytest.approx(2 * 4 / (10 + 4))  # frames 0-90: person 1's 4 boxes
     assert out["cam"]["sensitivity_ci95"][1] == 1.0
     r = CliRunner().invoke(main, [*args, "--labels", str(lab)])
     assert r.exit_code != 0

@@ -95,6 +95,17 @@ def test_iou_threshold_and_ignored_ground_truth():
     assert evaluate_tracks(TRACKS[:4], ignored).mota == pytest.approx(1.0)
 
 
+def test_ground_truth_labelled_every_nth_frame():
+    # Labels at frames 1 and 3 only: the tracks on frames 2 and 4 are not false positives, and B's new id at frame 3
+    # is one switch between the labelled frames.
+    sparse = GT[np.isin(GT[:, 0], (1, 3))]
+    m = evaluate_tracks(TRACKS, sparse, gt_frames_only=True)
+    assert (m.frames, m.gt_boxes, m.track_boxes, m.misses, m.false_positives, m.id_switches) == (2, 4, 4, 0, 0, 1)
+    assert m.distinct_track_ids == 3  # ids up to frame 3, the last labelled one: 7, 8, 9
+    dense = evaluate_tracks(TRACKS, sparse)
+    assert (dense.frames, dense.false_positives) == (3, 1)  # evaluated densely, frame 2's box of A matches nothing
+
+
 def test_eval_tracking_cli(tmp_path):
     for name, arr in (("t.txt", TRACKS), ("gt.txt", GT)):
         np.savetxt(tmp_path / name, arr, fmt="%g", delimiter=",")

@@ -41,6 +41,7 @@ from typing import Any
 
 import numpy as np
 
+from maskwatch.evaluation.tracking import TrackingMetrics, evaluate_tracks
 from pipeline.mot import read_mot
 from pipeline.stats import wilson_interval
 
@@ -128,6 +129,13 @@ class PeopleLabels:
     def state_counts(self) -> dict[str, int]:
         """People per :meth:`truth`."""
         return dict(Counter(self.truth(p) for p in self.people))
+
+    def mot_rows(self) -> np.ndarray:
+        """The labelled boxes as MOTChallenge ground truth: `(G, 7)` float64 rows ``frame, person_id, x, y, w, h,
+        1`` with 1-based frames and pixels (as :func:`pipeline.mot.read_mot` reads), for
+        :func:`maskwatch.evaluation.tracking.evaluate_tracks` with ``gt_frames_only``."""
+        return np.array([[r.frame_idx + 1, r.person_id, r.x1 + 1, r.y1 + 1, r.x2 - r.x1, r.y2 - r.y1, 1]
+                         for r in self.rows], dtype=np.float64).reshape(-1, 7)
 
     def boxes_at(self, frame_idx: int, max_gap: int) -> dict[int, np.ndarray]:
         """Each labelled person's box `(4,)` float64 xyxy at ``frame_idx``: a labelled box, or one interpolated
@@ -421,9 +429,30 @@ def evaluate_files(
     return evaluate_video(labels, read_mot(tracks_path), decisions, min_iou)
 
 
-def results_json(results: list[VideoResult]) -> dict[str, Any]:
-    """Each video's figures and the pooled ones (key ``pooled``), as JSON-ready dicts."""
-    return {r.video: r.to_dict() for r in [*results, pooled(results)]}
+def identity_metrics(labels: PeopleLabels, tracks: np.ndarray, min_iou: float = 0.3) -> TrackingMetrics:
+    """MOTA, IDF1 and ID switches of every track (counted or not) against the labelled people, on the labelled
+    frames only (:func:`maskwatch.evaluation.tracking.evaluate_tracks` with ``gt_frames_only``).
+
+    The person table says how often a person was counted; it hides a track that follows two people, one after
+    the other, and counts them once. IDF1 falls with such a track (its boxes on the second person are not its
+    identity's), and ID switches count each time a person's track changes. Switches are seen only at labelled frames
+    (every ``labels.step`` frames), so two between them count as at most one.
+
+    Args:
+        labels: The video's labelled people.
+        tracks: `(M, 7)` MOTChallenge rows (:func:`pipeline.mot.read_mot`).
+        min_iou: Smallest intersection over union of a track box and a labelled box that pairs them.
+    """
+    return evaluate_tracks(tracks, labels.mot_rows(), min_iou, gt_frames_only=True)
+
+
+def results_json(results: list[VideoResult], identity: dict[str, TrackingMetrics] | None = None) -> dict[str, Any]:
+    """Each video's figures and the pooled ones (key ``pooled``), as JSON-ready dicts; with ``identity`` (per video,
+    :func:`identity_metrics`), each video's under the key ``identity``."""
+    out = {r.video: r.to_dict() for r in [*results, pooled(results)]}
+    for video, m in (identity or {}).items():
+        out[video]["identity"] = m.to_dict()
+    return out
 
 
 def pooled(results: Iterable[VideoResult]) -> VideoResult:
@@ -459,4 +488,19 @@ def format_table(results: list[VideoResult]) -> str:
             f"{f'{r.wrong_decisions}+{r.contrary_to_video}+{r.faceless_decisions}':>9}{_f(r.published_fraction):>10}"
             f"{_f(r.labelled_fraction):>9}"
         )
+    return "\n".join(lines)
+
+
+def format_identity(identity: dict[str, TrackingMetrics]) -> str:
+    """One line per video: every track against the labelled people on the labelled frames (IoU >= 0.3, as the
+    person table): MOTA, IDF1 and ID switches (:func:`identity_metrics`); pooled: the sums of the counts."""
+    lines = [f"{'video':<28}{'frames':>7}{'boxes':>6}{'tracks':>7}{'MOTA':>7}{'IDF1':>7}{'ID sw':>6}{'misses':>7}"
+             f"{'false+':>7}"]
+    for n, m in identity.items():
+        lines.append(f"{n:<28}{m.frames:>7}{m.gt_boxes:>6}{m.distinct_track_ids:>7}{m.mota:>7.3f}{m.idf1:>7.3f}"
+                     f"{m.id_switches:>6}{m.misses:>7}{m.false_positives:>7}")
+    total = {k: sum(getattr(m, k) for m in identity.values()) for k in ("frames", "gt_boxes", "distinct_track_ids",
+                                                                         "id_switches", "misses", "false_positives")}
+    lines.append(f"{'pooled':<28}{total['frames']:>7}{total['gt_boxes']:>6}{total['distinct_track_ids']:>7}"
+                 f"{'-':>7}{'-':>7}{total['id_switches']:>6}{total['misses']:>7}{total['false_positives']:>7}")
     return "\n".join(lines)

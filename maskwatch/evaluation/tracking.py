@@ -35,11 +35,11 @@ class TrackingMetrics:
         recall: Matched ground-truth boxes over all ground-truth boxes.
         gt_boxes, track_boxes, misses, false_positives: Box counts over the evaluated frames.
         gt_ids: Distinct ground-truth identities.
-        distinct_track_ids: Distinct track ids in the evaluated frames.
+        distinct_track_ids: Distinct track ids up to the last ground-truth frame.
         counted_track_ids: Track ids with at least ``min_track_frames`` boxes: the people the camera statistics
             count (``voting.min_frames_tracked`` drops shorter tracks).
         mostly_tracked: Ground-truth identities tracked for at least 80% of their life.
-        frames: Frames evaluated (1 to the last ground-truth frame).
+        frames: Frames evaluated (1 to the last ground-truth frame, or those with ground truth).
         min_iou: Box match threshold.
     """
 
@@ -85,7 +85,7 @@ class TrackingMetrics:
 
 def evaluate_tracks(
     tracks: npt.NDArray[np.float64], gt: npt.NDArray[np.float64], min_iou: float = 0.5,
-    min_track_frames: int = COUNTED_MIN_FRAMES,
+    min_track_frames: int = COUNTED_MIN_FRAMES, gt_frames_only: bool = False,
 ) -> TrackingMetrics:
     """Compare tracks with ground truth, frame by frame.
 
@@ -96,9 +96,13 @@ def evaluate_tracks(
         min_iou: Minimum intersection over union for a track box to match a ground-truth box.
         min_track_frames: A track counts as a person with at least this many boxes (the default equals
             ``VotingRules.min_frames_tracked``).
+        gt_frames_only: Evaluate only the frames that have ground-truth rows, for ground truth labelled every
+            n-th frame (``data/labels/people``): track boxes on the frames between are then not false positives.
+            An ID switch is then counted between two labelled frames.
 
     Returns:
-        The metrics over frames 1 to the last ground-truth frame; track rows on later frames are ignored.
+        The metrics over frames 1 to the last ground-truth frame (only those with ground truth where
+        ``gt_frames_only``); track rows on later frames are ignored. ``frames`` counts the frames evaluated.
 
     Raises:
         ValueError: If ``gt`` is empty or ``min_iou`` is not in (0, 1].
@@ -114,17 +118,18 @@ def evaluate_tracks(
         raise ValueError(msg)
     last = int(gt[:, 0].max())
     tracks = tracks[tracks[:, 0] <= last]
+    ids, boxes_per_id = np.unique(tracks[:, 1], return_counts=True)  # counted over every frame up to the last
     acc = mm.MOTAccumulator(auto_id=False)
     gt_by_frame = {int(f): gt[gt[:, 0] == f] for f in np.unique(gt[:, 0])}
     tr_by_frame = {int(f): tracks[tracks[:, 0] == f] for f in np.unique(tracks[:, 0])}
     empty = np.zeros((0, 7))
-    for frame in range(1, last + 1):
+    frames = sorted(gt_by_frame) if gt_frames_only else range(1, last + 1)
+    for frame in frames:
         g, t = gt_by_frame.get(frame, empty), tr_by_frame.get(frame, empty)
         dist = mm.distances.iou_matrix(g[:, 2:6], t[:, 2:6], max_iou=1.0 - min_iou)
         acc.update(g[:, 1].astype(int).tolist(), t[:, 1].astype(int).tolist(), dist, frameid=frame)
     names = ["mota", "idf1", "num_switches", "precision", "recall", "num_objects", "num_predictions",
              "num_misses", "num_false_positives", "num_unique_objects", "mostly_tracked"]
-    ids, boxes_per_id = np.unique(tracks[:, 1], return_counts=True)
     row = mm.metrics.create().compute(acc, metrics=names, name="tracks").iloc[0]
     return TrackingMetrics(
         mota=float(row["mota"]),
@@ -140,7 +145,7 @@ def evaluate_tracks(
         distinct_track_ids=len(ids),
         counted_track_ids=int(np.sum(boxes_per_id >= min_track_frames)),
         mostly_tracked=int(row["mostly_tracked"]),
-        frames=last,
+        frames=len(frames),
         min_iou=min_iou,
         min_track_frames=min_track_frames,
     )
