@@ -19,7 +19,10 @@ Printed, each from this one run on the same letterboxed frames of the video:
   CPU during calls; the re-identification network's calls inside the shards' tracking are model calls too), what
   is spent outside model calls, and the camera stages (decode, letterbox, tracking, crop, voting, emit; thread time)
   with the shards' rest (Ray calls, serialisation, asyncio, metrics). And the pose actor's CPU per frame over its
-  model call time per frame.
+  model call time per frame;
+- all CPU per frame over the model calls' CPU per frame (1.0: a frame costs only its models), and the frames/s that
+  cost allows with every CPU of the machine busy, against the yardstick: no arrangement of the same work on these
+  CPUs runs faster.
 
 Ratios measured in one run are what matter on a CPU-only machine; absolute figures only mean something on the machine
 they were measured on.
@@ -238,6 +241,11 @@ def main() -> None:
           f"else: {ms(outside)} (of {ms(total_cpu)})")
     print("  camera stages: " + ", ".join(f"{k} {ms(v)}" for k, v in stages.items()))
     print(f"pose actor CPU per frame / its model call time: {by_role['pose actor'] / max(pose_wall, 1e-9):.2f}")
+    model_total = max(sum(model_cpu.values()), 1e-9)
+    ceiling = (os.cpu_count() or 1) * processed / max(total_cpu, 1e-9)  # every CPU busy at this cost a frame
+    print(f"all CPU / model calls' CPU, per frame: {total_cpu / model_total:.2f}; at this cost a frame, "
+          f"{os.cpu_count()} CPU(s) all busy would run {ceiling:.1f} frames/s ({ceiling / yardstick:.2f} x the "
+          f"yardstick)")
     print(f"people decided: {sum(c['people'] for c in result.cameras)}; faces classified: "
           f"{sum(c['faces_classified'] for c in result.cameras)}")
     if args.json:
@@ -251,6 +259,7 @@ def main() -> None:
             "cpu_ms_per_frame": {"by_process": {k: ms(v) for k, v in by_role.items()},
                                  "model": {k: ms(v) for k, v in model_cpu.items()}, "outside_models": ms(outside),
                                  "stages": {k: ms(v) for k, v in stages.items()}},
+            "cpu_over_model_cpu": total_cpu / model_total, "ceiling_fps_all_cpus_busy": ceiling,
         }, indent=1))
 
 
