@@ -31,15 +31,7 @@ from pathlib import Path
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 os.environ.setdefault("OPENCV_LOG_LEVEL", "ERROR")
 
-from maskwatch.evaluation.people import (
-    evaluate_files,
-    format_identity,
-    format_table,
-    identity_metrics,
-    read_decisions,
-    read_labels,
-    results_json,
-)
+from maskwatch.evaluation import people
 from pipeline.config import CameraConfig, apply_overrides, load_config, parse_config
 from pipeline.mot import read_mot
 
@@ -90,17 +82,17 @@ def main() -> int:
         print(f"{n:<28}{s['total_people']:>7}{s['total_masked']:>6}{s['total_unmasked']:>8}"
               f"{s['total_undecided']:>7}{s['faces_classified']:>7}{s['faces_rejected']:>9}")
     print()
-    decisions = read_decisions(records)
-    results = [evaluate_files(LABELS / f"{n}.csv", out / f"{n}.tracks.txt",
-                              [d for d in decisions if d["camera_id"] == n]) for n in names]
-    identity = {n: identity_metrics(read_labels(LABELS / f"{n}.csv"), read_mot(out / f"{n}.tracks.txt"))
+    decisions = people.read_decisions(records)
+    results = [people.evaluate_files(LABELS / f"{n}.csv", out / f"{n}.tracks.txt",
+                                     [d for d in decisions if d["camera_id"] == n]) for n in names]
+    identity = {n: people.identity_metrics(people.read_labels(LABELS / f"{n}.csv"), read_mot(out / f"{n}.tracks.txt"))
                 for n in names}
     if args.json:
-        print(json.dumps(results_json(results, identity), indent=1))
+        print(json.dumps(people.results_json(results, identity), indent=1))
     else:
-        print(format_table(results))
+        print(people.format_table(results))
         print()
-        print(format_identity(identity))
+        print(people.format_identity(identity))
     print(f"outputs: {out}", file=sys.stderr)
     return 0
 
