@@ -33,7 +33,6 @@ os.environ.setdefault("OPENCV_LOG_LEVEL", "ERROR")
 
 from maskwatch.evaluation import people
 from pipeline.config import CameraConfig, apply_overrides, load_config, parse_config
-from pipeline.mot import read_mot
 
 ROOT = Path(__file__).resolve().parents[1]
 VIDEOS = ROOT.parent / "shared" / "data" / "videos"
@@ -85,14 +84,12 @@ def main() -> int:
     decisions = people.read_decisions(records)
     results = [people.evaluate_files(LABELS / f"{n}.csv", out / f"{n}.tracks.txt",
                                      [d for d in decisions if d["camera_id"] == n]) for n in names]
-    identity = {n: people.identity_metrics(people.read_labels(LABELS / f"{n}.csv"), read_mot(out / f"{n}.tracks.txt"))
-                for n in names}
     if args.json:
-        print(json.dumps(people.results_json(results, identity), indent=1))
+        print(json.dumps(people.results_json(results), indent=1))
     else:
         print(people.format_table(results))
         print()
-        print(people.format_identity(identity))
+        print(people.format_identity(results))
     print(f"outputs: {out}", file=sys.stderr)
     return 0
 

@@ -309,16 +309,7 @@ def eval_people(tracks_paths: tuple[str, ...], decision_paths: tuple[str, ...], 
     """People, tracks per person, coverage, sensitivity and specificity per person, published vs labelled mask
     fraction: the decisions of each video against its labelled people, per video and pooled. Then every track's
     identity on the labelled frames: MOTA, IDF1, ID switches."""
-    from maskwatch.evaluation.people import (
-        evaluate_files,
-        format_identity,
-        format_table,
-        identity_metrics,
-        read_decisions,
-        read_labels,
-        results_json,
-    )
-    from pipeline.mot import read_mot
+    from maskwatch.evaluation.people import evaluate_files, format_identity, format_table, read_decisions, results_json
     from schemas.errors import ConfigError
 
     n = len(label_paths)
@@ -330,14 +321,12 @@ def eval_people(tracks_paths: tuple[str, ...], decision_paths: tuple[str, ...], 
         decisions = {p: read_decisions(p) for p in dict.fromkeys(decision_paths)}  # each file read once
         results = [evaluate_files(lab, t, decisions[decision_paths[i if len(decision_paths) == n else 0]], min_iou)
                    for i, (t, lab) in enumerate(zip(tracks_paths, label_paths, strict=True))]
-        identity = {r.video: identity_metrics(read_labels(lab), read_mot(t), min_iou)
-                    for r, t, lab in zip(results, tracks_paths, label_paths, strict=True)}
     except (OSError, ValueError) as exc:
         raise ConfigError(str(exc)) from exc
     if as_json:
-        click.echo(json.dumps(results_json(results, identity), indent=1))
+        click.echo(json.dumps(results_json(results), indent=1))
     else:
-        click.echo(format_table(results) + "\n\n" + format_identity(identity))
+        click.echo(format_table(results) + "\n\n" + format_identity(results))
 
 
 @main.command("eval-classifier")

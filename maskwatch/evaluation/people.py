@@ -262,6 +262,8 @@ class VideoResult:
     labelled_mask: int = 0
     labelled_no_mask: int = 0
     per_person: dict[int, dict[str, Any]] = field(default_factory=dict)
+    # Every track against the labelled people on the labelled frames (identity_metrics); None when pooled.
+    identity: TrackingMetrics | None = None
 
     @property
     def wrong(self) -> int:
@@ -297,11 +299,11 @@ class VideoResult:
     def add(self, other: VideoResult) -> None:
         """Add another video's counts (pooling)."""
         for k in asdict(other):
-            if k not in ("video", "per_person"):
+            if k not in ("video", "per_person", "identity"):
                 setattr(self, k, getattr(self, k) + getattr(other, k))
 
     def to_dict(self) -> dict[str, Any]:
-        d = {k: v for k, v in asdict(self).items() if k != "per_person"}
+        d = {k: v for k, v in asdict(self).items() if k not in ("per_person", "identity")}
         d["wrong"] = self.wrong
         for k in ("tracks_per_person", "coverage", "sensitivity", "specificity", "published_fraction",
                   "labelled_fraction"):
@@ -310,6 +312,8 @@ class VideoResult:
         d["sensitivity_ci95"] = wilson_interval(self.masked_right, self.masked_decided)
         d["specificity_ci95"] = wilson_interval(self.unmasked_right, self.unmasked_decided)
         d["per_person"] = {str(k): v for k, v in self.per_person.items()}
+        if self.identity is not None:
+            d["identity"] = self.identity.to_dict()
         return d
 
 
@@ -332,7 +336,7 @@ def evaluate_video(
             labelled frames' spacing).
 
     Returns:
-        The video's :class:`VideoResult`.
+        The video's :class:`VideoResult`, with every track's :func:`identity_metrics` at ``min_iou``.
     """
     gap = max_gap if max_gap is not None else round(1.5 * labels.step)
     boxes_of: dict[int, dict[int, np.ndarray]] = defaultdict(dict)
@@ -409,6 +413,7 @@ def evaluate_video(
                 res.unmasked_right += person_decision == "no_mask"
         res.per_person[pid] = {"truth": truth, "face": face, "tracks": len(ds), "decisions": ds,
                                "decision": person_decision, "track_spans": spans.get(pid, [])}
+    res.identity = identity_metrics(labels, tracks, min_iou)
     return res
 
 
@@ -446,13 +451,10 @@ def identity_metrics(labels: PeopleLabels, tracks: np.ndarray, min_iou: float = 
     return evaluate_tracks(tracks, labels.mot_rows(), min_iou, gt_frames_only=True)
 
 
-def results_json(results: list[VideoResult], identity: dict[str, TrackingMetrics] | None = None) -> dict[str, Any]:
-    """Each video's figures and the pooled ones (key ``pooled``), as JSON-ready dicts; with ``identity`` (per video,
-    :func:`identity_metrics`), each video's under the key ``identity``."""
-    out = {r.video: r.to_dict() for r in [*results, pooled(results)]}
-    for video, m in (identity or {}).items():
-        out[video]["identity"] = m.to_dict()
-    return out
+def results_json(results: list[VideoResult]) -> dict[str, Any]:
+    """Each video's figures (its :func:`identity_metrics` under the key ``identity``) and the pooled ones (key
+    ``pooled``), as JSON-ready dicts."""
+    return {r.video: r.to_dict() for r in [*results, pooled(results)]}
 
 
 def pooled(results: Iterable[VideoResult]) -> VideoResult:
@@ -491,9 +493,10 @@ def format_table(results: list[VideoResult]) -> str:
     return "\n".join(lines)
 
 
-def format_identity(identity: dict[str, TrackingMetrics]) -> str:
-    """One line per video: every track against the labelled people on the labelled frames (IoU >= 0.3, as the
-    person table): MOTA, IDF1 and ID switches (:func:`identity_metrics`); pooled: the sums of the counts."""
+def format_identity(results: list[VideoResult]) -> str:
+    """One line per video: every track against the labelled people on the labelled frames, at the person table's
+    IoU: MOTA, IDF1 and ID switches (:attr:`VideoResult.identity`); pooled: the sums of the counts."""
+    identity = {r.video: r.identity for r in results if r.identity is not None}
     lines = [f"{'video':<28}{'frames':>7}{'boxes':>6}{'tracks':>7}{'MOTA':>7}{'IDF1':>7}{'ID sw':>6}{'misses':>7}"
              f"{'false+':>7}"]
     for n, m in identity.items():
